@@ -1,0 +1,95 @@
+//! Benchmarks: commands that measure in one run and print ratios (never timed assertions).
+
+use crate::model::{group_band, reference, Group, LoadedModel, Rows};
+use anyhow::{ensure, Context, Result};
+use legion_runtime::exec::BandExecutor;
+use prost::Message;
+use std::collections::HashSet;
+use std::time::Instant;
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::*;
+
+/// The ONNX sub-model computing one band of `group` with tract-onnx directly: the group's
+/// nodes, its input of `input_rows` rows, vertical padding removed (the band reads real rows
+/// above and below, as a middle band does).
+pub fn band_onnx(m: &LoadedModel, group: Group, input_rows: usize) -> Result<Vec<u8>> {
+    let mut proto = ModelProto::decode(m.onnx.as_slice())?;
+    let graph = proto.graph.as_mut().context("no graph")?;
+    let keep: HashSet<&str> = group.layers().map(|v| m.tensor_names[v].as_str()).collect();
+    graph.node.retain(|n| n.output.first().is_some_and(|o| keep.contains(o.as_str())));
+    for n in &mut graph.node {
+        for a in &mut n.attribute {
+            if a.name == "pads" && a.ints.len() == 4 {
+                a.ints[0] = 0;
+                a.ints[2] = 0;
+            }
+        }
+    }
+    let used: HashSet<String> = graph.node.iter().flat_map(|n| n.input.clone()).collect();
+    graph.initializer.retain(|t| used.contains(&t.name));
+    let mut shape = m.ir.nodes[group.from].shape.clone();
+    shape[2] = input_rows;
+    let mut input = graph.input[0].clone();
+    input.name = m.tensor_names[group.from].clone();
+    if let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) = input.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+        if let Some(s) = t.shape.as_mut() {
+            for (d, v) in s.dim.iter_mut().zip(&shape) {
+                d.value = Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(*v as i64));
+            }
+        }
+    }
+    graph.input = vec![input];
+    let mut output = graph.output[0].clone();
+    output.name = m.tensor_names[group.to].clone();
+    output.r#type = None;
+    graph.output = vec![output];
+    Ok(proto.encode_to_vec())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub struct BandBench {
+    pub group: Group,
+    pub band: Rows,
+    pub input_rows: usize,
+    pub executor_s: f64,
+    pub tract_s: f64,
+    pub max_abs_diff: f32,
+}
+
+/// Run one middle band of `group` (board `board` of `boards` equal bands) through legionc's
+/// executor and through tract-onnx on the same rows, single-threaded, interleaved.
+pub fn band_vs_tract(m: &LoadedModel, group: Group, boards: usize, board: usize, repeats: usize) -> Result<BandBench> {
+    let h = m.ir.rows(group.to);
+    ensure!(board > 0 && board + 1 < boards, "pick a middle band: board must be in 1..{}", boards - 1);
+    let per = h / boards;
+    let band = Rows::new(board * per, (board + 1) * per);
+    let gb = group_band(&m.ir, group, band);
+    ensure!(gb.layers.iter().all(|l| l.pad_top == 0 && l.pad_bottom == 0), "band {band} touches an image border");
+    let mut exec = BandExecutor::new(m.ir.clone());
+    exec.prepare(group, band)?;
+    let direct = reference::plan(&band_onnx(m, group, gb.input.len())?, &{
+        let mut s = m.ir.nodes[group.from].shape.clone();
+        s[2] = gb.input.len();
+        s
+    })?;
+    let mut shape = m.ir.nodes[group.from].shape.clone();
+    shape[2] = gb.input.len();
+    let input = reference::random_input(&shape, 7);
+    let a = exec.run_band(group, band, input.clone())?;
+    let b = direct.run(tvec!(input.clone().into()))?.remove(0).into_tensor();
+    let (max_abs_diff, _) = reference::compare(&a, &b)?;
+    let (mut te, mut tt) = (vec![], vec![]);
+    for _ in 0..repeats {
+        let t = Instant::now();
+        exec.run_band(group, band, input.clone())?;
+        te.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        direct.run(tvec!(input.clone().into()))?;
+        tt.push(t.elapsed().as_secs_f64());
+    }
+    Ok(BandBench { group, band, input_rows: gb.input.len(), executor_s: median(te), tract_s: median(tt), max_abs_diff })
+}

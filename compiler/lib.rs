@@ -1,0 +1,8 @@
+//! legionc, the Legion plan compiler: splits the inference of one CNN across a fleet of
+//! heterogeneous edge boards. See ARCHITECTURE.md for the code map.
+
+pub mod bench;
+pub mod model;
+
+pub use legion_runtime as runtime;
+pub mod solve;

@@ -1,0 +1,480 @@
+//! ONNX → legionc's layer IR.
+//!
+//! The protobuf is read with tract-onnx's `pb` types; the ops are mapped one by one to the IR
+//! with ONNX's own semantics (auto_pad, ceil_mode, BatchNormalization folding, Gemm's
+//! transposes). Whether the mapping is right is checked against tract-onnx's run of the whole
+//! file (see `reference`), in the tests and by `legionc check`.
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use legion_runtime::ir::{Conv, InputLayout, Model, Node, Op, Weights, Window};
+use prost::Message;
+use std::collections::HashMap;
+use tract_onnx::pb::{tensor_proto::DataType, type_proto, AttributeProto, ModelProto, NodeProto, TensorProto};
+
+/// ONNX ops the front end maps, as listed in errors.
+pub const SUPPORTED_OPS: &str = "Conv, MaxPool, AveragePool, Relu, LeakyRelu, Clip, \
+    BatchNormalization, Add, Sub, Mul, Div (by a constant or of two same-shape tensors for Add), \
+    Concat (channels), SpaceToDepth, Transpose, Flatten, Reshape (flattening), Gemm, MatMul, \
+    GlobalAveragePool, GlobalMaxPool, Softmax, Identity, Dropout";
+
+/// A constant tensor of the ONNX file.
+#[derive(Clone, Debug)]
+enum Const {
+    F32(Vec<usize>, Vec<f32>),
+    I64(Vec<i64>),
+}
+
+impl Const {
+    fn f32(&self) -> Result<(&[usize], &[f32])> {
+        match self {
+            Const::F32(s, d) => Ok((s, d)),
+            Const::I64(..) => bail!("expected a float tensor, found int64"),
+        }
+    }
+}
+
+fn read_tensor(t: &TensorProto) -> Result<Const> {
+    let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+    let n: usize = shape.iter().product();
+    let c = if t.data_type == DataType::Float as i32 {
+        let d: Vec<f32> = if !t.raw_data.is_empty() {
+            ensure!(t.raw_data.len() == 4 * n, "raw data of '{}' has {} bytes for {n} floats", t.name, t.raw_data.len());
+            t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        } else {
+            t.float_data.clone()
+        };
+        ensure!(d.len() == n, "tensor '{}' has {} values for shape {shape:?}", t.name, d.len());
+        Const::F32(shape, d)
+    } else if t.data_type == DataType::Int64 as i32 {
+        let d: Vec<i64> = if !t.raw_data.is_empty() {
+            t.raw_data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+        } else {
+            t.int64_data.clone()
+        };
+        ensure!(d.len() == n, "tensor '{}' has {} values for shape {shape:?}", t.name, d.len());
+        Const::I64(d)
+    } else if !t.external_data.is_empty() || t.data_location == Some(1) {
+        bail!("tensor '{}' keeps its data in an external file, which is not supported", t.name)
+    } else {
+        bail!("tensor '{}' has data type {}, only float32 and int64 are supported", t.name, t.data_type)
+    };
+    Ok(c)
+}
+
+struct Attrs<'a>(&'a [AttributeProto]);
+
+impl Attrs<'_> {
+    fn get(&self, name: &str) -> Option<&AttributeProto> {
+        self.0.iter().find(|a| a.name == name)
+    }
+    fn ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.get(name).map(|a| a.ints.clone())
+    }
+    fn int(&self, name: &str, default: i64) -> i64 {
+        self.get(name).map(|a| a.i).unwrap_or(default)
+    }
+    fn float(&self, name: &str, default: f32) -> f32 {
+        self.get(name).map(|a| a.f).unwrap_or(default)
+    }
+    fn string(&self, name: &str) -> Option<String> {
+        self.get(name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
+    }
+}
+
+/// The IR of an ONNX model and, for each value, the ONNX tensor it stands for.
+pub struct Imported {
+    pub model: Model,
+    pub tensor_names: Vec<String>,
+}
+
+struct Importer {
+    model: Model,
+    tensor_names: Vec<String>,
+    values: HashMap<String, usize>,
+    consts: HashMap<String, Const>,
+    opset: i64,
+}
+
+/// Read an ONNX file's bytes. `input_shape` fixes an input whose shape the file leaves open.
+pub fn import(bytes: &[u8], name: &str, input_shape: Option<&[usize]>) -> Result<Imported> {
+    let proto = ModelProto::decode(bytes).context("not an ONNX model (protobuf decoding failed)")?;
+    let graph = proto.graph.as_ref().ok_or_else(|| anyhow!("the ONNX file has no graph"))?;
+    let opset = proto.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version).unwrap_or(13);
+    let mut consts = HashMap::new();
+    for t in &graph.initializer {
+        consts.insert(t.name.clone(), read_tensor(t).with_context(|| format!("initializer '{}'", t.name))?);
+    }
+    let inputs: Vec<_> = graph.input.iter().filter(|i| !consts.contains_key(&i.name)).collect();
+    ensure!(inputs.len() == 1, "the model has {} inputs ({}); legionc takes models with exactly one", inputs.len(),
+        inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "));
+    let input = inputs[0];
+    let shape = match input_shape {
+        Some(s) => s.to_vec(),
+        None => input_shape_of(input)?,
+    };
+    ensure!(shape.len() == 4 && shape[0] == 1, "input '{}' has shape {shape:?}; legionc takes one image, [1, C, H, W] or [1, H, W, C]", input.name);
+    let mut imp = Importer {
+        model: Model { name: name.into(), input_layout: InputLayout::Nchw, nodes: vec![] },
+        tensor_names: vec![],
+        values: HashMap::new(),
+        consts,
+        opset,
+    };
+    imp.push(input.name.clone(), input.name.clone(), Op::Input, vec![], shape);
+    for node in &graph.node {
+        imp.node(node).with_context(|| {
+            format!("node '{}' (op {})", if node.name.is_empty() { &node.output[0] } else { &node.name }, node.op_type)
+        })?;
+    }
+    ensure!(graph.output.len() == 1, "the model has {} outputs; legionc takes models with exactly one", graph.output.len());
+    let out = &graph.output[0].name;
+    let &id = imp.values.get(out).ok_or_else(|| anyhow!("output '{out}' is not computed by any supported node"))?;
+    ensure!(id == imp.model.nodes.len() - 1, "output '{out}' is not the last node computed; legionc takes graphs that end at their output");
+    Ok(Imported { model: imp.model, tensor_names: imp.tensor_names })
+}
+
+fn input_shape_of(input: &tract_onnx::pb::ValueInfoProto) -> Result<Vec<usize>> {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value;
+    let open = || anyhow!("input '{}' has a dynamic shape; give it with --input-shape (fleet.yaml: model.input_shape)", input.name);
+    let Some(type_proto::Value::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return Err(open());
+    };
+    let dims = &t.shape.as_ref().ok_or_else(open)?.dim;
+    dims.iter()
+        .enumerate()
+        .map(|(i, d)| match &d.value {
+            Some(Value::DimValue(v)) if *v > 0 => Ok(*v as usize),
+            // A symbolic batch is one image.
+            _ if i == 0 => Ok(1),
+            _ => Err(open()),
+        })
+        .collect()
+}
+
+/// Effective pads (see [`Window`]) of one spatial axis. Returns (pad_before, pad_after, out).
+#[allow(clippy::too_many_arguments)]
+fn axis_geometry(len: usize, k: usize, s: usize, d: usize, before: i64, after: i64, auto_pad: &str, ceil: bool) -> Result<(i64, i64, usize)> {
+    let span = (d * (k - 1) + 1) as i64;
+    let len_i = len as i64;
+    let (before, after) = match auto_pad {
+        "" | "NOTSET" => (before, after),
+        "VALID" => (0, 0),
+        "SAME_UPPER" | "SAME_LOWER" => {
+            let out = (len_i + s as i64 - 1) / s as i64;
+            let total = ((out - 1) * s as i64 + span - len_i).max(0);
+            if auto_pad == "SAME_UPPER" { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) }
+        }
+        other => bail!("auto_pad '{other}' is not an ONNX value"),
+    };
+    let num = len_i + before + after - span;
+    ensure!(num >= 0, "the window ({span} rows) is larger than the padded input ({} rows)", len_i + before + after);
+    let s_i = s as i64;
+    let mut out = if ceil { (num + s_i - 1) / s_i + 1 } else { num / s_i + 1 };
+    if ceil && (out - 1) * s_i >= len_i + before {
+        out -= 1;
+    }
+    let eff_after = (out - 1) * s_i + span - len_i - before;
+    Ok((before, eff_after, out as usize))
+}
+
+impl Importer {
+    fn push(&mut self, tensor: String, name: String, op: Op, inputs: Vec<usize>, shape: Vec<usize>) -> usize {
+        let id = self.model.nodes.len();
+        self.model.nodes.push(Node { name, op, inputs, shape });
+        self.values.insert(tensor.clone(), id);
+        self.tensor_names.push(tensor);
+        id
+    }
+
+    fn value(&self, tensor: &str) -> Result<usize> {
+        self.values.get(tensor).copied().ok_or_else(|| {
+            if self.consts.contains_key(tensor) {
+                anyhow!("input '{tensor}' is a constant where legionc expects a computed tensor")
+            } else {
+                anyhow!("input '{tensor}' is not computed by any earlier supported node")
+            }
+        })
+    }
+
+    fn konst(&self, tensor: &str) -> Result<&Const> {
+        self.consts.get(tensor).ok_or_else(|| anyhow!("input '{tensor}' must be a constant (an initializer)"))
+    }
+
+    fn shape(&self, v: usize) -> &[usize] {
+        &self.model.nodes[v].shape
+    }
+
+    fn window(&self, node: &NodeProto, x: usize, kernel: [usize; 2], ceil: bool) -> Result<(Window, [usize; 2])> {
+        let a = Attrs(&node.attribute);
+        let strides = a.ints("strides").unwrap_or(vec![1, 1]);
+        let dil = a.ints("dilations").unwrap_or(vec![1, 1]);
+        let pads = a.ints("pads").unwrap_or(vec![0, 0, 0, 0]);
+        ensure!(strides.len() == 2 && dil.len() == 2 && pads.len() == 4, "only 2-D windows are supported");
+        let auto_pad = a.string("auto_pad").unwrap_or_default();
+        let s = self.shape(x);
+        ensure!(s.len() == 4, "input has rank {}, 2-D windows need NCHW", s.len());
+        let mut w = Window { kernel, stride: [0; 2], dilation: [0; 2], pad_before: [0; 2], pad_after: [0; 2] };
+        let mut out = [0; 2];
+        for ax in 0..2 {
+            w.stride[ax] = strides[ax] as usize;
+            w.dilation[ax] = dil[ax] as usize;
+            ensure!(w.stride[ax] > 0 && w.dilation[ax] > 0, "strides and dilations must be positive");
+            let (b, e, o) = axis_geometry(s[2 + ax], kernel[ax], w.stride[ax], w.dilation[ax], pads[ax], pads[ax + 2], &auto_pad, ceil)?;
+            w.pad_before[ax] = b;
+            w.pad_after[ax] = e;
+            out[ax] = o;
+        }
+        Ok((w, out))
+    }
+
+    /// `x` with a constant per-channel (or per-feature) operand: an Affine layer.
+    fn affine(&mut self, node: &NodeProto, x: usize, c: &Const, op: &str) -> Result<()> {
+        let (cshape, data) = c.f32()?;
+        let s = self.shape(x).to_vec();
+        let ch = s[1];
+        let per_channel = match s.len() {
+            4 => data.len() == 1 || (data.len() == ch && cshape.len() >= 3 && cshape[cshape.len() - 2..] == [1, 1]),
+            2 => data.len() == 1 || data.len() == ch,
+            _ => false,
+        };
+        ensure!(per_channel, "constant of shape {cshape:?} does not broadcast per channel over {s:?}");
+        let v: Vec<f32> = if data.len() == 1 { vec![data[0]; ch] } else { data.to_vec() };
+        let (scale, shift) = match op {
+            "Add" => (vec![1.0; ch], v),
+            "Sub" => (vec![1.0; ch], v.iter().map(|x| -x).collect()),
+            "Mul" => (v, vec![0.0; ch]),
+            "Div" => (v.iter().map(|x| 1.0 / x).collect(), vec![0.0; ch]),
+            _ => unreachable!(),
+        };
+        let op = Op::Affine { scale: Weights::new(vec![ch], scale), shift: Weights::new(vec![ch], shift) };
+        self.push(node.output[0].clone(), node_name(node), op, vec![x], s);
+        Ok(())
+    }
+
+    fn node(&mut self, node: &NodeProto) -> Result<()> {
+        let a = Attrs(&node.attribute);
+        let out = node.output.first().cloned().ok_or_else(|| anyhow!("node has no output"))?;
+        let name = node_name(node);
+        let unary = |imp: &mut Importer, op: Op| -> Result<()> {
+            let x = imp.value(&node.input[0])?;
+            let s = imp.shape(x).to_vec();
+            imp.push(out.clone(), name.clone(), op, vec![x], s);
+            Ok(())
+        };
+        match node.op_type.as_str() {
+            "Constant" => {
+                let t = a.get("value").and_then(|v| v.t.as_ref()).ok_or_else(|| anyhow!("Constant without a tensor value"))?;
+                let c = read_tensor(t)?;
+                self.consts.insert(out, c);
+            }
+            "Identity" | "Dropout" => {
+                let x = self.value(&node.input[0])?;
+                self.values.insert(out, x);
+            }
+            "Conv" => {
+                let x = self.value(&node.input[0])?;
+                let (wshape, wdata) = self.konst(&node.input[1])?.f32()?;
+                ensure!(wshape.len() == 4, "only 2-D convolutions are supported (kernel {wshape:?})");
+                let (wshape, wdata) = (wshape.to_vec(), wdata.to_vec());
+                let group = a.int("group", 1) as usize;
+                let in_c = self.shape(x)[1];
+                ensure!(wshape[1] * group == in_c, "kernel {wshape:?} with group {group} does not fit {in_c} input channels");
+                let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+                    Some(b) => self.konst(b)?.f32()?.1.to_vec(),
+                    None => vec![0.0; wshape[0]],
+                };
+                let (window, o) = self.window(node, x, [wshape[2], wshape[3]], false)?;
+                let conv = Conv {
+                    window,
+                    in_channels: in_c,
+                    out_channels: wshape[0],
+                    group,
+                    weight: Weights::new(wshape.clone(), wdata),
+                    bias: Weights::new(vec![wshape[0]], bias),
+                };
+                self.push(out, name, Op::Conv(conv), vec![x], vec![1, wshape[0], o[0], o[1]]);
+            }
+            "MaxPool" | "AveragePool" => {
+                ensure!(node.output.len() == 1, "MaxPool with indices output is not supported");
+                let x = self.value(&node.input[0])?;
+                let k = a.ints("kernel_shape").ok_or_else(|| anyhow!("kernel_shape missing"))?;
+                ensure!(k.len() == 2, "only 2-D pools are supported");
+                let ceil = a.int("ceil_mode", 0) != 0;
+                let (window, o) = self.window(node, x, [k[0] as usize, k[1] as usize], ceil)?;
+                let c = self.shape(x)[1];
+                let op = if node.op_type == "MaxPool" {
+                    Op::MaxPool(window)
+                } else {
+                    let count_include_pad = a.int("count_include_pad", 0) != 0;
+                    let declared = a.ints("pads").unwrap_or(vec![0; 4]);
+                    ensure!(
+                        !(count_include_pad && ceil && (window.pad_after[0] > declared[2] || window.pad_after[1] > declared[3])),
+                        "AveragePool with ceil_mode and count_include_pad whose last window overhangs is not supported"
+                    );
+                    Op::AvgPool { window, count_include_pad }
+                };
+                self.push(out, name, op, vec![x], vec![1, c, o[0], o[1]]);
+            }
+            "Relu" => unary(self, Op::Relu)?,
+            "LeakyRelu" => unary(self, Op::LeakyRelu { alpha: a.float("alpha", 0.01) })?,
+            "Clip" => {
+                let (mut min, mut max) = (a.float("min", f32::MIN), a.float("max", f32::MAX));
+                if self.opset >= 11 || node.input.len() > 1 {
+                    let bound = |imp: &Importer, i: usize, default: f32| -> Result<f32> {
+                        match node.input.get(i).filter(|s| !s.is_empty()) {
+                            Some(n) => {
+                                let (_, d) = imp.konst(n)?.f32()?;
+                                ensure!(d.len() == 1, "Clip bounds must be scalars");
+                                Ok(d[0])
+                            }
+                            None => Ok(default),
+                        }
+                    };
+                    min = bound(self, 1, min)?;
+                    max = bound(self, 2, max)?;
+                }
+                unary(self, Op::Clip { min, max })?
+            }
+            "BatchNormalization" => {
+                let x = self.value(&node.input[0])?;
+                let eps = a.float("epsilon", 1e-5);
+                let p: Vec<Vec<f32>> = node.input[1..5]
+                    .iter()
+                    .map(|n| Ok(self.konst(n)?.f32()?.1.to_vec()))
+                    .collect::<Result<_>>()?;
+                let c = self.shape(x)[1];
+                ensure!(p.iter().all(|v| v.len() == c), "parameters do not have one value per channel ({c})");
+                let scale: Vec<f32> = (0..c).map(|i| p[0][i] / (p[3][i] + eps).sqrt()).collect();
+                let shift: Vec<f32> = (0..c).map(|i| p[1][i] - p[2][i] * scale[i]).collect();
+                unary(self, Op::Affine { scale: Weights::new(vec![c], scale), shift: Weights::new(vec![c], shift) })?
+            }
+            op @ ("Add" | "Sub" | "Mul" | "Div") => {
+                let (l, r) = (&node.input[0], &node.input[1]);
+                match (self.values.get(l).copied(), self.values.get(r).copied()) {
+                    (Some(x), Some(y)) => {
+                        ensure!(op == "Add", "{op} of two computed tensors is not supported");
+                        ensure!(self.shape(x) == self.shape(y), "Add of shapes {:?} and {:?} (broadcasting) is not supported", self.shape(x), self.shape(y));
+                        let s = self.shape(x).to_vec();
+                        self.push(out, name, Op::Add, vec![x, y], s);
+                    }
+                    (Some(x), None) => {
+                        let c = self.konst(r)?.clone();
+                        self.affine(node, x, &c, op)?
+                    }
+                    (None, Some(y)) if op == "Add" || op == "Mul" => {
+                        let c = self.konst(l)?.clone();
+                        self.affine(node, y, &c, op)?
+                    }
+                    _ => bail!("{op} needs a computed tensor on its left"),
+                }
+            }
+            "Concat" => {
+                let xs: Vec<usize> = node.input.iter().map(|i| self.value(i)).collect::<Result<_>>()?;
+                let mut s = self.shape(xs[0]).to_vec();
+                let axis = a.int("axis", 1);
+                let axis = if axis < 0 { axis + s.len() as i64 } else { axis };
+                ensure!(axis == 1, "only concatenation along channels is supported (axis {axis})");
+                for &x in &xs[1..] {
+                    let t = self.shape(x);
+                    ensure!(t.len() == s.len() && t[2..] == s[2..], "concatenating shapes {s:?} and {t:?}");
+                    s[1] += t[1];
+                }
+                self.push(out, name, Op::Concat, xs, s);
+            }
+            "SpaceToDepth" => {
+                let x = self.value(&node.input[0])?;
+                let b = a.int("blocksize", 0) as usize;
+                let s = self.shape(x).to_vec();
+                ensure!(b > 0 && s[2] % b == 0 && s[3] % b == 0, "blocksize {b} does not divide {}×{}", s[2], s[3]);
+                self.push(out, name, Op::SpaceToDepth { block: b }, vec![x], vec![1, s[1] * b * b, s[2] / b, s[3] / b]);
+            }
+            "Transpose" => {
+                let x = self.value(&node.input[0])?;
+                let s = self.shape(x).to_vec();
+                let perm: Vec<usize> = a.ints("perm").map(|p| p.iter().map(|&i| i as usize).collect()).unwrap_or_else(|| (0..s.len()).rev().collect());
+                if x == 0 && self.model.nodes.len() == 1 && perm == [0, 3, 1, 2] && self.model.input_layout == InputLayout::Nchw {
+                    // NHWC → NCHW at the input (Keras / TensorFlow): the coordinator does it.
+                    self.model.input_layout = InputLayout::Nhwc;
+                    let n = &mut self.model.nodes[0];
+                    n.shape = perm.iter().map(|&p| s[p]).collect();
+                    self.values.insert(out, 0);
+                } else {
+                    ensure!(perm.len() == s.len(), "perm {perm:?} for rank {}", s.len());
+                    let shape = perm.iter().map(|&p| s[p]).collect();
+                    self.push(out, name, Op::Transpose { perm }, vec![x], shape);
+                }
+            }
+            "Flatten" => {
+                let x = self.value(&node.input[0])?;
+                let axis = a.int("axis", 1);
+                ensure!(axis == 1, "Flatten axis {axis} is not supported (only 1)");
+                let k = self.shape(x)[1..].iter().product();
+                self.push(out, name, Op::Flatten, vec![x], vec![1, k]);
+            }
+            "Reshape" => {
+                let x = self.value(&node.input[0])?;
+                let target = match self.konst(&node.input[1])? {
+                    Const::I64(d) => d.clone(),
+                    Const::F32(..) => bail!("Reshape shape must be int64"),
+                };
+                let s = self.shape(x).to_vec();
+                let k: usize = s[1..].iter().product();
+                let flat = target.len() == 2 && (target[0] == 1 || target[0] == -1 || target[0] == 0) && (target[1] == -1 || target[1] == k as i64);
+                ensure!(flat, "only a Reshape that flattens to [1, {k}] is supported (target {target:?})");
+                self.push(out, name, Op::Flatten, vec![x], vec![1, k]);
+            }
+            "Gemm" | "MatMul" => {
+                let x = self.value(&node.input[0])?;
+                let s = self.shape(x).to_vec();
+                ensure!(s.len() == 2, "input has shape {s:?}, a flattened [1, K] is needed");
+                let (bshape, bdata) = self.konst(&node.input[1])?.f32()?;
+                ensure!(bshape.len() == 2, "weights of shape {bshape:?} are not a matrix");
+                let (alpha, beta, trans_a, trans_b) = if node.op_type == "Gemm" {
+                    (a.float("alpha", 1.0), a.float("beta", 1.0), a.int("transA", 0), a.int("transB", 0))
+                } else {
+                    (1.0, 1.0, 0, 0)
+                };
+                ensure!(trans_a == 0, "Gemm with transA is not supported");
+                let (k, n) = if trans_b != 0 { (bshape[1], bshape[0]) } else { (bshape[0], bshape[1]) };
+                ensure!(k == s[1], "weights {bshape:?} do not fit {} input features", s[1]);
+                let mut w = vec![0f32; k * n];
+                for i in 0..k {
+                    for j in 0..n {
+                        let v = if trans_b != 0 { bdata[j * k + i] } else { bdata[i * n + j] };
+                        w[i * n + j] = alpha * v;
+                    }
+                }
+                let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+                    Some(c) => {
+                        let (_, d) = self.konst(c)?.f32()?;
+                        ensure!(d.len() == n || d.len() == 1, "Gemm bias of {} values for {n} outputs", d.len());
+                        (0..n).map(|j| beta * d[if d.len() == 1 { 0 } else { j }]).collect()
+                    }
+                    None => vec![0.0; n],
+                };
+                let op = Op::Dense { weight: Weights::new(vec![k, n], w), bias: Weights::new(vec![n], bias) };
+                self.push(out, name, op, vec![x], vec![1, n]);
+            }
+            "GlobalAveragePool" | "GlobalMaxPool" => {
+                let x = self.value(&node.input[0])?;
+                let s = self.shape(x).to_vec();
+                let op = if node.op_type == "GlobalAveragePool" { Op::GlobalAvgPool } else { Op::GlobalMaxPool };
+                self.push(out, name, op, vec![x], vec![1, s[1], 1, 1]);
+            }
+            "Softmax" => {
+                let x = self.value(&node.input[0])?;
+                let rank = self.shape(x).len() as i64;
+                let axis = a.int("axis", if self.opset >= 13 { -1 } else { 1 });
+                let axis = if axis < 0 { axis + rank } else { axis } as usize;
+                ensure!(self.opset >= 13 || axis == rank as usize - 1, "Softmax before opset 13 over axes {axis}.. is not supported");
+                unary(self, Op::Softmax { axis })?
+            }
+            other => bail!("op {other} is not supported; legionc supports: {SUPPORTED_OPS}"),
+        }
+        Ok(())
+    }
+}
+
+fn node_name(node: &NodeProto) -> String {
+    if node.name.is_empty() { node.output.first().cloned().unwrap_or_default() } else { node.name.clone() }
+}

@@ -1,0 +1,43 @@
+//! The reference every split is judged against: tract-onnx running the whole ONNX file on one
+//! board, with none of legionc's code in the way.
+
+use anyhow::{Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tract_onnx::prelude::*;
+
+/// tract-onnx's optimised plan of a whole ONNX model for an input of `shape`.
+pub fn plan(onnx: &[u8], shape: &[usize]) -> Result<Arc<TypedRunnableModel>> {
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(onnx))
+        .context("tract-onnx cannot read the model")?
+        .with_input_fact(0, f32::fact(shape).into())?
+        .into_optimized()
+        .context("tract-onnx cannot optimise the model")?;
+    Ok(model.into_runnable()?)
+}
+
+/// Run the whole model once.
+pub fn run(onnx: &[u8], input: &Tensor) -> Result<Tensor> {
+    let plan = plan(onnx, input.shape())?;
+    let mut out = plan.run(tvec!(input.clone().into()))?;
+    Ok(out.remove(0).into_tensor())
+}
+
+/// A seeded random input in [0, 1), the user's layout.
+pub fn random_input(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|_| rng.gen_range(0.0..1.0)).collect();
+    Tensor::from_shape(shape, &data).expect("shape and data agree")
+}
+
+/// Max |a − b| and max |b|, for `a` and `b` of the same shape.
+pub fn compare(a: &Tensor, b: &Tensor) -> Result<(f32, f32)> {
+    anyhow::ensure!(a.shape() == b.shape(), "shapes differ: {:?} vs {:?}", a.shape(), b.shape());
+    let a = a.to_plain_array_view::<f32>()?;
+    let b = b.to_plain_array_view::<f32>()?;
+    let diff = a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let scale = b.iter().map(|x| x.abs()).fold(0f32, f32::max);
+    Ok((diff, scale))
+}

@@ -1,0 +1,303 @@
+//! The band executor: turns a section of the IR (a fused group on a band of rows, or the tail)
+//! into a tract graph with explicit asymmetric padding, optimises it once and runs it.
+
+use crate::halo::{group_band, layer_input_rows, Group, GroupBand, LayerBand, Rows};
+use crate::ir::{Model, Op, Weights, Window};
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tract_core::internal::*;
+use tract_core::ops::array::{Slice, TypedConcat};
+use tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec, SumPool};
+use tract_core::ops::einsum::EinSum;
+use tract_core::ops::nn::{DataFormat, Reduce, Reducer, Softmax, SoftmaxKind};
+
+pub type Runnable = Arc<TypedRunnableModel>;
+
+fn konst(model: &mut TypedModel, name: String, w: &Weights) -> TractResult<OutletId> {
+    let t = Tensor::from_shape(&w.shape, &w.data)?;
+    model.add_const(name, t)
+}
+
+fn scalar(model: &mut TypedModel, name: String, v: f32, rank: usize) -> TractResult<OutletId> {
+    let t = Tensor::from_shape(&vec![1; rank], &[v])?;
+    model.add_const(name, t)
+}
+
+fn pool_spec(w: &Window, in_c: usize, out_c: usize, pad_top: usize, pad_bottom: usize) -> PoolSpec {
+    // H is handled by the band (rows sliced, pads given); W keeps the model's padding. An
+    // effective right pad is always > −stride, so clamping it at 0 keeps the output width.
+    PoolSpec {
+        data_format: DataFormat::NCHW,
+        kernel_shape: tvec!(w.kernel[0], w.kernel[1]),
+        padding: PaddingSpec::Explicit(
+            tvec!(pad_top, w.pad_before[1].max(0) as usize),
+            tvec!(pad_bottom, w.pad_after[1].max(0) as usize),
+        ),
+        dilations: Some(tvec!(w.dilation[0], w.dilation[1])),
+        strides: Some(tvec!(w.stride[0], w.stride[1])),
+        input_channels: in_c,
+        output_channels: out_c,
+    }
+}
+
+/// Wire one IR layer into `target`. `inputs` are already sliced to the rows the layer reads.
+fn wire_layer(
+    target: &mut TypedModel,
+    model: &Model,
+    layer: &LayerBand,
+    inputs: &[OutletId],
+) -> TractResult<OutletId> {
+    let node = &model.nodes[layer.node];
+    let name = format!("n{}", layer.node);
+    let rank = target.outlet_fact(inputs[0])?.rank();
+    let (pt, pb) = (layer.pad_top, layer.pad_bottom);
+    let wired = match &node.op {
+        Op::Input => bail!("the input is not a layer"),
+        Op::Conv(c) => {
+            let k = konst(target, format!("{name}.kernel"), &c.weight)?;
+            let b = konst(target, format!("{name}.bias"), &c.bias)?;
+            let op = Conv::new(
+                pool_spec(&c.window, c.in_channels, c.out_channels, pt, pb),
+                KernelFormat::OIHW,
+                c.group,
+                None,
+            );
+            target.wire_node(&name, op, &[inputs[0], k, b])?
+        }
+        Op::MaxPool(w) => {
+            let c = node.shape[1];
+            target.wire_node(&name, MaxPool::new(pool_spec(w, c, c, pt, pb), None), inputs)?
+        }
+        Op::AvgPool { window, count_include_pad } => {
+            let c = node.shape[1];
+            let op = SumPool::new(pool_spec(window, c, c, pt, pb), *count_include_pad, true);
+            target.wire_node(&name, op, inputs)?
+        }
+        Op::Relu => {
+            let z = scalar(target, format!("{name}.zero"), 0.0, rank)?;
+            target.wire_node(&name, tract_core::ops::math::max(), &[inputs[0], z])?
+        }
+        Op::LeakyRelu { alpha } => {
+            target.wire_node(&name, tract_core::ops::nn::leaky_relu(*alpha), inputs)?
+        }
+        Op::Clip { min, max } => {
+            let lo = scalar(target, format!("{name}.min"), *min, rank)?;
+            let hi = scalar(target, format!("{name}.max"), *max, rank)?;
+            let x = target.wire_node(format!("{name}.lo"), tract_core::ops::math::max(), &[inputs[0], lo])?;
+            target.wire_node(&name, tract_core::ops::math::min(), &[x[0], hi])?
+        }
+        Op::Affine { scale, shift } => {
+            let c = scale.len();
+            let shape = if rank == 4 { vec![1, c, 1, 1] } else { vec![1, c] };
+            let s = konst(target, format!("{name}.scale"), &Weights { shape: shape.clone(), data: scale.data.clone() })?;
+            let t = konst(target, format!("{name}.shift"), &Weights { shape, data: shift.data.clone() })?;
+            let x = target.wire_node(format!("{name}.mul"), tract_core::ops::math::mul(), &[inputs[0], s])?;
+            target.wire_node(&name, tract_core::ops::math::add(), &[x[0], t])?
+        }
+        Op::Add => target.wire_node(&name, tract_core::ops::math::add(), inputs)?,
+        Op::Concat => target.wire_node(&name, TypedConcat::new(1), inputs)?,
+        Op::SpaceToDepth { block } => {
+            let b = *block;
+            let shape = target.outlet_fact(inputs[0])?.shape.to_tvec();
+            let (c, h, w) = (shape[1].clone(), shape[2].clone(), shape[3].clone());
+            let hb = h.clone() / b as u64;
+            let wb = w.clone() / b as u64;
+            let mut x = target.wire_node(
+                format!("{name}.split"),
+                AxisOp::Reshape(2, tvec!(h, w), tvec!(hb.clone(), b.to_dim(), wb.clone(), b.to_dim())),
+                inputs,
+            )?;
+            // [N, C, H', b1, W', b2] → [N, b1, b2, C, H', W']
+            x = target.wire_node(format!("{name}.mv1"), AxisOp::Move(3, 1), &x)?;
+            x = target.wire_node(format!("{name}.mv2"), AxisOp::Move(5, 2), &x)?;
+            target.wire_node(
+                &name,
+                AxisOp::Reshape(1, tvec!(b.to_dim(), b.to_dim(), c.clone()), tvec!(c * (b * b) as u64)),
+                &x,
+            )?
+        }
+        Op::GlobalAvgPool | Op::GlobalMaxPool => {
+            let reducer = if matches!(node.op, Op::GlobalAvgPool) { Reducer::Sum } else { Reducer::Max };
+            let x = target.wire_node(format!("{name}.reduce"), Reduce::new(tvec!(2, 3), reducer), inputs)?;
+            if matches!(node.op, Op::GlobalAvgPool) {
+                let in_shape = &model.nodes[node.inputs[0]].shape;
+                let k = scalar(target, format!("{name}.inv"), 1.0 / (in_shape[2] * in_shape[3]) as f32, 4)?;
+                target.wire_node(&name, tract_core::ops::math::mul(), &[x[0], k])?
+            } else {
+                x
+            }
+        }
+        Op::Transpose { perm } => {
+            let mut order: Vec<usize> = (0..perm.len()).collect();
+            let mut x: TVec<OutletId> = tvec!(inputs[0]);
+            for (i, &want) in perm.iter().enumerate() {
+                let at = order.iter().position(|&a| a == want).unwrap();
+                if at != i {
+                    x = target.wire_node(format!("{name}.mv{i}"), AxisOp::Move(at, i), &x)?;
+                    let a = order.remove(at);
+                    order.insert(i, a);
+                }
+            }
+            if x[0] == inputs[0] {
+                return Ok(inputs[0]);
+            }
+            x
+        }
+        Op::Flatten => {
+            let shape = target.outlet_fact(inputs[0])?.shape.to_tvec();
+            let k: TDim = shape[1..].iter().product();
+            target.wire_node(&name, AxisOp::Reshape(0, shape, tvec!(1.to_dim(), k)), inputs)?
+        }
+        Op::Dense { weight, bias } => {
+            let w = konst(target, format!("{name}.weight"), weight)?;
+            let b = konst(target, format!("{name}.bias"), &Weights { shape: vec![1, bias.len()], data: bias.data.clone() })?;
+            let axes: AxesMapping = "mk,kn->mn".parse()?;
+            let x = target.wire_node(format!("{name}.matmul"), EinSum::new(axes, f32::datum_type()), &[inputs[0], w])?;
+            target.wire_node(&name, tract_core::ops::math::add(), &[x[0], b])?
+        }
+        Op::Softmax { axis } => {
+            target.wire_node(&name, Softmax::new(tvec!(*axis), None, SoftmaxKind::Softmax), inputs)?
+        }
+    };
+    Ok(wired[0])
+}
+
+/// Build the tract graph of a list of layers reading value `from` (whose rows `input_rows` are
+/// fed in), outputting value `to`. Spatial values carry the rows they hold; an edge whose
+/// consumer reads fewer rows than its producer computed gets a slice.
+fn build_section(
+    model: &Model,
+    from: usize,
+    input_rows: Option<Rows>,
+    layers: &[LayerBand],
+    to: usize,
+) -> TractResult<TypedModel> {
+    let mut target = TypedModel::default();
+    let mut shape = model.nodes[from].shape.clone();
+    if let Some(r) = input_rows {
+        shape[2] = r.len();
+    }
+    let src = target.add_source("input", f32::fact(&shape))?;
+    let mut values: HashMap<usize, (OutletId, Option<Rows>)> = HashMap::new();
+    values.insert(from, (src, input_rows));
+    for layer in layers {
+        if layer.out.is_empty() && model.is_spatial(layer.node) {
+            continue;
+        }
+        let node = &model.nodes[layer.node];
+        let mut ins = Vec::with_capacity(node.inputs.len());
+        for (i, v) in node.inputs.iter().enumerate() {
+            let (outlet, held) = *values
+                .get(v)
+                .with_context(|| format!("value {v} is not computed inside the section"))?;
+            let outlet = match (held, layer.inputs.get(i)) {
+                (Some(held), Some(want)) if held != *want => {
+                    ensure!(held.contains(want), "rows {want} of value {v} needed, {held} computed");
+                    let s = Slice::new(2, (want.start - held.start).to_dim(), (want.end - held.start).to_dim());
+                    target.wire_node(format!("n{}.in{i}.rows", layer.node), s, &[outlet])?[0]
+                }
+                _ => outlet,
+            };
+            ins.push(outlet);
+        }
+        let out = wire_layer(&mut target, model, layer, &ins)
+            .with_context(|| format!("building layer {} ({}, {})", layer.node, node.name, node.op.kind()))?;
+        let rows = model.is_spatial(layer.node).then_some(layer.out);
+        values.insert(layer.node, (out, rows));
+    }
+    let (out, _) = values[&to];
+    target.select_output_outlets(&[out])?;
+    Ok(target)
+}
+
+/// tract graph of one fused group on one band.
+pub fn band_graph(model: &Model, band: &GroupBand) -> Result<TypedModel> {
+    build_section(model, band.group.from, Some(band.input), &band.layers, band.group.to)
+        .with_context(|| format!("building group {}..{} on rows {}", band.group.from, band.group.to, band.output))
+}
+
+/// tract graph of the model from value `from` (exclusive) to the output, unsplit: the tail, or
+/// the whole model with `from` = 0.
+pub fn section_graph(model: &Model, from: usize) -> Result<TypedModel> {
+    let layers: Vec<LayerBand> = (from + 1..model.nodes.len())
+        .map(|id| {
+            let node = &model.nodes[id];
+            let spatial = model.is_spatial(id);
+            let (inputs, pt, pb) = if spatial {
+                let out = Rows::new(0, node.shape[2]);
+                let mut pads = (0, 0);
+                let ins = node
+                    .inputs
+                    .iter()
+                    .map(|&v| {
+                        let (r, t, b) = layer_input_rows(&node.op, out, model.rows(v));
+                        pads = (t, b);
+                        r
+                    })
+                    .collect();
+                (ins, pads.0, pads.1)
+            } else {
+                (vec![], 0, 0)
+            };
+            let out = if spatial { Rows::new(0, node.shape[2]) } else { Rows::new(0, 0) };
+            LayerBand { node: id, out, inputs, pad_top: pt, pad_bottom: pb }
+        })
+        .collect();
+    let input_rows = model.is_spatial(from).then(|| Rows::new(0, model.rows(from)));
+    build_section(model, from, input_rows, &layers, model.output())
+        .with_context(|| format!("building the section after value {from}"))
+}
+
+/// Optimise and make runnable.
+pub fn runnable(graph: TypedModel) -> Result<Runnable> {
+    Ok(graph.into_optimized()?.into_runnable()?)
+}
+
+/// Run a runnable on one tensor.
+pub fn run(plan: &Runnable, input: Tensor) -> Result<Tensor> {
+    let mut out = plan.run(tvec!(input.into()))?;
+    Ok(out.remove(0).into_tensor())
+}
+
+/// One board's executor: the runnable of every (group, band) it has been asked for, built once.
+pub struct BandExecutor {
+    model: Arc<Model>,
+    bands: HashMap<(Group, Rows), (GroupBand, Runnable)>,
+}
+
+impl BandExecutor {
+    pub fn new(model: Arc<Model>) -> BandExecutor {
+        BandExecutor { model, bands: HashMap::new() }
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// The band geometry and runnable of `group` on output rows `out`, built on first use.
+    pub fn prepare(&mut self, group: Group, out: Rows) -> Result<&(GroupBand, Runnable)> {
+        if !self.bands.contains_key(&(group, out)) {
+            let band = group_band(&self.model, group, out);
+            let plan = runnable(band_graph(&self.model, &band)?)?;
+            self.bands.insert((group, out), (band, plan));
+        }
+        Ok(&self.bands[&(group, out)])
+    }
+
+    /// Compute output rows `out` of `group` from `input`, which must hold exactly the rows
+    /// [`GroupBand::input`] says.
+    pub fn run_band(&mut self, group: Group, out: Rows, input: Tensor) -> Result<Tensor> {
+        let (band, plan) = self.prepare(group, out)?;
+        let got = input.shape()[2];
+        if got != band.input.len() {
+            bail!("group {}..{} rows {}: received {} input rows, needs {} ({})", group.from, group.to, out, got, band.input.len(), band.input);
+        }
+        run(plan, input)
+    }
+
+    /// Number of runnables built so far.
+    pub fn cached_bands(&self) -> usize {
+        self.bands.len()
+    }
+}

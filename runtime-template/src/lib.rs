@@ -1,0 +1,10 @@
+//! legion-runtime: what runs on a board. The band executor on tract, the plan, and the layer IR
+//! they share with the compiler. legionc links this crate to run plans in-process; generated
+//! board crates carry a copy of its sources.
+
+pub mod exec;
+pub mod halo;
+pub mod ir;
+pub mod plan;
+
+pub use tract_core;

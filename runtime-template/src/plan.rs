@@ -1,0 +1,145 @@
+//! The plan: the contract between the compiler and the boards. Versioned, serde, hashed.
+
+use crate::exec::{run, runnable, section_graph, BandExecutor, Runnable};
+use crate::halo::{bands, Group, Rows};
+use crate::ir::{InputLayout, Model};
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tract_core::internal::*;
+
+/// Bumped whenever the meaning of a field changes.
+pub const PLAN_VERSION: u32 = 1;
+
+/// One fused group of a plan and how its output rows are split over the boards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanGroup {
+    /// Cut point the group reads (exclusive).
+    pub from: usize,
+    /// Cut point the group outputs (inclusive).
+    pub to: usize,
+    /// Output rows of each board, in board order; they add up to the output's height. A board
+    /// may get zero rows.
+    pub rows: Vec<usize>,
+}
+
+impl PlanGroup {
+    pub fn group(&self) -> Group {
+        Group { from: self.from, to: self.to }
+    }
+    /// Each board's band of output rows.
+    pub fn bands(&self) -> Vec<Rows> {
+        bands(&self.rows)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub version: u32,
+    /// sha256 of the model the plan was made for (ONNX file bytes).
+    pub model_sha256: String,
+    /// Board names, in the order of [`PlanGroup::rows`]. The first one is the coordinator.
+    pub boards: Vec<String>,
+    /// Fused groups covering the splittable prefix, in order.
+    pub groups: Vec<PlanGroup>,
+}
+
+impl Plan {
+    /// Canonical form: compact JSON of the struct (fields in declaration order).
+    pub fn canonical_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a plan always serialises")
+    }
+
+    /// sha256 of the canonical form, hex.
+    pub fn hash(&self) -> String {
+        hex(&Sha256::digest(self.canonical_json()))
+    }
+
+    /// Does the plan fit the model? Groups chain from the input to the end of the splittable
+    /// prefix over cut points, every group's rows add up to its output height.
+    pub fn validate(&self, model: &Model) -> Result<()> {
+        ensure!(self.version == PLAN_VERSION, "plan version {} is not {}", self.version, PLAN_VERSION);
+        ensure!(!self.boards.is_empty(), "plan has no boards");
+        let cuts = model.split_cut_points();
+        let mut at = 0;
+        for (i, g) in self.groups.iter().enumerate() {
+            ensure!(g.from == at, "group {i} starts at value {} but the previous one ends at {at}", g.from);
+            ensure!(g.to > g.from, "group {i} is empty");
+            ensure!(cuts.contains(&g.to), "group {i} ends at value {}, which is not a cut point of the splittable part", g.to);
+            ensure!(g.rows.len() == self.boards.len(), "group {i} gives rows to {} boards, the plan has {}", g.rows.len(), self.boards.len());
+            let h = model.rows(g.to);
+            ensure!(g.rows.iter().sum::<usize>() == h, "group {i}: rows add up to {}, its output has {h}", g.rows.iter().sum::<usize>());
+            at = g.to;
+        }
+        ensure!(at == model.split_end(), "groups end at value {at}, the splittable part at {}", model.split_end());
+        Ok(())
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Feed a user's input in the layout the splittable stack expects.
+pub fn to_nchw(model: &Model, input: Tensor) -> Result<Tensor> {
+    let want = model.user_input_shape();
+    if input.shape() != want.as_slice() {
+        bail!("input shape {:?}, the model expects {:?}", input.shape(), want);
+    }
+    Ok(match model.input_layout {
+        InputLayout::Nchw => input,
+        InputLayout::Nhwc => input.permute_axes(&[0, 3, 1, 2])?,
+    })
+}
+
+/// A whole plan run in one process: the coordinator splits, every board's band runs on its own
+/// executor, the coordinator gathers, the tail runs on the coordinator.
+pub struct LocalFleet {
+    pub model: Arc<Model>,
+    pub plan: Plan,
+    boards: Vec<BandExecutor>,
+    tail: Option<Runnable>,
+}
+
+impl LocalFleet {
+    pub fn new(model: Arc<Model>, plan: Plan) -> Result<LocalFleet> {
+        plan.validate(&model)?;
+        let boards = plan.boards.iter().map(|_| BandExecutor::new(model.clone())).collect();
+        let end = model.split_end();
+        let tail = if end < model.output() { Some(runnable(section_graph(&model, end)?)?) } else { None };
+        Ok(LocalFleet { model, plan, boards, tail })
+    }
+
+    /// Run one input (in the user's layout) through the plan.
+    pub fn infer(&mut self, input: Tensor) -> Result<Tensor> {
+        let mut x = to_nchw(&self.model, input)?;
+        for (gi, g) in self.plan.groups.iter().enumerate() {
+            let mut parts = Vec::new();
+            for (b, out) in g.bands().into_iter().enumerate() {
+                if out.is_empty() {
+                    continue;
+                }
+                let exec = &mut self.boards[b];
+                let need = exec.prepare(g.group(), out)?.0.input;
+                let band_in = x.slice(2, need.start, need.end)?;
+                let y = exec
+                    .run_band(g.group(), out, band_in)
+                    .with_context(|| format!("group {gi} on board {}", self.plan.boards[b]))?;
+                parts.push(y);
+            }
+            x = Tensor::stack_tensors(2, &parts)?;
+        }
+        match &self.tail {
+            Some(t) => run(t, x),
+            None => Ok(x),
+        }
+    }
+}
+
+/// The whole model on one board, unsplit, through the same executor.
+pub fn single_board(model: &Model) -> Result<Runnable> {
+    runnable(section_graph(model, 0)?)
+}
