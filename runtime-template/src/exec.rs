@@ -217,10 +217,10 @@ pub fn band_graph(model: &Model, band: &GroupBand) -> Result<TypedModel> {
         .with_context(|| format!("building group {}..{} on rows {}", band.group.from, band.group.to, band.output))
 }
 
-/// tract graph of the model from value `from` (exclusive) to the output, unsplit: the tail, or
-/// the whole model with `from` = 0.
-pub fn section_graph(model: &Model, from: usize) -> Result<TypedModel> {
-    let layers: Vec<LayerBand> = (from + 1..model.nodes.len())
+/// tract graph of the model from value `from` (exclusive) to value `to` (inclusive), unsplit:
+/// the tail (`to` = the output), or the whole model (`from` = 0).
+pub fn section_graph(model: &Model, from: usize, to: usize) -> Result<TypedModel> {
+    let layers: Vec<LayerBand> = (from + 1..=to)
         .map(|id| {
             let node = &model.nodes[id];
             let spatial = model.is_spatial(id);
@@ -245,8 +245,7 @@ pub fn section_graph(model: &Model, from: usize) -> Result<TypedModel> {
         })
         .collect();
     let input_rows = model.is_spatial(from).then(|| Rows::new(0, model.rows(from)));
-    build_section(model, from, input_rows, &layers, model.output())
-        .with_context(|| format!("building the section after value {from}"))
+    build_section(model, from, input_rows, &layers, to).with_context(|| format!("building values {from}..{to}"))
 }
 
 /// Optimise and make runnable.

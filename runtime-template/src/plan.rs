@@ -109,12 +109,21 @@ impl LocalFleet {
         plan.validate(&model)?;
         let boards = plan.boards.iter().map(|_| BandExecutor::new(model.clone())).collect();
         let end = model.split_end();
-        let tail = if end < model.output() { Some(runnable(section_graph(&model, end)?)?) } else { None };
+        let tail = if end < model.output() { Some(runnable(section_graph(&model, end, model.output())?)?) } else { None };
         Ok(LocalFleet { model, plan, boards, tail })
     }
 
     /// Run one input (in the user's layout) through the plan.
     pub fn infer(&mut self, input: Tensor) -> Result<Tensor> {
+        let x = self.infer_splittable(input)?;
+        match &self.tail {
+            Some(t) => run(t, x),
+            None => Ok(x),
+        }
+    }
+
+    /// Run the split groups only: the gathered output of the splittable part, before the tail.
+    pub fn infer_splittable(&mut self, input: Tensor) -> Result<Tensor> {
         let mut x = to_nchw(&self.model, input)?;
         for (gi, g) in self.plan.groups.iter().enumerate() {
             let mut parts = Vec::new();
@@ -132,14 +141,11 @@ impl LocalFleet {
             }
             x = Tensor::stack_tensors(2, &parts)?;
         }
-        match &self.tail {
-            Some(t) => run(t, x),
-            None => Ok(x),
-        }
+        Ok(x)
     }
 }
 
 /// The whole model on one board, unsplit, through the same executor.
 pub fn single_board(model: &Model) -> Result<Runnable> {
-    runnable(section_graph(model, 0)?)
+    runnable(section_graph(model, 0, model.output())?)
 }

@@ -1,0 +1,166 @@
+//! The model front end: zoo files, import of exported graphs, inspect, clear errors.
+
+use crate::{full_size, legionc, zoo_model, TempDir, FULL, TINY};
+use legionc::model::zoo;
+use legionc::runtime::ir::{InputLayout, Op};
+use prost::Message;
+use tract_onnx::pb::{ModelProto, NodeProto};
+
+#[test]
+fn zoo_is_deterministic_and_seeded() {
+    for name in TINY {
+        let a = zoo::build(name, 5).unwrap();
+        let b = zoo::build(name, 5).unwrap();
+        assert_eq!(a, b, "{name}: same seed, different bytes");
+        assert_ne!(a, zoo::build(name, 6).unwrap(), "{name}: seed ignored");
+    }
+}
+
+#[test]
+fn zoo_command_writes_the_same_file_as_the_library() {
+    let dir = TempDir::new("zoo");
+    let path = dir.path("v.onnx");
+    let out = legionc().args(["zoo", "vgg16-tiny", "-o"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&path).unwrap(), zoo::build("vgg16-tiny", zoo::DEFAULT_SEED).unwrap());
+    // and the file is accepted wherever a zoo name is
+    let m = legionc::model::load(path.to_str().unwrap(), None).unwrap();
+    assert_eq!(m.sha256, zoo_model("vgg16-tiny").sha256);
+}
+
+#[test]
+fn zoo_architectures_have_their_shape() {
+    let count = |name: &str, kind: &str| zoo_model(name).ir.nodes.iter().filter(|n| n.op.kind() == kind).count();
+    assert_eq!(count("vgg16-tiny", "Conv"), 13);
+    assert_eq!(count("vgg19-tiny", "Conv"), 16);
+    assert_eq!(count("vgg16-tiny", "Dense"), 3);
+    assert_eq!(count("resnet18-tiny", "Add"), 8);
+    assert_eq!(count("yolov2-tiny", "SpaceToDepth"), 1);
+    assert_eq!(count("yolov2-tiny", "Concat"), 1);
+    let y = &zoo_model("yolov2-tiny").ir;
+    assert_eq!(y.split_end(), y.output(), "YOLOv2 is splittable to its output");
+    if full_size() {
+        let v = &zoo_model("vgg16").ir;
+        assert_eq!(v.parameter_count(), 138_357_544);
+        assert_eq!(v.nodes.last().unwrap().shape, vec![1, 1000]);
+        assert_eq!(zoo_model("yolov2").ir.nodes.last().unwrap().shape, vec![1, 125, 13, 13]);
+        assert_eq!(zoo_model("resnet18").ir.parameter_count(), 11_689_512);
+    }
+}
+
+#[test]
+fn cut_points_never_split_a_residual_block() {
+    let m = &zoo_model("resnet18-tiny").ir;
+    let cuts = m.cut_points();
+    for (i, n) in m.nodes.iter().enumerate() {
+        if let Op::Add = n.op {
+            // the block's input feeds the add: nothing between it and the add is a cut point
+            let shortcut = *n.inputs.iter().min().unwrap();
+            assert!(cuts.iter().all(|&c| c <= shortcut || c >= i), "cut inside the block {shortcut}..{i}: {cuts:?}");
+        }
+    }
+    // YOLOv2: the passthrough branch spans from the 26×26 stage to the concat
+    let y = &zoo_model("yolov2-tiny").ir;
+    let concat = y.nodes.iter().position(|n| matches!(n.op, Op::Concat)).unwrap();
+    let branch = *y.nodes[concat].inputs.iter().min().unwrap();
+    let s2d = y.nodes.iter().position(|n| matches!(n.op, Op::SpaceToDepth { .. })).unwrap();
+    let first = *y.nodes[y.nodes[s2d].inputs[0]].inputs.iter().min().unwrap();
+    assert!(y.cut_points().iter().all(|&c| c <= first.min(branch) || c >= concat));
+}
+
+#[test]
+fn keras_style_export_imports_with_nhwc_input() {
+    let m = &zoo_model("mixed-tiny").ir;
+    assert_eq!(m.input_layout, InputLayout::Nhwc);
+    assert_eq!(m.user_input_shape(), vec![1, 48, 40, 3]);
+    assert_eq!(m.nodes[0].shape, vec![1, 3, 48, 40]);
+    let kinds: Vec<&str> = m.nodes.iter().map(|n| n.op.kind()).collect();
+    for k in ["Transpose", "Flatten", "Dense", "Softmax", "AvgPool", "Clip", "LeakyRelu"] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    // the ceil-mode pool's extra row shows as an effective bottom pad
+    let ceil_pool = m.nodes.iter().find_map(|n| match &n.op { Op::MaxPool(w) if w.kernel == [3, 3] => Some(w.clone()), _ => None }).unwrap();
+    assert_eq!(ceil_pool.pad_after, [1, 1]);
+}
+
+fn inspect_json(model: &str) -> serde_json::Value {
+    let out = legionc().args(["inspect", model, "--json"]).output().unwrap();
+    assert!(out.status.success(), "{model}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn inspect_reports_every_zoo_model() {
+    let names: Vec<&str> = if full_size() { TINY.iter().chain(FULL).copied().collect() } else { TINY.to_vec() };
+    for name in names {
+        let r = inspect_json(name);
+        let layers = r["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), zoo_model(name).ir.nodes.len());
+        let cuts = r["cut_points"].as_array().unwrap();
+        assert!(cuts.len() >= 2);
+        // receptive field grows along the splittable part, FLOPs are counted
+        let rf: Vec<u64> = layers.iter().filter_map(|l| l["receptive_rows"].as_u64()).collect();
+        assert!(rf.windows(2).any(|w| w[1] > w[0]), "{name}: receptive field never grows");
+        assert!(r["total_flops"].as_u64().unwrap() > 0);
+        let text = legionc().args(["inspect", name]).output().unwrap();
+        let text = String::from_utf8(text.stdout).unwrap();
+        assert!(text.contains("cut points of the splittable part"), "{text}");
+    }
+    // VGG-16's conv1_1 sees 3 rows, conv1_2 5, pool1 6
+    let r = inspect_json("vgg16-tiny");
+    let rf: Vec<u64> = r["layers"].as_array().unwrap().iter().take(6).skip(1).map(|l| l["receptive_rows"].as_u64().unwrap()).collect();
+    assert_eq!(rf, vec![3, 3, 5, 5, 6]);
+}
+
+/// A graph with an op legionc does not map: the error names the node and its op.
+#[test]
+fn unsupported_op_is_named() {
+    let bytes = zoo::build("vgg16-tiny", 1).unwrap();
+    let mut proto = ModelProto::decode(bytes.as_slice()).unwrap();
+    let g = proto.graph.as_mut().unwrap();
+    let relu = g.node.iter().position(|n| n.op_type == "Relu").unwrap();
+    let old = g.node[relu].clone();
+    g.node[relu] = NodeProto { op_type: "Elu".into(), name: "my_elu".into(), ..old };
+    let dir = TempDir::new("unsupported");
+    let path = dir.path("elu.onnx");
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    let out = legionc().arg("inspect").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node 'my_elu' (op Elu)") && err.contains("not supported") && err.contains("Conv"), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+}
+
+#[test]
+fn dynamic_input_shape_is_an_error_unless_given() {
+    let bytes = zoo::build("vgg16-tiny", 1).unwrap();
+    let mut proto = ModelProto::decode(bytes.as_slice()).unwrap();
+    use tract_onnx::pb::{tensor_shape_proto::dimension::Value, type_proto};
+    let input = &mut proto.graph.as_mut().unwrap().input[0];
+    if let Some(type_proto::Value::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() {
+        t.shape.as_mut().unwrap().dim[2].value = Some(Value::DimParam("height".into()));
+    }
+    let dir = TempDir::new("dynamic");
+    let path = dir.path("dyn.onnx");
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    let out = legionc().arg("inspect").arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("input 'input' has a dynamic shape") && err.contains("--input-shape"), "{err}");
+    let out = legionc().arg("inspect").arg(&path).args(["--input-shape", "1,3,32,32"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn not_a_model_is_a_clear_error() {
+    let dir = TempDir::new("garbage");
+    let path = dir.path("junk.onnx");
+    std::fs::write(&path, b"this is not protobuf at all, definitely not").unwrap();
+    let out = legionc().arg("inspect").arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("junk.onnx") && err.contains("not an ONNX model"), "{err}");
+    let out = legionc().args(["inspect", "no-such-model"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-model") && err.contains("not a zoo model"), "{err}");
+}

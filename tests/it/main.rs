@@ -1,0 +1,56 @@
+//! legionc's integration tests: one binary, a module per feature.
+//! Full-size models run with LEGION_FULL=1 (CI sets it); the default run uses the tiny zoo.
+
+mod cli;
+mod import;
+mod split;
+
+use std::sync::OnceLock;
+
+pub const TINY: &[&str] = &["vgg16-tiny", "vgg19-tiny", "yolov2-tiny", "resnet18-tiny", "mixed-tiny"];
+pub const FULL: &[&str] = &["vgg16", "vgg19", "yolov2", "resnet18"];
+
+pub fn full_size() -> bool {
+    std::env::var("LEGION_FULL").is_ok_and(|v| v == "1")
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("legionc-test-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The legionc binary built for these tests.
+pub fn legionc() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_legionc"))
+}
+
+/// Loaded zoo models, shared by the tests of this binary.
+pub fn zoo_model(name: &str) -> &'static legionc::model::LoadedModel {
+    static CACHE: OnceLock<std::sync::Mutex<Vec<(String, &'static legionc::model::LoadedModel)>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut c = cache.lock().unwrap();
+    if let Some((_, m)) = c.iter().find(|(n, _)| n == name) {
+        return m;
+    }
+    let m: &'static _ = Box::leak(Box::new(legionc::model::load(name, None).unwrap()));
+    c.push((name.to_string(), m));
+    m
+}

@@ -1,0 +1,214 @@
+//! Splitting a model into fused groups and row bands gives exactly tract's single-run answer.
+
+use crate::{full_size, zoo_model, FULL, TINY};
+use legionc::model::{reference, LoadedModel};
+use legionc::runtime::exec::{band_graph, run, runnable, section_graph};
+use legionc::runtime::halo::{group_band, GroupBand};
+use legionc::runtime::plan::{to_nchw, LocalFleet, Plan, PlanGroup, PLAN_VERSION};
+use legionc::runtime::tract_core::prelude::*;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+/// What a model's outputs must be: tract-onnx's whole-model run, and the unsplit output of the
+/// splittable part through legionc's executor.
+struct Expected {
+    input: Tensor,
+    output: Tensor,
+    splittable: Tensor,
+}
+
+fn expected(m: &LoadedModel, seed: u64) -> Expected {
+    let input = reference::random_input(&m.ir.user_input_shape(), seed);
+    let output = reference::run(&m.onnx, &input).unwrap();
+    let whole = runnable(section_graph(&m.ir, 0, m.ir.split_end()).unwrap()).unwrap();
+    let splittable = run(&whole, to_nchw(&m.ir, input.clone()).unwrap()).unwrap();
+    Expected { input, output, splittable }
+}
+
+fn assert_close(what: &str, got: &Tensor, want: &Tensor) -> Result<(), TestCaseError> {
+    let (diff, scale) = reference::compare(got, want).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert!(diff <= 1e-4 * scale, "{what}: max |diff| {diff:e} > 1e-4 × max |output| {scale:e}");
+    Ok(())
+}
+
+/// A random fused-layer configuration: group ends among the splittable cut points.
+fn flc_strategy(cuts: Vec<usize>) -> impl Strategy<Value = Vec<usize>> {
+    let end = *cuts.last().unwrap();
+    let inner: Vec<usize> = cuts.into_iter().filter(|&c| c > 0 && c < end).collect();
+    proptest::sample::subsequence(inner.clone(), 0..=inner.len()).prop_map(move |mut ends| {
+        ends.push(end);
+        ends
+    })
+}
+
+/// Random rows for `boards` boards adding up to `h`: zero-row boards, 1-row bands and uneven
+/// splits all come up.
+fn rows_strategy(h: usize, boards: usize) -> impl Strategy<Value = Vec<usize>> {
+    let cuts = proptest::collection::vec(0..=h, boards - 1);
+    let ones = proptest::collection::vec(0..=1usize, boards);
+    prop_oneof![
+        cuts.prop_map(move |mut c| {
+            c.push(0);
+            c.push(h);
+            c.sort();
+            c.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>()
+        }),
+        // mostly single rows, the last board takes the rest
+        ones.prop_map(move |o| {
+            let mut r: Vec<usize> = o.iter().map(|&x| x.min(h)).collect();
+            let mut sum: usize = r.iter().sum();
+            while sum > h {
+                let i = r.iter().position(|&x| x > 0).unwrap();
+                r[i] -= 1;
+                sum -= 1;
+            }
+            *r.last_mut().unwrap() += h - sum;
+            r
+        }),
+    ]
+}
+
+fn plan_strategy(m: &'static LoadedModel) -> impl Strategy<Value = Plan> {
+    let cuts = m.ir.split_cut_points();
+    (1..=8usize, flc_strategy(cuts)).prop_flat_map(move |(boards, ends)| {
+        let per_group: Vec<_> = ends.iter().map(|&to| rows_strategy(m.ir.rows(to), boards)).collect();
+        let ends = ends.clone();
+        per_group.prop_map(move |rows| {
+            let mut from = 0;
+            let groups = ends
+                .iter()
+                .zip(rows)
+                .map(|(&to, rows)| {
+                    let g = PlanGroup { from, to, rows };
+                    from = to;
+                    g
+                })
+                .collect();
+            Plan {
+                version: PLAN_VERSION,
+                model_sha256: m.sha256.clone(),
+                boards: (0..boards).map(|i| format!("b{i}")).collect(),
+                groups,
+            }
+        })
+    })
+}
+
+fn check_random_plans(name: &str, cases: u32) {
+    let m = zoo_model(name);
+    let want = expected(m, 11);
+    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    runner
+        .run(&plan_strategy(m), |plan| {
+            let mut fleet = LocalFleet::new(m.ir.clone(), plan).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+            let split = fleet.infer_splittable(want.input.clone()).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+            assert_close("splittable part", &split, &want.splittable)?;
+            let out = fleet.infer(want.input.clone()).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+            assert_close("model output vs tract-onnx", &out, &want.output)?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+}
+
+#[test]
+fn tiny_models_random_plans_match_tract() {
+    for name in TINY {
+        check_random_plans(name, 12);
+    }
+}
+
+#[test]
+fn full_size_models_random_plans_match_tract() {
+    if !full_size() {
+        eprintln!("skipped: set LEGION_FULL=1 to run the full-size zoo");
+        return;
+    }
+    for name in FULL {
+        check_random_plans(name, 3);
+    }
+}
+
+/// Stitch a plan by hand, band by band, letting `mutate` change a band's geometry first.
+fn stitch(m: &LoadedModel, plan: &Plan, input: &Tensor, mutate: &dyn Fn(&mut GroupBand)) -> Tensor {
+    let mut x = to_nchw(&m.ir, input.clone()).unwrap();
+    for g in &plan.groups {
+        let mut parts = vec![];
+        for out in g.bands() {
+            if out.is_empty() {
+                continue;
+            }
+            let mut band = group_band(&m.ir, g.group(), out);
+            mutate(&mut band);
+            let y = run(&runnable(band_graph(&m.ir, &band).unwrap()).unwrap(), x.slice(2, band.input.start, band.input.end).unwrap()).unwrap();
+            parts.push(y);
+        }
+        x = Tensor::stack_tensors(2, &parts).unwrap();
+    }
+    x
+}
+
+/// Mutation check: a band whose halo is one row short (the missing row replaced by zero
+/// padding, so every shape still fits) must be caught by the comparison the property tests use.
+#[test]
+fn a_halo_one_row_short_is_caught() {
+    for name in TINY {
+        let m = zoo_model(name);
+        let want = expected(m, 11);
+        let ends = legionc::solve::fused_groups(&m.ir, legionc::solve::Fusion::Blocks);
+        let boards: Vec<(String, f64)> = (0..3).map(|i| (format!("b{i}"), 1.0)).collect();
+        let plan = legionc::solve::plan_from(&m.ir, &m.sha256, &boards, &ends).unwrap();
+        let good = stitch(m, &plan, &want.input, &|_| {});
+        assert_close("unmutated stitch", &good, &want.splittable).unwrap();
+        let shrink_top_halo = |b: &mut GroupBand| {
+            // The first layer that reads rows above its band from a real neighbour.
+            let first = b.group.from + 1;
+            if m.ir.nodes[first].op.window().is_none() {
+                return;
+            }
+            if let Some(l) = b.layers.iter_mut().find(|l| l.node == first && l.inputs[0].start > 0 && l.pad_top == 0) {
+                l.inputs[0].start += 1;
+                l.pad_top = 1;
+                b.input.start += 1;
+            }
+        };
+        let bad = stitch(m, &plan, &want.input, &shrink_top_halo);
+        let (diff, scale) = reference::compare(&bad, &want.splittable).unwrap();
+        assert!(diff > 1e-4 * scale, "{name}: a halo one row short went unnoticed (diff {diff:e}, scale {scale:e})");
+    }
+}
+
+#[test]
+fn plans_are_validated_against_the_model() {
+    let m = zoo_model("resnet18-tiny");
+    let boards: Vec<(String, f64)> = vec![("a".into(), 1.0), ("b".into(), 1.0)];
+    let mut plan = legionc::solve::plan_from(&m.ir, &m.sha256, &boards, &[m.ir.split_end()]).unwrap();
+    assert!(plan.validate(&m.ir).is_ok());
+    // rows that do not add up
+    plan.groups[0].rows[0] += 1;
+    let e = plan.validate(&m.ir).unwrap_err().to_string();
+    assert!(e.contains("add up"), "{e}");
+    plan.groups[0].rows[0] -= 1;
+    // a group ending inside a residual block
+    let cuts = m.ir.split_cut_points();
+    let inside = (1..m.ir.split_end()).find(|v| !cuts.contains(v)).unwrap();
+    plan.groups = vec![
+        PlanGroup { from: 0, to: inside, rows: vec![m.ir.rows(inside), 0] },
+        PlanGroup { from: inside, to: m.ir.split_end(), rows: vec![m.ir.rows(m.ir.split_end()), 0] },
+    ];
+    let e = plan.validate(&m.ir).unwrap_err().to_string();
+    assert!(e.contains("not a cut point"), "{e}");
+}
+
+#[test]
+fn plan_hash_is_stable_and_sensitive() {
+    let m = zoo_model("vgg16-tiny");
+    let boards: Vec<(String, f64)> = vec![("a".into(), 1.0), ("b".into(), 2.0)];
+    let p1 = legionc::solve::plan_from(&m.ir, &m.sha256, &boards, &[m.ir.split_end()]).unwrap();
+    let p2 = legionc::solve::plan_from(&m.ir, &m.sha256, &boards, &[m.ir.split_end()]).unwrap();
+    assert_eq!(p1.hash(), p2.hash());
+    let back: Plan = serde_json::from_slice(&serde_json::to_vec_pretty(&p1).unwrap()).unwrap();
+    assert_eq!(back.hash(), p1.hash());
+    let mut p3 = p1.clone();
+    p3.groups[0].rows.swap(0, 1);
+    assert_ne!(p3.hash(), p1.hash());
+}
