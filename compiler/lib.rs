@@ -2,6 +2,7 @@
 //! heterogeneous edge boards. See ARCHITECTURE.md for the code map.
 
 pub mod bench;
+pub mod embedded;
 pub mod model;
 
 pub use legion_runtime as runtime;

@@ -280,8 +280,12 @@ impl Importer {
                 let in_c = self.shape(x)[1];
                 ensure!(wshape[1] * group == in_c, "kernel {wshape:?} with group {group} does not fit {in_c} input channels");
                 let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
-                    Some(b) => self.konst(b)?.f32()?.1.to_vec(),
-                    None => vec![0.0; wshape[0]],
+                    Some(b) => {
+                        let d = self.konst(b)?.f32()?.1.to_vec();
+                        ensure!(d.len() == wshape[0], "bias has {} values for {} output channels", d.len(), wshape[0]);
+                        Some(Weights::new(vec![wshape[0]], d))
+                    }
+                    None => None,
                 };
                 let (window, o) = self.window(node, x, [wshape[2], wshape[3]], false)?;
                 let conv = Conv {
@@ -290,7 +294,7 @@ impl Importer {
                     out_channels: wshape[0],
                     group,
                     weight: Weights::new(wshape.clone(), wdata),
-                    bias: Weights::new(vec![wshape[0]], bias),
+                    bias,
                 };
                 self.push(out, name, Op::Conv(conv), vec![x], vec![1, wshape[0], o[0], o[1]]);
             }

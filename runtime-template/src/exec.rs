@@ -6,6 +6,7 @@ use crate::ir::{Model, Op, Weights, Window};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_core::internal::*;
 use tract_core::ops::array::{Slice, TypedConcat};
 use tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec, SumPool};
@@ -56,7 +57,10 @@ fn wire_layer(
         Op::Input => bail!("the input is not a layer"),
         Op::Conv(c) => {
             let k = konst(target, format!("{name}.kernel"), &c.weight)?;
-            let b = konst(target, format!("{name}.bias"), &c.bias)?;
+            let b = match &c.bias {
+                Some(b) => konst(target, format!("{name}.bias"), b)?,
+                None => target.add_const(format!("{name}.bias"), tensor0(0f32))?,
+            };
             let op = Conv::new(
                 pool_spec(&c.window, c.in_channels, c.out_channels, pt, pb),
                 KernelFormat::OIHW,
@@ -263,11 +267,19 @@ pub fn run(plan: &Runnable, input: Tensor) -> Result<Tensor> {
 pub struct BandExecutor {
     model: Arc<Model>,
     bands: HashMap<(Group, Rows), (GroupBand, Runnable)>,
+    threads: Executor,
 }
 
 impl BandExecutor {
+    /// A single-threaded executor.
     pub fn new(model: Arc<Model>) -> BandExecutor {
-        BandExecutor { model, bands: HashMap::new() }
+        BandExecutor::with_threads(model, 1)
+    }
+
+    /// An executor running tract's matrix products on `threads` threads of its own.
+    pub fn with_threads(model: Arc<Model>, threads: usize) -> BandExecutor {
+        let threads = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
+        BandExecutor { model, bands: HashMap::new(), threads }
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -292,7 +304,8 @@ impl BandExecutor {
         if got != band.input.len() {
             bail!("group {}..{} rows {}: received {} input rows, needs {} ({})", group.from, group.to, out, got, band.input.len(), band.input);
         }
-        run(plan, input)
+        let plan = plan.clone();
+        multithread_tract_scope(self.threads.clone(), || run(&plan, input))
     }
 
     /// Number of runnables built so far.

@@ -73,8 +73,8 @@ pub struct Conv {
     pub group: usize,
     /// OIHW, `[out, in / group, kh, kw]`.
     pub weight: Weights,
-    /// `[out]`
-    pub bias: Weights,
+    /// `[out]`, none when the model has no bias.
+    pub bias: Option<Weights>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -282,7 +282,7 @@ impl Model {
         self.nodes
             .iter()
             .map(|n| match &n.op {
-                Op::Conv(c) => c.weight.len() + c.bias.len(),
+                Op::Conv(c) => c.weight.len() + c.bias.as_ref().map_or(0, |b| b.len()),
                 Op::Affine { scale, shift } => scale.len() + shift.len(),
                 Op::Dense { weight, bias } => weight.len() + bias.len(),
                 _ => 0,
