@@ -2,8 +2,13 @@
 //! heterogeneous edge boards. See ARCHITECTURE.md for the code map.
 
 pub mod bench;
+pub mod cargo_build;
+pub mod codegen;
+pub mod deploy;
 pub mod embedded;
+pub mod fleet;
 pub mod model;
+pub mod run;
 
 pub use legion_runtime as runtime;
 pub mod solve;

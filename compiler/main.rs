@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use legionc::model::{self, reference, zoo, Group};
+use legionc::{cargo_build, codegen, deploy, fleet};
 use legionc::runtime::plan::LocalFleet;
 use legionc::solve::{self, Fusion};
 use std::io::Write;
@@ -33,8 +34,70 @@ impl ModelArg {
     }
 }
 
+#[derive(Args)]
+struct FleetArg {
+    /// The fleet file (see README: fleet.yaml)
+    fleet: PathBuf,
+    /// Output directory of the compiled fleet (overrides the file's `output`)
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl FleetArg {
+    fn load(&self) -> Result<fleet::Fleet> {
+        fleet::load(&self.fleet, self.out.as_deref())
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Compile a fleet: plan, one runtime crate per board (plan hard-coded), build them
+    Compile {
+        #[command(flatten)]
+        fleet: FleetArg,
+        /// Render the crates only, do not build them
+        #[arg(long)]
+        no_build: bool,
+        /// Shared cargo target directory of the board crates (default: OUT/target)
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+        /// Fail (listing the files) if the compiled output on disk differs from what would be
+        /// generated, writing nothing
+        #[arg(long)]
+        check: bool,
+    },
+    /// Start a compiled fleet (local processes for emulated boards) and wait until it answers
+    Up {
+        #[command(flatten)]
+        fleet: FleetArg,
+    },
+    /// Send one image through the running fleet: output, latency, breakdown, speedup
+    Run {
+        #[command(flatten)]
+        fleet: FleetArg,
+        /// A PNG/JPEG image (resized and normalised) or a .npy tensor
+        #[arg(long, conflicts_with = "random", required_unless_present = "random")]
+        input: Option<PathBuf>,
+        /// A seeded random input instead of a file
+        #[arg(long)]
+        random: Option<u64>,
+        /// Compare the fleet's output with tract's single run of the whole model
+        #[arg(long)]
+        verify: bool,
+        /// Save the output tensor as .npy
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
+    /// Stop the fleet's boards started by `legionc up`
+    Down {
+        #[command(flatten)]
+        fleet: FleetArg,
+    },
+    /// Which boards answer, with which plan
+    Status {
+        #[command(flatten)]
+        fleet: FleetArg,
+    },
     /// Write a zoo model (seeded random weights) as an ONNX file
     Zoo {
         /// Model name
@@ -129,6 +192,110 @@ fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 fn run(cli: Cli) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match cli.command {
+        Command::Compile { fleet, no_build, target_dir, check } => {
+            let fleet = fleet.load()?;
+            let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
+            let boards: Vec<(String, f64)> = fleet.boards.iter().map(|b| (b.name.clone(), b.nominal_speed())).collect();
+            let ends = solve::fused_groups(&m.ir, Fusion::Blocks);
+            let plan = solve::plan_from(&m.ir, &m.sha256, &boards, &ends)?;
+            let files = codegen::render(&fleet, &m, &plan)?;
+            let out_dir = fleet.out().to_path_buf();
+            if check {
+                let stale = codegen::stale(&out_dir, &files);
+                if !stale.is_empty() {
+                    let list: Vec<String> = stale.iter().map(|p| format!("  {}", p.display())).collect();
+                    bail!("{} is stale, these files differ from what `legionc compile` generates:\n{}", out_dir.display(), list.join("\n"));
+                }
+                writeln!(out, "{}: up to date (plan {})", out_dir.display(), &plan.hash()[..16])?;
+                return Ok(());
+            }
+            codegen::check_out_dir(&out_dir)?;
+            codegen::write(&out_dir, &files)?;
+            writeln!(out, "fleet {}: model {} ({}), {} boards, coordinator {}", fleet.name, m.ir.name, &m.sha256[..16], fleet.boards.len(), fleet.coordinator().name)?;
+            writeln!(out, "plan {} ({} groups) -> {}", &plan.hash()[..16], plan.groups.len(), out_dir.join("plan.json").display())?;
+            for (i, g) in plan.groups.iter().enumerate() {
+                writeln!(out, "  group {i:>2}: values {:>3}..{:<3} rows {:?}", g.from, g.to, g.rows)?;
+            }
+            if !no_build {
+                let target_dir = target_dir.unwrap_or_else(|| out_dir.join("target"));
+                out.flush()?;
+                cargo_build::build(&fleet, &target_dir, false)?;
+                let bin_dir = out_dir.join("bin");
+                std::fs::create_dir_all(&bin_dir)?;
+                for b in &fleet.boards {
+                    let src = cargo_build::binary_path(&target_dir, b);
+                    let dst = bin_dir.join(format!("legion-{}", b.slug()));
+                    let tmp = dst.with_extension("tmp~");
+                    std::fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
+                    std::fs::rename(&tmp, &dst)?;
+                }
+                writeln!(out, "built {} board binaries -> {}", fleet.boards.len(), bin_dir.display())?;
+            }
+        }
+        Command::Up { fleet } => {
+            let fleet = fleet.load()?;
+            deploy::up(&fleet, false)?;
+            let plan = deploy::compiled_plan(&fleet)?;
+            writeln!(out, "fleet {} is up: {} boards answer with plan {}", fleet.name, fleet.boards.len(), &plan.hash()[..16])?;
+        }
+        Command::Status { fleet } => {
+            let fleet = fleet.load()?;
+            let plan = deploy::compiled_plan(&fleet).ok();
+            let mut down = 0;
+            for b in &fleet.boards {
+                match deploy::health(b) {
+                    Ok((_, version, hash)) => {
+                        let same = plan.as_ref().is_some_and(|p| p.hash() == hash);
+                        writeln!(out, "{:<16} {:<22} up, runtime {version}, plan {}{}", b.name, b.addr(), &hash[..16], if same { "" } else { " (not the compiled plan)" })?;
+                    }
+                    Err(_) => {
+                        down += 1;
+                        writeln!(out, "{:<16} {:<22} down", b.name, b.addr())?;
+                    }
+                }
+            }
+            if down > 0 {
+                bail!("{down} of {} boards do not answer", fleet.boards.len());
+            }
+        }
+        Command::Down { fleet } => {
+            let fleet = fleet.load()?;
+            let stopped = deploy::down(&fleet)?;
+            writeln!(out, "fleet {}: stopped {} boards{}", fleet.name, stopped.len(), if stopped.is_empty() { String::new() } else { format!(" ({})", stopped.join(", ")) })?;
+        }
+        Command::Run { fleet, input, random, verify, save } => {
+            let fleet = fleet.load()?;
+            let plan = deploy::compiled_plan(&fleet)?;
+            let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
+            if m.sha256 != plan.model_sha256 {
+                bail!("model {} has changed since the fleet was compiled (sha256 {} vs {}): run `legionc compile` again", fleet.model.source, &m.sha256[..16], &plan.model_sha256[..16]);
+            }
+            let spec = match (&input, random) {
+                (Some(p), _) => legionc::run::InputSpec::File(p),
+                (None, Some(seed)) => legionc::run::InputSpec::Random(seed),
+                _ => unreachable!("clap requires one"),
+            };
+            let x = legionc::run::load_input(&spec, &fleet, &m)?;
+            let (y, report, wall) = legionc::run::infer(&fleet, &plan, &x)?;
+            writeln!(out, "fleet {}, model {}, plan {}", fleet.name, m.ir.name, &plan.hash()[..16])?;
+            writeln!(out, "{}", legionc::run::describe_output(&y)?)?;
+            write!(out, "{}", legionc::run::breakdown(&report, &plan))?;
+            let fastest = fleet.boards.iter().max_by(|a, b| a.nominal_speed().total_cmp(&b.nominal_speed())).unwrap();
+            let (_, single) = legionc::run::single_board(&m, &x, fastest.nominal_speed())?;
+            writeln!(out, "latency {:.1} ms end to end ({:.1} ms in the coordinator)", wall.as_secs_f64() * 1e3, report.total_s * 1e3)?;
+            writeln!(out, "single emulated board ({}, speed {}): {:.1} ms -> speedup {:.2}x", fastest.name, fastest.nominal_speed(), single * 1e3, single / wall.as_secs_f64())?;
+            if let Some(p) = save {
+                legionc::run::write_npy(&p, &y)?;
+            }
+            if verify {
+                let expected = reference::run(&m.onnx, &x)?;
+                let (diff, scale) = reference::compare(&y, &expected)?;
+                if diff > 1e-4 * scale {
+                    bail!("verify failed: the fleet's output differs from tract's single run (max |diff| {diff:e} > 1e-4 x max |output| {scale:e})");
+                }
+                writeln!(out, "verified against tract's single run: max |diff| {diff:.2e} (max |output| {scale:.2e})")?;
+            }
+        }
         Command::Zoo { list, name, output, seed } => {
             if list {
                 for (n, d) in zoo::MODELS {

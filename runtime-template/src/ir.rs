@@ -9,10 +9,15 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Model weights, shared between the IR and every tract graph built from it.
-#[derive(Clone, PartialEq)]
+///
+/// In a model file (see [`crate::modelfile`]) only the shape is in the JSON header; the data
+/// follows in one blob. A board's file may leave out the data of layers it never runs
+/// (`data` is then empty).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Weights {
     /// Shape of the constant, row-major.
     pub shape: Vec<usize>,
+    #[serde(skip)]
     pub data: Arc<Vec<f32>>,
 }
 
@@ -26,6 +31,10 @@ impl Weights {
     }
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
+    }
+    /// Number of values the shape calls for (the data may have been left out).
+    pub fn volume(&self) -> usize {
+        self.shape.iter().product()
     }
 }
 
@@ -65,7 +74,7 @@ impl Window {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conv {
     pub window: Window,
     pub in_channels: usize,
@@ -77,7 +86,7 @@ pub struct Conv {
     pub bias: Option<Weights>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// The model input, after the layout change of NHWC exports (always node 0).
     Input,
@@ -149,6 +158,22 @@ impl Op {
         )
     }
 
+    /// The weights of the op, in a fixed order.
+    pub fn weights_mut(&mut self) -> Vec<&mut Weights> {
+        match self {
+            Op::Conv(c) => {
+                let mut w = vec![&mut c.weight];
+                if let Some(b) = c.bias.as_mut() {
+                    w.push(b);
+                }
+                w
+            }
+            Op::Affine { scale, shift } => vec![scale, shift],
+            Op::Dense { weight, bias } => vec![weight, bias],
+            _ => vec![],
+        }
+    }
+
     /// The sliding window, for ops that have one.
     pub fn window(&self) -> Option<&Window> {
         match self {
@@ -160,7 +185,7 @@ impl Op {
 }
 
 /// One layer. Its output is value `id` (its index in [`Model::nodes`]).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Node {
     /// Name of the ONNX node it comes from.
     pub name: String,
@@ -180,7 +205,7 @@ pub enum InputLayout {
     Nhwc,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Model {
     pub name: String,
     pub input_layout: InputLayout,
@@ -281,12 +306,7 @@ impl Model {
     pub fn parameter_count(&self) -> usize {
         self.nodes
             .iter()
-            .map(|n| match &n.op {
-                Op::Conv(c) => c.weight.len() + c.bias.as_ref().map_or(0, |b| b.len()),
-                Op::Affine { scale, shift } => scale.len() + shift.len(),
-                Op::Dense { weight, bias } => weight.len() + bias.len(),
-                _ => 0,
-            })
+            .map(|n| n.op.clone().weights_mut().iter().map(|w| w.volume()).sum::<usize>())
             .sum()
     }
 }

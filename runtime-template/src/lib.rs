@@ -2,9 +2,13 @@
 //! they share with the compiler. legionc links this crate to run plans in-process; generated
 //! board crates carry a copy of its sources.
 
+pub mod board;
 pub mod exec;
 pub mod halo;
 pub mod ir;
+pub mod link;
+pub mod modelfile;
 pub mod plan;
+pub mod wire;
 
 pub use tract_core;

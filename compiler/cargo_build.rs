@@ -1,0 +1,97 @@
+//! Building the board crates: `cargo build --release`, one shared target directory, each
+//! board's triple, cross linkers from the target files. tract is built once per triple.
+
+use crate::fleet::{Board, Fleet, HOST_TRIPLE};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Where a board's binary ends up.
+pub fn binary_path(target_dir: &Path, board: &Board) -> PathBuf {
+    let triple = board.triple();
+    let dir = if triple == HOST_TRIPLE { target_dir.join("release") } else { target_dir.join(triple).join("release") };
+    dir.join(format!("legion-{}", board.slug()))
+}
+
+fn env_key(triple: &str) -> String {
+    triple.to_uppercase().replace('-', "_")
+}
+
+/// Is everything needed to build for `triple` installed? A clear error if not.
+fn check_toolchain(board: &Board) -> Result<()> {
+    let triple = board.triple();
+    if triple == HOST_TRIPLE {
+        return Ok(());
+    }
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    if let Ok(o) = installed {
+        if !String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == triple) {
+            bail!("board '{}' needs the Rust standard library for {triple}: run `rustup target add {triple}`", board.name);
+        }
+    }
+    let linker = &board.target.as_ref().expect("a cross board has a target").linker;
+    if Command::new(linker).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        let pkg = match triple {
+            "aarch64-unknown-linux-gnu" => "gcc-aarch64-linux-gnu",
+            "armv7-unknown-linux-gnueabihf" => "gcc-arm-linux-gnueabihf",
+            _ => "a cross gcc",
+        };
+        bail!("board '{}' needs the linker {linker} for {triple}: install {pkg} (apt-get install {pkg})", board.name);
+    }
+    Ok(())
+}
+
+/// The cargo command that builds one board crate.
+pub fn cargo_command(out: &Path, target_dir: &Path, board: &Board) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.arg("build").arg("--release").arg("--manifest-path").arg(out.join(board.slug()).join("Cargo.toml"));
+    cmd.arg("--target-dir").arg(target_dir);
+    let triple = board.triple();
+    if triple != HOST_TRIPLE {
+        let t = board.target.as_ref().expect("a cross board has a target");
+        cmd.arg("--target").arg(triple);
+        cmd.env(format!("CARGO_TARGET_{}_LINKER", env_key(triple)), &t.linker);
+        if !t.rustflags.is_empty() {
+            cmd.env(format!("CARGO_TARGET_{}_RUSTFLAGS", env_key(triple)), t.rustflags.join(" "));
+        }
+    }
+    // A legionc started by cargo must not hand its own build settings down.
+    for var in ["RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "CARGO_MANIFEST_DIR"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Build every board's crate. Output of cargo goes to `OUT/build.log`.
+pub fn build(fleet: &Fleet, target_dir: &Path, quiet: bool) -> Result<()> {
+    let out = fleet.out();
+    for b in &fleet.boards {
+        check_toolchain(b)?;
+    }
+    let log_path = out.join("build.log");
+    let mut log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(fleet.boards.len() as u64) };
+    bar.set_style(ProgressStyle::with_template("{spinner} building [{bar:20}] {pos}/{len} {msg} ({elapsed})").unwrap().progress_chars("=> "));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    for b in &fleet.boards {
+        bar.set_message(format!("{} ({})", b.name, b.triple()));
+        writeln!(log, "==== board {} ({})", b.name, b.triple())?;
+        let status = cargo_command(out, target_dir, b)
+            .stdout(log.try_clone()?)
+            .stderr(log.try_clone()?)
+            .status()
+            .context("running cargo")?;
+        if !status.success() {
+            bar.abandon();
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+            bail!("building board '{}' for {} failed (full log: {}):\n{}", b.name, b.triple(), log_path.display(), tail.join("\n"));
+        }
+        bar.inc(1);
+    }
+    bar.finish_with_message("done");
+    Ok(())
+}

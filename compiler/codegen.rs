@@ -1,0 +1,164 @@
+//! Board crates from Tera templates: one standalone crate per board with the plan hard-coded,
+//! the legion-runtime sources copied in and the model weights the board needs. Pure: returns
+//! the files; `write` puts them on disk.
+
+use crate::embedded;
+use crate::fleet::Fleet;
+use crate::model::LoadedModel;
+use anyhow::{bail, Context, Result};
+use legion_runtime::modelfile;
+use legion_runtime::plan::{hex, Plan};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// The templates, by their names in `runtime-template/templates/`.
+pub const TEMPLATES: &[&str] = &["Cargo.toml.tera", "main.rs.tera", "plan.rs.tera"];
+
+/// The lock file every board crate starts from, so that board crates build with the versions
+/// legionc was tested with.
+const CARGO_LOCK: &[u8] = include_bytes!("../Cargo.lock");
+
+/// A file to write, relative to the output directory.
+pub struct OutFile {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct PeerCtx {
+    name: String,
+    addr: String,
+    bandwidth_mbps: String,
+    latency_ms: String,
+}
+
+fn tera() -> Result<tera::Tera> {
+    let mut t = tera::Tera::default();
+    for name in TEMPLATES {
+        let src = embedded::file(&format!("runtime-template/templates/{name}")).with_context(|| format!("template {name} is not embedded"))?;
+        t.add_raw_template(name, std::str::from_utf8(src)?).with_context(|| format!("template {name}"))?;
+    }
+    t.autoescape_on(vec![]);
+    Ok(t)
+}
+
+/// Values of the model each board needs: the layers of the groups it has rows in, and the
+/// tail for the coordinator.
+pub fn needed_nodes(model: &legion_runtime::ir::Model, plan: &Plan, board: usize, coordinator: bool) -> BTreeSet<usize> {
+    let mut keep = BTreeSet::new();
+    for g in &plan.groups {
+        if g.rows[board] > 0 {
+            keep.extend(g.group().layers());
+        }
+    }
+    if coordinator {
+        keep.extend(model.split_end() + 1..model.nodes.len());
+    }
+    keep
+}
+
+/// Every file of the compiled fleet: `plan.json` and one crate per board.
+pub fn render(fleet: &Fleet, model: &LoadedModel, plan: &Plan) -> Result<Vec<OutFile>> {
+    let tera = tera()?;
+    let plan_hash = plan.hash();
+    let mut files = vec![OutFile { path: "plan.json".into(), bytes: [serde_json::to_vec_pretty(plan)?, b"\n".to_vec()].concat() }];
+    let peers: Vec<PeerCtx> = fleet
+        .boards
+        .iter()
+        .map(|b| PeerCtx {
+            name: b.name.clone(),
+            addr: b.addr(),
+            bandwidth_mbps: format!("{:?}", b.link.bandwidth_mbps),
+            latency_ms: format!("{:?}", b.link.latency_ms),
+        })
+        .collect();
+    for (i, b) in fleet.boards.iter().enumerate() {
+        let dir = PathBuf::from(b.slug());
+        let keep = needed_nodes(&model.ir, plan, i, i == fleet.coordinator);
+        let model_file = modelfile::write(&model.ir, &|id| keep.contains(&id));
+        let mut cx = tera::Context::new();
+        cx.insert("legionc_version", env!("CARGO_PKG_VERSION"));
+        cx.insert("board", &b.name);
+        cx.insert("slug", &b.slug());
+        cx.insert("fleet", &fleet.name);
+        cx.insert("plan", plan);
+        cx.insert("plan_hash", &plan_hash);
+        cx.insert("index", &i);
+        cx.insert("coordinator", &fleet.coordinator);
+        cx.insert(
+            "speed",
+            &match b.kind {
+                crate::fleet::BoardKind::Emulated { speed } => format!("Some({speed:?})"),
+                _ => "None".into(),
+            },
+        );
+        cx.insert("threads", &b.threads);
+        cx.insert("deadline_ms", &((fleet.deadline_s * 1000.0) as u64));
+        cx.insert("model_file_sha256", &hex(&Sha256::digest(&model_file)));
+        cx.insert("peers", &peers);
+        for (template, path) in [("Cargo.toml.tera", "Cargo.toml"), ("main.rs.tera", "src/main.rs"), ("plan.rs.tera", "src/plan.rs")] {
+            let text = tera.render(template, &cx).with_context(|| format!("rendering {template} for board {}", b.name))?;
+            files.push(OutFile { path: dir.join(path), bytes: text.into_bytes() });
+        }
+        for (rel, bytes) in embedded::dir("runtime-template") {
+            if rel.starts_with("templates/") {
+                continue;
+            }
+            files.push(OutFile { path: dir.join("legion-runtime").join(rel), bytes: bytes.to_vec() });
+        }
+        files.push(OutFile { path: dir.join("Cargo.lock"), bytes: CARGO_LOCK.to_vec() });
+        files.push(OutFile { path: dir.join("model.bin"), bytes: model_file });
+    }
+    Ok(files)
+}
+
+/// Write the files under `out`. Each board's crate and `plan.json` are replaced whole: written
+/// into a staging folder, then renamed into place, so a failure leaves the previous version.
+/// Other content of `out` (the shared build folder, run state) is kept.
+pub fn write(out: &Path, files: &[OutFile]) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let staging = out.join(".staging");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    for f in files {
+        let p = staging.join(&f.path);
+        std::fs::create_dir_all(p.parent().unwrap())?;
+        std::fs::write(&p, &f.bytes).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let tops: BTreeSet<PathBuf> = files.iter().map(|f| f.path.components().next().unwrap().as_os_str().into()).collect();
+    for top in tops {
+        let dst = out.join(&top);
+        // Keep the build output of a board crate (cargo rewrites its lock file only).
+        if dst.is_dir() {
+            std::fs::remove_dir_all(&dst).with_context(|| format!("replacing {}", dst.display()))?;
+        } else if dst.exists() {
+            std::fs::remove_file(&dst)?;
+        }
+        std::fs::rename(staging.join(&top), &dst).with_context(|| format!("moving {} into place", dst.display()))?;
+    }
+    std::fs::remove_dir_all(&staging)?;
+    Ok(())
+}
+
+/// Paths that differ between `files` and what is on disk under `out` (for `--check`).
+pub fn stale(out: &Path, files: &[OutFile]) -> Vec<PathBuf> {
+    files
+        .iter()
+        .filter(|f| std::fs::read(out.join(&f.path)).map(|b| b != f.bytes).unwrap_or(true))
+        .map(|f| f.path.clone())
+        .collect()
+}
+
+/// Refuse an output directory that would clobber something that is not a compiled fleet.
+pub fn check_out_dir(out: &Path) -> Result<()> {
+    if out.is_file() {
+        bail!("output {} is a file", out.display());
+    }
+    if out.is_dir() && std::fs::read_dir(out)?.next().is_some() && !out.join("plan.json").exists() {
+        bail!("output {} is not empty and holds no compiled fleet (no plan.json): refusing to write into it", out.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,381 @@
+//! fleet.yaml: the fleet, its model, its network and where the output goes.
+//!
+//! Parsed in two layers: raw serde types full of `Option`s that reject unknown keys, then
+//! resolved into a [`Fleet`] with nothing left open (defaults applied, targets looked up, every
+//! cross-reference checked). Every error names the file, the line and the field.
+
+use crate::embedded;
+use anyhow::{anyhow, bail, Context, Result};
+use legion_runtime::link::LinkSpec;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+// ---------------------------------------------------------------- targets
+
+/// A board kind (`targets/<name>.yaml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub name: String,
+    /// Rust target triple.
+    pub triple: String,
+    /// Linker for cross-compiling (Debian's gcc cross packages).
+    pub linker: String,
+    pub rustflags: Vec<String>,
+    /// qemu-user command line to run a binary of this triple here (tests).
+    pub qemu: Vec<String>,
+    /// CPUs to pin the runtime to.
+    pub cores: Vec<usize>,
+    /// Threads tract may use.
+    pub threads: usize,
+    /// The emulated twin.
+    pub emulated: Twin,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Twin {
+    /// Speed relative to one core of this machine.
+    pub speed: f64,
+    /// Default link.
+    pub link: LinkSpec,
+}
+
+/// Every target legionc knows (embedded at build time from `targets/`).
+pub fn targets() -> Result<Vec<Target>> {
+    let mut out = Vec::new();
+    for (name, bytes) in embedded::dir("targets") {
+        if !name.ends_with(".yaml") {
+            continue;
+        }
+        let t: Target = serde_yaml::from_slice(bytes).with_context(|| format!("targets/{name}"))?;
+        out.push(t);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The host's own triple (emulated boards run here).
+pub const HOST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
+
+// ---------------------------------------------------------------- raw YAML
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    fleet: String,
+    model: RawModel,
+    coordinator: Option<String>,
+    #[serde(default)]
+    defaults: RawDefaults,
+    network: Option<RawNetwork>,
+    output: Option<String>,
+    boards: Vec<RawBoard>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawModel {
+    Name(String),
+    Full(RawModelFull),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModelFull {
+    source: String,
+    input_shape: Option<Vec<usize>>,
+    mean: Option<Vec<f32>>,
+    std: Option<Vec<f32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    user: Option<String>,
+    port: Option<u16>,
+    key_file: Option<String>,
+    target: Option<String>,
+    runtime_port: Option<u16>,
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    bandwidth_mbps: f64,
+    latency_ms: f64,
+    deadline_s: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBoard {
+    name: String,
+    host: Option<String>,
+    user: Option<String>,
+    port: Option<u16>,
+    key_file: Option<String>,
+    target: Option<String>,
+    emulated: Option<RawEmulated>,
+    runtime_port: Option<u16>,
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawEmulated {
+    Twin(String),
+    Explicit(RawExplicitTwin),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExplicitTwin {
+    speed: f64,
+    link: Option<LinkSpec>,
+}
+
+// ---------------------------------------------------------------- resolved
+
+/// How a board is reached.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum BoardKind {
+    /// A local process emulating a twin.
+    Emulated { speed: f64 },
+    /// A real host over SSH.
+    Ssh { host: String, user: String, port: u16, key_file: Option<PathBuf> },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Board {
+    pub name: String,
+    pub kind: BoardKind,
+    /// Board kind (for an emulated board: the kind its twin stands for, if any).
+    pub target: Option<Target>,
+    pub link: LinkSpec,
+    /// Port its runtime listens on.
+    pub runtime_port: u16,
+    pub threads: usize,
+}
+
+impl Board {
+    pub fn is_emulated(&self) -> bool {
+        matches!(self.kind, BoardKind::Emulated { .. })
+    }
+    /// Speed used for planning: the twin's speed, or the target's twin figure for a real board.
+    pub fn nominal_speed(&self) -> f64 {
+        match (&self.kind, &self.target) {
+            (BoardKind::Emulated { speed }, _) => *speed,
+            (_, Some(t)) => t.emulated.speed,
+            _ => 1.0,
+        }
+    }
+    /// Triple its binary is built for: the host's for an emulated board.
+    pub fn triple(&self) -> &str {
+        match (&self.kind, &self.target) {
+            (BoardKind::Ssh { .. }, Some(t)) => &t.triple,
+            _ => HOST_TRIPLE,
+        }
+    }
+    /// `host:port` its runtime answers on.
+    pub fn addr(&self) -> String {
+        match &self.kind {
+            BoardKind::Emulated { .. } => format!("127.0.0.1:{}", self.runtime_port),
+            BoardKind::Ssh { host, .. } => format!("{host}:{}", self.runtime_port),
+        }
+    }
+    /// A name usable in crate and file names.
+    pub fn slug(&self) -> String {
+        slug(&self.name)
+    }
+}
+
+pub fn slug(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// Zoo name or ONNX path (resolved against the fleet file's folder).
+    pub source: String,
+    pub input_shape: Option<Vec<usize>>,
+    /// Image normalisation (per channel), used for PNG/JPEG inputs.
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fleet {
+    pub name: String,
+    /// The fleet file.
+    pub file: PathBuf,
+    pub model: ModelSpec,
+    pub boards: Vec<Board>,
+    /// Index of the coordinator in `boards`.
+    pub coordinator: usize,
+    pub deadline_s: f64,
+    pub output: PathBuf,
+}
+
+// ---------------------------------------------------------------- loading
+
+/// 1-based line of the `nth` (0-based) line of `text` that contains `needle`.
+fn line_of(text: &str, needle: &str, nth: usize) -> Option<usize> {
+    text.lines().enumerate().filter(|(_, l)| l.contains(needle)).nth(nth).map(|(i, _)| i + 1)
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    /// An error at the line where `needle` appears (the `nth` time).
+    fn err(&self, needle: &str, nth: usize, msg: String) -> anyhow::Error {
+        match line_of(self.text, needle, nth) {
+            Some(l) => anyhow!("{}:{l}: {msg}", self.file.display()),
+            None => anyhow!("{}: {msg}", self.file.display()),
+        }
+    }
+}
+
+/// Read and resolve a fleet file. `out` overrides its `output`.
+pub fn load(path: &Path, out: Option<&Path>) -> Result<Fleet> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading fleet file {}", path.display()))?;
+    parse(&text, path, out)
+}
+
+pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
+    let raw: RawFleet = serde_yaml::from_str(text).map_err(|e| {
+        let at = e.location().map(|l| format!(":{}", l.line())).unwrap_or_default();
+        // serde_yaml's message names the field path and the column.
+        anyhow!("{}{at}: {e}", path.display())
+    })?;
+    let cx = Ctx { file: path, text };
+    let targets = targets()?;
+    let find_target = |name: &str, board: &str| -> Result<Target> {
+        targets.iter().find(|t| t.name == name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+            cx.err(name, 0, format!("board '{board}': unknown target '{name}' (known targets: {})", known.join(", ")))
+        })
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let model = match raw.model {
+        RawModel::Name(source) => ModelSpec { source, input_shape: None, mean: vec![], std: vec![] },
+        RawModel::Full(m) => ModelSpec { source: m.source, input_shape: m.input_shape, mean: m.mean.unwrap_or_default(), std: m.std.unwrap_or_default() },
+    };
+    let model = ModelSpec {
+        source: resolve_model_path(&model.source, dir),
+        mean: if model.mean.is_empty() { vec![0.485, 0.456, 0.406] } else { model.mean },
+        std: if model.std.is_empty() { vec![0.229, 0.224, 0.225] } else { model.std },
+        ..model
+    };
+    if raw.boards.is_empty() {
+        return Err(cx.err("boards", 0, "field 'boards': a fleet needs at least one board".into()));
+    }
+    let d = &raw.defaults;
+    let base_port = d.runtime_port.unwrap_or(47000);
+    let mut boards = Vec::new();
+    for (i, b) in raw.boards.iter().enumerate() {
+        let needle = format!("name: {}", b.name);
+        if b.name.trim().is_empty() {
+            return Err(cx.err("name:", i, format!("boards[{i}].name is empty")));
+        }
+        if let Some(prev) = raw.boards[..i].iter().position(|p| p.name == b.name) {
+            return Err(cx.err(&needle, 1, format!("boards[{i}].name: duplicate board name '{}' (also boards[{prev}])", b.name)));
+        }
+        if raw.boards[..i].iter().any(|p| slug(&p.name) == slug(&b.name)) {
+            return Err(cx.err(&needle, 0, format!("boards[{i}].name: '{}' is too close to another board's name (file names would clash)", b.name)));
+        }
+        let target_name = b.target.clone().or_else(|| d.target.clone());
+        let network_link = raw.network.as_ref().map(|n| LinkSpec { bandwidth_mbps: n.bandwidth_mbps, latency_ms: n.latency_ms });
+        let runtime_port = b.runtime_port.unwrap_or(base_port + i as u16);
+        let (kind, target, link) = match (&b.host, &b.emulated) {
+            (Some(_), Some(_)) => return Err(cx.err(&needle, 0, format!("board '{}': give either host (a real board) or emulated, not both", b.name))),
+            (None, None) => return Err(cx.err(&needle, 0, format!("board '{}': missing field 'host' (a real board) or 'emulated'", b.name))),
+            (None, Some(RawEmulated::Twin(t))) => {
+                let target = find_target(t, &b.name)?;
+                let link = network_link.unwrap_or(target.emulated.link);
+                (BoardKind::Emulated { speed: target.emulated.speed }, Some(target), link)
+            }
+            (None, Some(RawEmulated::Explicit(e))) => {
+                if !(e.speed > 0.0 && e.speed.is_finite()) {
+                    return Err(cx.err(&needle, 0, format!("board '{}': emulated.speed must be positive, got {}", b.name, e.speed)));
+                }
+                let target = target_name.as_deref().map(|t| find_target(t, &b.name)).transpose()?;
+                let link = e.link.or(network_link).or(target.as_ref().map(|t| t.emulated.link)).unwrap_or(LinkSpec { bandwidth_mbps: 100.0, latency_ms: 0.5 });
+                (BoardKind::Emulated { speed: e.speed }, target, link)
+            }
+            (Some(host), None) => {
+                let tname = target_name.ok_or_else(|| cx.err(&needle, 0, format!("board '{}': missing field 'target' (on the board or in defaults)", b.name)))?;
+                let target = find_target(&tname, &b.name)?;
+                let user = b.user.clone().or_else(|| d.user.clone()).ok_or_else(|| cx.err(&needle, 0, format!("board '{}': missing field 'user' (on the board or in defaults)", b.name)))?;
+                let key_file = b.key_file.clone().or_else(|| d.key_file.clone()).map(|k| expand_home(&k, dir));
+                let link = network_link.unwrap_or(target.emulated.link);
+                (BoardKind::Ssh { host: host.clone(), user, port: b.port.or(d.port).unwrap_or(22), key_file }, Some(target), link)
+            }
+        };
+        if link.bandwidth_mbps <= 0.0 || link.latency_ms < 0.0 {
+            return Err(cx.err(&needle, 0, format!("board '{}': link needs a positive bandwidth and a non-negative latency", b.name)));
+        }
+        let threads = b.threads.or(d.threads).unwrap_or(match &kind {
+            BoardKind::Emulated { .. } => 1,
+            _ => target.as_ref().map_or(1, |t| t.threads),
+        });
+        boards.push(Board { name: b.name.clone(), kind, target, link, runtime_port, threads });
+    }
+    let coordinator = match &raw.coordinator {
+        None => 0,
+        Some(c) => boards.iter().position(|b| &b.name == c).ok_or_else(|| {
+            cx.err("coordinator:", 0, format!("field 'coordinator': no board is named '{c}'"))
+        })?,
+    };
+    let output = match out {
+        Some(o) => o.to_path_buf(),
+        None => dir.join(raw.output.unwrap_or_else(|| format!("out/{}", slug(&raw.fleet)))),
+    };
+    let deadline_s = raw.network.as_ref().and_then(|n| n.deadline_s).unwrap_or(60.0);
+    Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, output })
+}
+
+fn expand_home(p: &str, dir: &Path) -> PathBuf {
+    if let Some(rest) = p.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    dir.join(p)
+}
+
+fn resolve_model_path(source: &str, dir: &Path) -> String {
+    if crate::model::zoo::is_zoo_name(source) {
+        return source.to_string();
+    }
+    let p = Path::new(source);
+    if p.is_absolute() { source.to_string() } else { dir.join(p).to_string_lossy().into_owned() }
+}
+
+impl Fleet {
+    pub fn coordinator(&self) -> &Board {
+        &self.boards[self.coordinator]
+    }
+    /// The directory of the compiled fleet.
+    pub fn out(&self) -> &Path {
+        &self.output
+    }
+    /// Deadline on every read, write and connect.
+    pub fn deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.deadline_s)
+    }
+    pub fn board(&self, name: &str) -> Result<&Board> {
+        self.boards.iter().find(|b| b.name == name).ok_or_else(|| anyhow!("fleet {} has no board '{name}'", self.name))
+    }
+    /// Fail unless every board is emulated (what up/run can start locally).
+    pub fn require_emulated(&self, what: &str) -> Result<()> {
+        if let Some(b) = self.boards.iter().find(|b| !b.is_emulated()) {
+            bail!("board '{}' is a real host: `legionc {what}` starts emulated boards only (real boards are deployed over SSH)", b.name);
+        }
+        Ok(())
+    }
+}

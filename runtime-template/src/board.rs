@@ -1,0 +1,402 @@
+//! A board's process: the worker loop (receive a band, run the group, send the band back) and,
+//! on the coordinator, the frame loop (split, scatter, gather, tail, answer).
+
+use crate::exec::{run, runnable, section_graph, BandExecutor, Runnable};
+use crate::ir::Model;
+use crate::link::{compute, Link, LinkSpec};
+use crate::plan::{hex, to_nchw, Plan};
+use crate::wire::{plan_bytes, Kind, Message};
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tract_core::internal::*;
+
+pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A board of the fleet as every board knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub name: String,
+    /// `host:port` its worker listens on.
+    pub addr: String,
+    pub link: LinkSpec,
+}
+
+/// Everything a board's binary knows: rendered into its crate as constants.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardConfig {
+    pub board: String,
+    /// This board's index in the plan's board order.
+    pub index: usize,
+    pub plan: Plan,
+    /// The fleet, in plan order (the coordinator uses the addresses).
+    pub peers: Vec<Peer>,
+    pub coordinator: usize,
+    /// Emulated twin's speed relative to the machine's core; none on a real board.
+    pub speed: Option<f64>,
+    /// Threads tract may use for this board's matrix products.
+    pub threads: usize,
+    /// sha256 of the model file this board must load.
+    pub model_sha256: String,
+    /// Deadline on every read, write and connect.
+    pub deadline_ms: u64,
+}
+
+impl BoardConfig {
+    pub fn is_coordinator(&self) -> bool {
+        self.index == self.coordinator
+    }
+    fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+}
+
+/// Load and check a board's model file.
+pub fn load_model(cfg: &BoardConfig, path: &std::path::Path) -> Result<Model> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading model file {}", path.display()))?;
+    let got = hex(&Sha256::digest(&bytes));
+    ensure!(got == cfg.model_sha256, "model file {} has sha256 {got}, board {} was built for {}", path.display(), cfg.board, cfg.model_sha256);
+    crate::modelfile::read(&bytes).with_context(|| format!("model file {}", path.display()))
+}
+
+/// Timing of one board's part of one group, seconds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BandTiming {
+    pub board: String,
+    pub rows: (usize, usize),
+    /// Scatter: until the input band arrived.
+    pub send_s: f64,
+    pub compute_s: f64,
+    /// Gather: from the end of compute until the output band arrived.
+    pub recv_s: f64,
+}
+
+/// The coordinator's report of one frame.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FrameReport {
+    pub frame: u64,
+    pub plan: String,
+    /// Per group, per board with rows.
+    pub groups: Vec<Vec<BandTiming>>,
+    /// Wall time of each group (scatter to gather).
+    pub group_s: Vec<f64>,
+    pub tail_s: f64,
+    pub total_s: f64,
+}
+
+struct Board {
+    cfg: BoardConfig,
+    plan_hash: [u8; 32],
+    exec: Mutex<BandExecutor>,
+    tail: Option<Runnable>,
+    link: Link,
+    /// The coordinator's connections to the workers, one per board.
+    conns: Mutex<HashMap<usize, Arc<Mutex<TcpStream>>>>,
+    frames: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// Serve on `listen` until a Shutdown message arrives.
+pub fn serve(cfg: BoardConfig, model: Model, listen: &str) -> Result<()> {
+    let model = Arc::new(model);
+    cfg.plan.validate(&model)?;
+    let hash = cfg.plan.hash();
+    let tail = if cfg.is_coordinator() && model.split_end() < model.output() {
+        Some(runnable(section_graph(&model, model.split_end(), model.output())?)?)
+    } else {
+        None
+    };
+    let board = Arc::new(Board {
+        plan_hash: plan_bytes(&hash),
+        exec: Mutex::new(BandExecutor::with_threads(model, cfg.threads)),
+        tail,
+        link: Link::new(cfg.peers[cfg.index].link),
+        conns: Mutex::new(HashMap::new()),
+        frames: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        cfg,
+    });
+    board.prepare_bands()?;
+    let listener = TcpListener::bind(listen).with_context(|| format!("board {}: listening on {listen}", board.cfg.board))?;
+    eprintln!("legion board {} (plan {}, runtime {}) listening on {listen}", board.cfg.board, &hash[..16], RUNTIME_VERSION);
+    for stream in listener.incoming() {
+        if board.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        let b = board.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = b.connection(stream) {
+                eprintln!("board {}: {e:#}", b.cfg.board);
+            }
+        });
+    }
+    Ok(())
+}
+
+impl Board {
+    /// Build the runnable of every band this board has in the plan, before serving.
+    fn prepare_bands(&self) -> Result<()> {
+        let mut exec = self.exec.lock().unwrap();
+        for g in &self.cfg.plan.groups {
+            let band = g.bands()[self.cfg.index];
+            if !band.is_empty() {
+                exec.prepare(g.group(), band)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn connection(&self, mut stream: TcpStream) -> Result<()> {
+        stream.set_nodelay(true)?;
+        loop {
+            // A connection may idle between frames; a message, once started, has a deadline.
+            stream.set_read_timeout(None)?;
+            let Some(msg) = Message::recv(&mut stream)? else { return Ok(()) };
+            stream.set_write_timeout(Some(self.cfg.deadline()))?;
+            let h = &msg.header;
+            if h.kind == Kind::Hello {
+                let text = format!("{} {} {}", self.cfg.board, RUNTIME_VERSION, self.cfg.plan.hash());
+                Message::text(Kind::HelloReply, self.plan_hash, h.frame, &text).send(&mut stream)?;
+                continue;
+            }
+            if h.plan != self.plan_hash {
+                let text = format!(
+                    "plan mismatch: board {} runs plan {}, the request is for plan {}",
+                    self.cfg.board,
+                    self.cfg.plan.hash(),
+                    hex(&h.plan)
+                );
+                Message::text(Kind::Error, self.plan_hash, h.frame, &text).send(&mut stream)?;
+                continue;
+            }
+            let reply = match h.kind {
+                Kind::Band => self.band(&msg),
+                Kind::Infer => self.infer(&msg, &mut stream).map(|()| None),
+                Kind::Shutdown => {
+                    self.stop.store(true, Ordering::SeqCst);
+                    let _ = stream.shutdown(Shutdown::Both);
+                    std::process::exit(0);
+                }
+                k => Err(anyhow!("unexpected {k:?} message")),
+            };
+            match reply {
+                Ok(Some(m)) => m.send(&mut stream)?,
+                Ok(None) => {}
+                Err(e) => Message::text(Kind::Error, self.plan_hash, h.frame, &format!("board {}: {e:#}", self.cfg.board)).send(&mut stream)?,
+            }
+        }
+    }
+
+    /// Run one band (a worker's job) with the board's emulated speed.
+    fn run_band(&self, group: usize, input: Tensor) -> Result<(Tensor, Duration)> {
+        let g = self.cfg.plan.groups.get(group).ok_or_else(|| anyhow!("the plan has no group {group}"))?;
+        let band = g.bands()[self.cfg.index];
+        let mut exec = self.exec.lock().unwrap();
+        let (out, took) = compute(self.cfg.speed, || exec.run_band(g.group(), band, input));
+        Ok((out?, took))
+    }
+
+    fn band(&self, msg: &Message) -> Result<Option<Message>> {
+        let h = &msg.header;
+        let (out, took) = self.run_band(h.group as usize, msg.to_tensor()?)?;
+        let mut reply = Message::tensor(Kind::BandResult, self.plan_hash, h.frame, h.group, h.rows, &out)?;
+        reply.header.aux = took.as_micros() as u64;
+        Ok(Some(reply))
+    }
+
+    /// The coordinator's frame: split, scatter, gather, tail. Answers InferResult + Report.
+    fn infer(&self, msg: &Message, client: &mut TcpStream) -> Result<()> {
+        ensure!(self.cfg.is_coordinator(), "board {} is not the coordinator", self.cfg.board);
+        let frame = self.frames.fetch_add(1, Ordering::SeqCst);
+        let t0 = Instant::now();
+        let model = self.exec.lock().unwrap().model().clone();
+        let mut x = to_nchw(&model, msg.to_tensor()?)?;
+        let mut report = FrameReport { frame, plan: self.cfg.plan.hash(), ..Default::default() };
+        for (gi, g) in self.cfg.plan.groups.iter().enumerate() {
+            let tg = Instant::now();
+            let bands = g.bands();
+            let mut inputs = Vec::new();
+            {
+                let mut exec = self.exec.lock().unwrap();
+                for (b, out) in bands.iter().enumerate() {
+                    if !out.is_empty() {
+                        let need = exec.prepare(g.group(), *out)?.0.input;
+                        inputs.push((b, *out, x.slice(2, need.start, need.end)?));
+                    }
+                }
+            }
+            let results: Vec<Result<(usize, Tensor, BandTiming)>> = std::thread::scope(|s| {
+                let handles: Vec<_> = inputs
+                    .into_iter()
+                    .map(|(b, out, input)| {
+                        s.spawn(move || -> Result<(usize, Tensor, BandTiming)> {
+                            let mut t = BandTiming { board: self.cfg.peers[b].name.clone(), rows: (out.start, out.end), ..Default::default() };
+                            let y = if b == self.cfg.index {
+                                let (y, took) = self.run_band(gi, input)?;
+                                t.compute_s = took.as_secs_f64();
+                                y
+                            } else {
+                                self.remote_band(b, frame, gi, (out.start, out.end), &input, &mut t)?
+                            };
+                            Ok((b, y, t))
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a band thread panicked")))).collect()
+            });
+            let mut parts = Vec::new();
+            let mut timings = Vec::new();
+            for r in results {
+                let (_, y, t) = r.with_context(|| format!("frame {frame}, group {gi}"))?;
+                parts.push(y);
+                timings.push(t);
+            }
+            x = Tensor::stack_tensors(2, &parts)?;
+            report.groups.push(timings);
+            report.group_s.push(tg.elapsed().as_secs_f64());
+        }
+        let tt = Instant::now();
+        let out = match &self.tail {
+            Some(tail) => {
+                let (y, _) = compute(self.cfg.speed, || run(tail, x));
+                y?
+            }
+            None => x,
+        };
+        report.tail_s = tt.elapsed().as_secs_f64();
+        report.total_s = t0.elapsed().as_secs_f64();
+        Message::tensor(Kind::InferResult, self.plan_hash, frame, 0, (0, 0), &out)?.send(client)?;
+        Message::text(Kind::Report, self.plan_hash, frame, &serde_json::to_string(&report)?).send(client)?;
+        Ok(())
+    }
+
+    fn connection_to(&self, b: usize) -> Result<Arc<Mutex<TcpStream>>> {
+        let mut conns = self.conns.lock().unwrap();
+        if let Some(c) = conns.get(&b) {
+            return Ok(c.clone());
+        }
+        let peer = &self.cfg.peers[b];
+        let stream = connect(&peer.addr, self.cfg.deadline())?;
+        let c = Arc::new(Mutex::new(stream));
+        conns.insert(b, c.clone());
+        Ok(c)
+    }
+
+    fn remote_band(&self, b: usize, frame: u64, group: usize, rows: (usize, usize), input: &Tensor, t: &mut BandTiming) -> Result<Tensor> {
+        let peer = &self.cfg.peers[b];
+        let result = (|| -> Result<Tensor> {
+            let conn = self.connection_to(b)?;
+            let mut stream = conn.lock().unwrap();
+            let msg = Message::tensor(Kind::Band, self.plan_hash, frame, group as u32, (rows.0 as u32, rows.1 as u32), input)?;
+            let ts = Instant::now();
+            self.link.send_to(&peer.link, msg.wire_len());
+            msg.send(&mut stream)?;
+            t.send_s = ts.elapsed().as_secs_f64();
+            let tr = Instant::now();
+            let reply = Message::recv(&mut stream)?.ok_or_else(|| anyhow!("connection closed mid-frame"))?;
+            if reply.header.kind == Kind::Error {
+                bail!("{}", reply.as_text());
+            }
+            ensure!(reply.header.kind == Kind::BandResult && reply.header.frame == frame, "unexpected {:?} reply", reply.header.kind);
+            t.compute_s = reply.header.aux as f64 / 1e6;
+            self.link.receive_from(&peer.link, reply.wire_len());
+            t.recv_s = (tr.elapsed().as_secs_f64() - t.compute_s).max(0.0);
+            reply.to_tensor()
+        })();
+        if result.is_err() {
+            self.conns.lock().unwrap().remove(&b);
+        }
+        result.with_context(|| format!("board {} ({})", peer.name, peer.addr))
+    }
+}
+
+/// Connect with a deadline on the connect and on every read and write.
+pub fn connect(addr: &str, deadline: Duration) -> Result<TcpStream> {
+    let sock = addr
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{addr} resolves to no address"))?;
+    let stream = TcpStream::connect_timeout(&sock, deadline).with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(deadline))?;
+    stream.set_write_timeout(Some(deadline))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Ask a board who it is: (name, runtime version, plan hash).
+pub fn hello(addr: &str, deadline: Duration) -> Result<(String, String, String)> {
+    let mut s = connect(addr, deadline)?;
+    Message::text(Kind::Hello, [0; 32], 0, "").send(&mut s)?;
+    let reply = Message::recv(&mut s)?.ok_or_else(|| anyhow!("{addr} closed the connection"))?;
+    ensure!(reply.header.kind == Kind::HelloReply, "{addr} answered {:?}", reply.header.kind);
+    let text = reply.as_text();
+    let mut it = text.split_whitespace().map(String::from);
+    match (it.next(), it.next(), it.next()) {
+        (Some(a), Some(b), Some(c)) => Ok((a, b, c)),
+        _ => bail!("{addr} answered '{text}'"),
+    }
+}
+
+/// Send one frame to the coordinator: its output and report.
+pub fn infer(addr: &str, plan_hash: &str, input: &Tensor, deadline: Duration) -> Result<(Tensor, FrameReport)> {
+    let mut s = connect(addr, deadline)?;
+    Message::tensor(Kind::Infer, plan_bytes(plan_hash), 0, 0, (0, 0), input)?.send(&mut s)?;
+    let out = Message::recv(&mut s)?.ok_or_else(|| anyhow!("the coordinator closed the connection"))?;
+    if out.header.kind == Kind::Error {
+        bail!("{}", out.as_text());
+    }
+    ensure!(out.header.kind == Kind::InferResult, "the coordinator answered {:?}", out.header.kind);
+    let rep = Message::recv(&mut s)?.ok_or_else(|| anyhow!("the coordinator closed the connection"))?;
+    ensure!(rep.header.kind == Kind::Report, "the coordinator answered {:?}", rep.header.kind);
+    Ok((out.to_tensor()?, serde_json::from_slice(&rep.payload)?))
+}
+
+/// Ask a board to stop.
+pub fn shutdown(addr: &str, plan_hash: &str, deadline: Duration) -> Result<()> {
+    let mut s = connect(addr, deadline)?;
+    Message::text(Kind::Shutdown, plan_bytes(plan_hash), 0, "").send(&mut s)
+}
+
+/// The board binary's command line: `serve [--listen ADDR] [--model FILE]`, `info`.
+pub fn main_with(cfg: BoardConfig, default_model: &str) -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = (|| -> Result<()> {
+        let mut listen = cfg.peers[cfg.index].addr.clone();
+        let mut model = std::path::PathBuf::from(default_model);
+        let mut it = args.iter().skip(1);
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--listen" => listen = it.next().context("--listen takes ADDR")?.clone(),
+                "--model" => model = it.next().context("--model takes FILE")?.into(),
+                other => bail!("unknown argument '{other}'"),
+            }
+        }
+        match args.first().map(String::as_str) {
+            Some("serve") => {
+                let m = load_model(&cfg, &model)?;
+                serve(cfg.clone(), m, &listen)
+            }
+            Some("info") => {
+                println!("{}", serde_json::to_string_pretty(&cfg)?);
+                Ok(())
+            }
+            _ => bail!("usage: {} serve [--listen ADDR] [--model FILE] | info", cfg.board),
+        }
+    })();
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
