@@ -58,6 +58,65 @@ impl BoardConfig {
     }
 }
 
+/// A board's configuration as compile-time constants (what `plan.rs.tera` renders).
+pub struct StaticConfig {
+    pub plan_hash: &'static str,
+    pub plan_version: u32,
+    pub model_sha256: &'static str,
+    pub board: &'static str,
+    pub index: usize,
+    pub coordinator: usize,
+    pub speed: Option<f64>,
+    pub threads: usize,
+    pub deadline_ms: u64,
+    /// Default model file (next to the binary, else in the working directory).
+    pub model_file: &'static str,
+    pub model_file_sha256: &'static str,
+    pub boards: &'static [StaticBoard],
+    pub groups: &'static [StaticGroup],
+}
+
+pub struct StaticBoard {
+    pub name: &'static str,
+    pub addr: &'static str,
+    pub bandwidth_mbps: f64,
+    pub latency_ms: f64,
+}
+
+pub struct StaticGroup {
+    pub from: usize,
+    pub to: usize,
+    pub rows: &'static [usize],
+}
+
+impl StaticConfig {
+    /// The configuration as values; fails if the constants do not hash to `plan_hash`.
+    pub fn resolve(&self) -> Result<BoardConfig> {
+        let plan = Plan {
+            version: self.plan_version,
+            model_sha256: self.model_sha256.into(),
+            boards: self.boards.iter().map(|b| b.name.to_string()).collect(),
+            groups: self.groups.iter().map(|g| crate::plan::PlanGroup { from: g.from, to: g.to, rows: g.rows.to_vec() }).collect(),
+        };
+        ensure!(plan.hash() == self.plan_hash, "the plan constants hash to {}, not {}", plan.hash(), self.plan_hash);
+        Ok(BoardConfig {
+            board: self.board.into(),
+            index: self.index,
+            plan,
+            peers: self
+                .boards
+                .iter()
+                .map(|b| Peer { name: b.name.into(), addr: b.addr.into(), link: LinkSpec { bandwidth_mbps: b.bandwidth_mbps, latency_ms: b.latency_ms } })
+                .collect(),
+            coordinator: self.coordinator,
+            speed: self.speed,
+            threads: self.threads,
+            model_sha256: self.model_file_sha256.into(),
+            deadline_ms: self.deadline_ms,
+        })
+    }
+}
+
 /// Load and check a board's model file.
 pub fn load_model(cfg: &BoardConfig, path: &std::path::Path) -> Result<Model> {
     let bytes = std::fs::read(path).with_context(|| format!("reading model file {}", path.display()))?;
@@ -367,11 +426,13 @@ pub fn shutdown(addr: &str, plan_hash: &str, deadline: Duration) -> Result<()> {
 }
 
 /// The board binary's command line: `serve [--listen ADDR] [--model FILE]`, `info`.
-pub fn main_with(cfg: BoardConfig, default_model: &str) -> std::process::ExitCode {
+pub fn main_with(constants: &StaticConfig) -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = (|| -> Result<()> {
+        let cfg = constants.resolve()?;
         let mut listen = cfg.peers[cfg.index].addr.clone();
-        let mut model = std::path::PathBuf::from(default_model);
+        let beside_exe = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join(constants.model_file)));
+        let mut model = beside_exe.filter(|p| p.exists()).unwrap_or_else(|| constants.model_file.into());
         let mut it = args.iter().skip(1);
         while let Some(a) = it.next() {
             match a.as_str() {

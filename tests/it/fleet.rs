@@ -1,0 +1,116 @@
+//! fleet.yaml: every malformed case gets its own clear error naming the file, line and field.
+
+use crate::{legionc, TempDir};
+use legionc::fleet;
+use std::path::Path;
+
+const GOOD: &str = "\
+fleet: t
+model: vgg16-tiny
+coordinator: a
+defaults:
+  user: legion
+  target: raspberry-pi-4
+network:
+  bandwidth_mbps: 100
+  latency_ms: 1
+boards:
+  - name: a
+    emulated: firefly-rk3399
+  - name: b
+    emulated: {speed: 0.5, link: {bandwidth_mbps: 50, latency_ms: 2}}
+  - name: c
+    host: 10.0.0.3
+    port: 2222
+";
+
+fn parse(text: &str) -> anyhow::Result<fleet::Fleet> {
+    fleet::parse(text, Path::new("fleet.yaml"), None)
+}
+
+fn err(text: &str) -> String {
+    format!("{:#}", parse(text).unwrap_err())
+}
+
+#[test]
+fn a_good_fleet_resolves_defaults_and_targets() {
+    let f = parse(GOOD).unwrap();
+    assert_eq!(f.boards.len(), 3);
+    let a = &f.boards[0];
+    assert!(a.is_emulated());
+    assert_eq!(a.nominal_speed(), 0.094);
+    assert_eq!(a.link.bandwidth_mbps, 100.0, "the fleet's network overrides the twin's link");
+    let b = &f.boards[1];
+    assert_eq!((b.nominal_speed(), b.link.bandwidth_mbps, b.link.latency_ms), (0.5, 50.0, 2.0));
+    match &f.boards[2].kind {
+        fleet::BoardKind::Ssh { host, user, port, .. } => assert_eq!((host.as_str(), user.as_str(), *port), ("10.0.0.3", "legion", 2222)),
+        k => panic!("{k:?}"),
+    }
+    assert_eq!(f.boards[2].triple(), "aarch64-unknown-linux-gnu");
+    assert_eq!(f.boards[1].runtime_port, 47001);
+    assert_eq!(f.output, Path::new("out/t"));
+}
+
+#[test]
+fn unknown_key() {
+    let e = err(&GOOD.replace("    port: 2222", "    prot: 2222"));
+    assert!(e.starts_with("fleet.yaml:17") && e.contains("unknown field `prot`"), "{e}");
+}
+
+#[test]
+fn wrong_type() {
+    let e = err(&GOOD.replace("bandwidth_mbps: 100", "bandwidth_mbps: fast"));
+    assert!(e.starts_with("fleet.yaml:8") && e.contains("bandwidth_mbps") && e.contains("invalid type"), "{e}");
+}
+
+#[test]
+fn missing_board() {
+    let e = err(&GOOD.replace("coordinator: a", "coordinator: z"));
+    assert!(e.starts_with("fleet.yaml:3") && e.contains("coordinator") && e.contains("no board is named 'z'"), "{e}");
+    let e = err("fleet: t\nmodel: vgg16-tiny\nboards: []\n");
+    assert!(e.starts_with("fleet.yaml:3") && e.contains("at least one board"), "{e}");
+    let e = err("fleet: t\nmodel: vgg16-tiny\n");
+    assert!(e.contains("missing field `boards`"), "{e}");
+}
+
+#[test]
+fn duplicate_board_name() {
+    let e = err(&GOOD.replace("  - name: b\n", "  - name: a\n"));
+    assert!(e.starts_with("fleet.yaml:13") && e.contains("duplicate board name 'a'"), "{e}");
+}
+
+#[test]
+fn unknown_target() {
+    let e = err(&GOOD.replace("emulated: firefly-rk3399", "emulated: firefly-rk3388"));
+    assert!(e.starts_with("fleet.yaml:12") && e.contains("unknown target 'firefly-rk3388'") && e.contains("odroid-xu4"), "{e}");
+    let e = err(&GOOD.replace("  target: raspberry-pi-4", "  target: pi5"));
+    assert!(e.starts_with("fleet.yaml:6") && e.contains("board 'c': unknown target 'pi5'"), "{e}");
+}
+
+#[test]
+fn board_needs_host_or_emulated_and_no_password() {
+    let e = err(&GOOD.replace("    host: 10.0.0.3\n", ""));
+    assert!(e.starts_with("fleet.yaml:15") && e.contains("missing field 'host'"), "{e}");
+    let e = err(&GOOD.replace("    port: 2222", "    password: hunter2"));
+    assert!(e.contains("unknown field `password`"), "{e}");
+}
+
+#[test]
+fn the_cli_names_the_file_and_writes_nothing() {
+    let dir = TempDir::new("badfleet");
+    let path = dir.path("bad.yaml");
+    std::fs::write(&path, GOOD.replace("coordinator: a", "coordinator: z")).unwrap();
+    let out = legionc().arg("compile").arg(&path).arg("--out").arg(dir.path("out")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("bad.yaml:3") && e.contains("no board is named 'z'"), "{e}");
+    assert!(!dir.path("out").exists(), "a failed compile wrote output");
+}
+
+#[test]
+fn every_target_file_parses() {
+    let t = fleet::targets().unwrap();
+    let names: Vec<&str> = t.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["firefly-rk3399", "odroid-xu4", "raspberry-pi-4", "x86_64-host"]);
+    assert!(t.iter().all(|t| t.emulated.speed > 0.0 && t.emulated.link.bandwidth_mbps > 0.0));
+}
