@@ -9,11 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Where a board's binary ends up.
-pub fn binary_path(target_dir: &Path, board: &Board) -> PathBuf {
+/// Name of a board's binary: unique per fleet and board, as board crates share a target dir.
+pub fn binary_name(fleet: &Fleet, board: &Board) -> String {
+    format!("legion-{}-{}", crate::fleet::slug(&fleet.name), board.slug())
+}
+
+/// Where cargo puts a board's binary.
+pub fn binary_path(target_dir: &Path, fleet: &Fleet, board: &Board) -> PathBuf {
     let triple = board.triple();
     let dir = if triple == HOST_TRIPLE { target_dir.join("release") } else { target_dir.join(triple).join("release") };
-    dir.join(format!("legion-{}", board.slug()))
+    dir.join(binary_name(fleet, board))
 }
 
 fn env_key(triple: &str) -> String {

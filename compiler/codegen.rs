@@ -83,6 +83,7 @@ pub fn render(fleet: &Fleet, model: &LoadedModel, plan: &Plan) -> Result<Vec<Out
         cx.insert("board", &b.name);
         cx.insert("slug", &b.slug());
         cx.insert("fleet", &fleet.name);
+        cx.insert("fleet_slug", &crate::fleet::slug(&fleet.name));
         cx.insert("plan", plan);
         cx.insert("plan_hash", &plan_hash);
         cx.insert("index", &i);
@@ -143,11 +144,19 @@ pub fn write(out: &Path, files: &[OutFile]) -> Result<()> {
     Ok(())
 }
 
-/// Paths that differ between `files` and what is on disk under `out` (for `--check`).
+/// Paths that differ between `files` and what is on disk under `out` (for `--check`). A board's
+/// `Cargo.lock` is seeded from legionc's and pruned by cargo when the crate builds: only its
+/// presence is checked.
 pub fn stale(out: &Path, files: &[OutFile]) -> Vec<PathBuf> {
     files
         .iter()
-        .filter(|f| std::fs::read(out.join(&f.path)).map(|b| b != f.bytes).unwrap_or(true))
+        .filter(|f| {
+            let on_disk = std::fs::read(out.join(&f.path));
+            if f.path.ends_with("Cargo.lock") {
+                return on_disk.is_err();
+            }
+            on_disk.map(|b| b != f.bytes).unwrap_or(true)
+        })
         .map(|f| f.path.clone())
         .collect()
 }

@@ -19,7 +19,7 @@ pub fn compiled_plan(fleet: &Fleet) -> Result<Plan> {
 
 /// A board's built binary in the compiled fleet.
 pub fn binary(fleet: &Fleet, b: &Board) -> PathBuf {
-    fleet.out().join("bin").join(format!("legion-{}", b.slug()))
+    fleet.out().join("bin").join(crate::cargo_build::binary_name(fleet, b))
 }
 
 fn run_dir(fleet: &Fleet) -> PathBuf {

@@ -223,8 +223,8 @@ fn run(cli: Cli) -> Result<()> {
                 let bin_dir = out_dir.join("bin");
                 std::fs::create_dir_all(&bin_dir)?;
                 for b in &fleet.boards {
-                    let src = cargo_build::binary_path(&target_dir, b);
-                    let dst = bin_dir.join(format!("legion-{}", b.slug()));
+                    let src = cargo_build::binary_path(&target_dir, &fleet, b);
+                    let dst = deploy::binary(&fleet, b);
                     let tmp = dst.with_extension("tmp~");
                     std::fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
                     std::fs::rename(&tmp, &dst)?;

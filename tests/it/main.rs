@@ -3,6 +3,7 @@
 
 mod cli;
 mod fleet;
+mod fleet_run;
 mod import;
 mod split;
 

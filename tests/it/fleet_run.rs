@@ -1,0 +1,241 @@
+//! Compiled fleets end to end: rendered crates, builds, emulated boards answering images.
+
+use crate::{legionc, zoo_model, TempDir, TINY};
+use legionc::{codegen, fleet, model, solve};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+/// Shared target directory of the board crates built by the tests (tract built once).
+pub fn boards_target_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("boards")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A fleet written to a temp dir, compiled and (optionally) up; `down` on drop.
+pub struct TestFleet {
+    pub dir: TempDir,
+    pub yaml: PathBuf,
+    up: bool,
+}
+
+impl TestFleet {
+    pub fn write(tag: &str, yaml: &str) -> TestFleet {
+        let dir = TempDir::new(tag);
+        let path = dir.path("fleet.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        TestFleet { dir, yaml: path, up: false }
+    }
+
+    /// `n` emulated boards of the given speeds for `model`, listening from `port` on.
+    pub fn emulated(tag: &str, model: &str, port: u16, speeds: &[f64]) -> TestFleet {
+        let mut y = format!("fleet: {tag}\nmodel: {model}\ndefaults:\n  runtime_port: {port}\nnetwork:\n  bandwidth_mbps: 1000\n  latency_ms: 0.1\n  deadline_s: 10\noutput: out\nboards:\n");
+        for (i, s) in speeds.iter().enumerate() {
+            y += &format!("  - name: b{i}\n    emulated: {{speed: {s}}}\n");
+        }
+        TestFleet::write(tag, &y)
+    }
+
+    pub fn legionc(&self, args: &[&str]) -> Output {
+        let mut c = legionc();
+        c.arg(args[0]).arg(&self.yaml).args(&args[1..]);
+        c.output().unwrap()
+    }
+
+    pub fn compile(&self) {
+        let o = self.legionc(&["compile", "--target-dir", boards_target_dir().to_str().unwrap()]);
+        assert!(o.status.success(), "compile failed: {}", text(&o));
+    }
+
+    pub fn up(&mut self) {
+        self.up = true;
+        let o = self.legionc(&["up"]);
+        assert!(o.status.success(), "up failed: {}", text(&o));
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.dir.path("out")
+    }
+
+    pub fn fleet(&self) -> fleet::Fleet {
+        fleet::load(&self.yaml, None).unwrap()
+    }
+}
+
+impl Drop for TestFleet {
+    fn drop(&mut self) {
+        if self.up {
+            let _ = self.legionc(&["down"]);
+        }
+    }
+}
+
+/// The files of a rendered fleet, as one text: paths, and the full text of what the templates
+/// render. Compared with `tests/snapshots/<name>.txt`; `UPDATE_SNAPSHOTS=1` rewrites it.
+fn snapshot_text(files: &[codegen::OutFile]) -> String {
+    let mut s = String::new();
+    let mut paths: Vec<String> = files.iter().map(|f| f.path.to_string_lossy().into_owned()).collect();
+    paths.sort();
+    s += "== files\n";
+    for p in paths.iter().filter(|p| !p.contains("/legion-runtime/")) {
+        s += &format!("{p}\n");
+    }
+    for f in files {
+        let p = f.path.to_string_lossy();
+        if p.ends_with("Cargo.toml") && !p.contains("legion-runtime") || p.ends_with("main.rs") && !p.contains("legion-runtime") || p.ends_with("plan.rs") && !p.contains("legion-runtime") || p == "plan.json" {
+            s += &format!("== {p}\n{}", String::from_utf8_lossy(&f.bytes));
+        }
+    }
+    s
+}
+
+fn render_fixture() -> (fleet::Fleet, Vec<codegen::OutFile>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/snapshot-fleet.yaml");
+    let f = fleet::load(&path, Some(Path::new("/nonexistent/out"))).unwrap();
+    let m = model::load(&f.model.source, None).unwrap();
+    let boards: Vec<(String, f64)> = f.boards.iter().map(|b| (b.name.clone(), b.nominal_speed())).collect();
+    let plan = solve::plan_from(&m.ir, &m.sha256, &boards, &solve::fused_groups(&m.ir, solve::Fusion::Blocks)).unwrap();
+    let files = codegen::render(&f, &m, &plan).unwrap();
+    (f, files)
+}
+
+#[test]
+fn rendered_crate_matches_snapshot_and_is_deterministic() {
+    let (_, files) = render_fixture();
+    let (_, again) = render_fixture();
+    assert_eq!(files.len(), again.len());
+    for (a, b) in files.iter().zip(&again) {
+        assert!(a.path == b.path && a.bytes == b.bytes, "{} differs between two renders", a.path.display());
+    }
+    let got = snapshot_text(&files);
+    let snap = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/snapshot-fleet.txt");
+    if std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::write(&snap, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&snap).expect("snapshot missing: run with UPDATE_SNAPSHOTS=1");
+    assert!(got == want, "rendered crate differs from {}; if intended, run with UPDATE_SNAPSHOTS=1\n--- got\n{got}", snap.display());
+    // the runtime sources copied in are the crate's own
+    for f in &files {
+        if let Some(rel) = f.path.to_string_lossy().split("/legion-runtime/").nth(1) {
+            let own = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime-template").join(rel)).unwrap();
+            assert_eq!(own, f.bytes, "{rel} is not the runtime's own");
+        }
+    }
+}
+
+#[test]
+fn rendered_rust_is_rustfmt_clean() {
+    if std::process::Command::new("rustfmt").arg("--version").output().is_err() {
+        eprintln!("skipped: no rustfmt");
+        return;
+    }
+    let (_, files) = render_fixture();
+    let dir = TempDir::new("fmt");
+    let mut mains = vec![];
+    for f in files.iter().filter(|f| f.path.extension().is_some_and(|e| e == "rs") && !f.path.to_string_lossy().contains("legion-runtime")) {
+        let p = dir.0.join(&f.path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, &f.bytes).unwrap();
+        if p.ends_with("src/main.rs") {
+            mains.push(p);
+        }
+    }
+    assert_eq!(mains.len(), 3);
+    for p in mains {
+        // main.rs and, through `mod plan;`, plan.rs
+        let o = std::process::Command::new("rustfmt").args(["--edition", "2021", "--check"]).arg(&p).output().unwrap();
+        assert!(o.status.success(), "{} is not rustfmt-clean:\n{}", p.display(), text(&o));
+    }
+}
+
+/// The rendered crates build, start and answer; the output equals tract's, for every zoo model.
+#[test]
+fn every_tiny_model_verifies_on_a_three_board_emulated_fleet() {
+    for (i, name) in TINY.iter().enumerate() {
+        let mut f = TestFleet::emulated(&format!("e2e-{name}"), name, 48000 + 10 * i as u16, &[1.0, 0.5, 0.25]);
+        f.compile();
+        f.up();
+        let o = f.legionc(&["run", "--random", "3", "--verify"]);
+        let t = text(&o);
+        assert!(o.status.success(), "{name}: {t}");
+        assert!(t.contains("verified against tract's single run") && t.contains("latency") && t.contains("speedup"), "{t}");
+        // byte-identical crates when compiled again
+        let before = std::fs::read(f.out().join("b1/src/plan.rs")).unwrap();
+        let o = f.legionc(&["compile", "--check"]);
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        assert_eq!(before, std::fs::read(f.out().join("b1/src/plan.rs")).unwrap());
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_frame_fails_the_frame_within_two_seconds_naming_it() {
+    // Slow twins: a frame takes seconds, the worker dies in the middle of it.
+    let mut f = TestFleet::emulated("killed", "vgg16-tiny", 48100, &[0.0005, 0.0005, 0.0005]);
+    f.compile();
+    f.up();
+    let fleet = f.fleet();
+    let runner = {
+        let yaml = f.yaml.clone();
+        std::thread::spawn(move || {
+            let o = legionc().arg("run").arg(&yaml).args(["--random", "1"]).output().unwrap();
+            (o, Instant::now())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    let killed_at = Instant::now();
+    legionc::deploy::kill_board(&fleet, "b2").unwrap();
+    let (o, ended) = runner.join().unwrap();
+    let t = text(&o);
+    assert!(!o.status.success(), "the frame succeeded without b2: {t}");
+    assert!(t.contains("board b2"), "the error does not name b2: {t}");
+    let took = ended.duration_since(killed_at);
+    assert!(took < Duration::from_secs(2), "the coordinator took {took:?} to fail");
+}
+
+#[test]
+fn a_worker_on_another_plan_is_refused_naming_both_hashes() {
+    let mut a = TestFleet::emulated("plan-a", "vgg16-tiny", 48200, &[1.0, 1.0]);
+    a.compile();
+    a.up();
+    let b = TestFleet::emulated("plan-b", "vgg16-tiny", 48200, &[1.0, 0.25]);
+    b.compile();
+    let plan_a = legionc::deploy::compiled_plan(&a.fleet()).unwrap().hash();
+    let fb = b.fleet();
+    let plan_b = legionc::deploy::compiled_plan(&fb).unwrap().hash();
+    assert_ne!(plan_a, plan_b);
+    // Replace a's coordinator with b's: b's coordinator now talks to a's worker.
+    legionc::deploy::kill_board(&a.fleet(), "b0").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let coord = &fb.boards[0];
+    let mut child = std::process::Command::new(legionc::deploy::binary(&fb, coord))
+        .arg("serve")
+        .arg("--model")
+        .arg(b.out().join("b0/model.bin"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while legionc::deploy::health(coord).is_err() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = b.legionc(&["run", "--random", "1"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("plan mismatch") && t.contains(&plan_a) && t.contains(&plan_b) && t.contains("board b1"), "{t}");
+}
+
+#[test]
+fn up_and_run_need_a_compiled_fleet() {
+    let f = TestFleet::emulated("uncompiled", "vgg16-tiny", 48300, &[1.0]);
+    let o = f.legionc(&["up"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("run `legionc compile` first"), "{}", text(&o));
+    let o = f.legionc(&["run", "--random", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    let _ = zoo_model("vgg16-tiny");
+}
