@@ -93,3 +93,86 @@ pub fn band_vs_tract(m: &LoadedModel, group: Group, boards: usize, board: usize,
     }
     Ok(BandBench { group, band, input_rows: gb.input.len(), executor_s: median(te), tract_s: median(tt), max_abs_diff })
 }
+
+/// What the plan predicts from the emulation parameters, seconds.
+pub struct FleetPrediction {
+    pub groups: Vec<f64>,
+    pub tail: f64,
+    pub total: f64,
+}
+
+/// CPU seconds of one run of `f` on this thread (after one warm-up run).
+fn cpu_seconds(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let t = legion_runtime::link::thread_cpu_time();
+    f()?;
+    Ok(legion_runtime::link::thread_cpu_time().saturating_sub(t).as_secs_f64())
+}
+
+/// Predict a plan's latency on an emulated fleet the way its boards behave: every band's
+/// compute is its CPU time here ÷ the twin's speed; scatter and gather queue on the
+/// coordinator's port at min(coordinator, board) bandwidth plus latency; the coordinator
+/// computes its own band meanwhile; the tail runs on the coordinator.
+pub fn predict_fleet_latency(fleet: &crate::fleet::Fleet, m: &LoadedModel, plan: &legion_runtime::plan::Plan) -> Result<FleetPrediction> {
+    use legion_runtime::exec::{run, runnable, section_graph};
+    use legion_runtime::wire::HEADER_LEN;
+    let c = fleet.coordinator;
+    let coord = &fleet.boards[c];
+    let mut exec = BandExecutor::new(m.ir.clone());
+    let mut groups = Vec::new();
+    for g in &plan.groups {
+        let in_shape = &m.ir.nodes[g.from].shape;
+        let out_shape = &m.ir.nodes[g.to].shape;
+        let row_bytes = |s: &[usize]| 4 * s[1] * s[3];
+        let mut coord_compute = 0.0;
+        let mut remote = Vec::new(); // (board, in bytes, out bytes, compute)
+        for (b, out) in g.bands().into_iter().enumerate() {
+            if out.is_empty() {
+                continue;
+            }
+            let band = exec.prepare(g.group(), out)?.0.clone();
+            let mut shape = in_shape.clone();
+            shape[2] = band.input.len();
+            let input = reference::random_input(&shape, 1);
+            let cpu = cpu_seconds(|| exec.run_band(g.group(), out, input.clone()).map(|_| ()))?;
+            let compute = cpu / fleet.boards[b].nominal_speed();
+            if b == c {
+                coord_compute = compute;
+            } else {
+                remote.push((b, HEADER_LEN + band.input.len() * row_bytes(in_shape), HEADER_LEN + out.len() * row_bytes(out_shape), compute));
+            }
+        }
+        let link = |b: usize| {
+            let l = &fleet.boards[b].link;
+            (coord.link.bandwidth_mbps.min(l.bandwidth_mbps) * 1e6 / 8.0, coord.link.latency_ms.max(l.latency_ms) / 1e3)
+        };
+        let mut tx_free = 0.0f64;
+        let mut done: Vec<(f64, usize, usize)> = remote
+            .iter()
+            .map(|&(b, bytes_in, bytes_out, compute)| {
+                let (bw, lat) = link(b);
+                tx_free += bytes_in as f64 / bw;
+                (tx_free + lat + compute, b, bytes_out)
+            })
+            .collect();
+        done.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut rx_free = 0.0f64;
+        let mut finish = coord_compute;
+        for (ready, b, bytes_out) in done {
+            let (bw, lat) = link(b);
+            rx_free = rx_free.max(ready) + bytes_out as f64 / bw;
+            finish = finish.max(rx_free + lat);
+        }
+        groups.push(finish);
+    }
+    let end = m.ir.split_end();
+    let tail = if end < m.ir.output() {
+        let t = runnable(section_graph(&m.ir, end, m.ir.output())?)?;
+        let x = reference::random_input(&m.ir.nodes[end].shape, 1);
+        cpu_seconds(|| run(&t, x.clone()).map(|_| ()))? / coord.nominal_speed()
+    } else {
+        0.0
+    };
+    let total = groups.iter().sum::<f64>() + tail;
+    Ok(FleetPrediction { groups, tail, total })
+}

@@ -143,3 +143,32 @@ pub fn kill_board(fleet: &Fleet, name: &str) -> Result<()> {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     Ok(())
 }
+
+/// Starts a fleet that is not running yet and stops it again when dropped.
+pub struct UpGuard<'a> {
+    fleet: &'a Fleet,
+    started: bool,
+}
+
+impl<'a> UpGuard<'a> {
+    pub fn start(fleet: &'a Fleet) -> Result<UpGuard<'a>> {
+        let plan = compiled_plan(fleet)?.hash();
+        let running = fleet.boards.iter().all(|b| health(b).is_ok_and(|(_, _, h)| h == plan));
+        if !running {
+            // Stop what may be left over, so that a failure here leaves nothing running.
+            if let Err(e) = up(fleet, false) {
+                let _ = down(fleet);
+                return Err(e);
+            }
+        }
+        Ok(UpGuard { fleet, started: !running })
+    }
+}
+
+impl Drop for UpGuard<'_> {
+    fn drop(&mut self) {
+        if self.started {
+            let _ = down(self.fleet);
+        }
+    }
+}

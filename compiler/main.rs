@@ -87,6 +87,9 @@ enum Command {
         /// Save the output tensor as .npy
         #[arg(long)]
         save: Option<PathBuf>,
+        /// Start the fleet first if it is not running, stop it afterwards
+        #[arg(long)]
+        up: bool,
     },
     /// Stop the fleet's boards started by `legionc up`
     Down {
@@ -148,6 +151,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// A running emulated fleet: measured latency ÷ the latency its plan predicts from the
+    /// emulation parameters, and speedup ÷ the ideal bound (Σ speeds ÷ fastest)
+    Fleet {
+        #[command(flatten)]
+        fleet: FleetArg,
+        /// Frames to run (the median is reported)
+        #[arg(long, default_value_t = 3)]
+        frames: usize,
+        /// Start the fleet first if it is not running, stop it afterwards
+        #[arg(long)]
+        up: bool,
+    },
     /// One fused group's middle band through legionc's executor vs tract-onnx directly,
     /// single-threaded; prints the time ratio (goal ≤ 1.05)
     Band {
@@ -263,8 +278,9 @@ fn run(cli: Cli) -> Result<()> {
             let stopped = deploy::down(&fleet)?;
             writeln!(out, "fleet {}: stopped {} boards{}", fleet.name, stopped.len(), if stopped.is_empty() { String::new() } else { format!(" ({})", stopped.join(", ")) })?;
         }
-        Command::Run { fleet, input, random, verify, save } => {
+        Command::Run { fleet, input, random, verify, save, up } => {
             let fleet = fleet.load()?;
+            let _guard = if up { Some(deploy::UpGuard::start(&fleet)?) } else { None };
             let plan = deploy::compiled_plan(&fleet)?;
             let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
             if m.sha256 != plan.model_sha256 {
@@ -349,6 +365,35 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("split output differs from tract's single run: max |diff| {diff:e} > 1e-4 × {scale:e}");
             }
             writeln!(out, "verified")?;
+        }
+        Command::Bench(BenchCommand::Fleet { fleet, frames, up }) => {
+            let fleet = fleet.load()?;
+            fleet.require_emulated("bench fleet")?;
+            let _guard = if up { Some(deploy::UpGuard::start(&fleet)?) } else { None };
+            let plan = deploy::compiled_plan(&fleet)?;
+            let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
+            let x = reference::random_input(&m.ir.user_input_shape(), 1);
+            let mut lat = Vec::new();
+            let mut coord = Vec::new();
+            legionc::run::infer(&fleet, &plan, &x)?; // warm-up frame
+            for _ in 0..frames.max(1) {
+                let (_, report, wall) = legionc::run::infer(&fleet, &plan, &x)?;
+                lat.push(wall.as_secs_f64());
+                coord.push(report.total_s);
+            }
+            lat.sort_by(f64::total_cmp);
+            let measured = lat[lat.len() / 2];
+            let pred = legionc::bench::predict_fleet_latency(&fleet, &m, &plan)?;
+            let fastest = fleet.boards.iter().map(|b| b.nominal_speed()).fold(0.0, f64::max);
+            let (_, single) = legionc::run::single_board(&m, &x, fastest)?;
+            let speedup = single / measured;
+            let ideal = fleet.boards.iter().map(|b| b.nominal_speed()).sum::<f64>() / fastest;
+            writeln!(out, "fleet {}, model {}, {} boards, plan {} ({} groups), {} frames", fleet.name, m.ir.name, fleet.boards.len(), &plan.hash()[..16], plan.groups.len(), lat.len())?;
+            writeln!(out, "measured latency   {:>9.1} ms (median)", measured * 1e3)?;
+            writeln!(out, "predicted latency  {:>9.1} ms (groups {}; tail {:.1})", pred.total * 1e3, pred.groups.iter().map(|g| format!("{:.1}", g * 1e3)).collect::<Vec<_>>().join(" + "), pred.tail * 1e3)?;
+            writeln!(out, "measured / predicted = {:.3}", measured / pred.total)?;
+            writeln!(out, "single fastest board {:>9.1} ms -> speedup {:.2}x", single * 1e3, speedup)?;
+            writeln!(out, "ideal bound (sum of speeds / fastest) = {:.2}x; speedup / ideal = {:.3}", ideal, speedup / ideal)?;
         }
         Command::Bench(BenchCommand::Band { model, group, boards, board, repeats }) => {
             let m = model::load(&model, None)?;
