@@ -2,6 +2,7 @@
 //! Full-size models run with LEGION_FULL=1 (CI sets it); the default run uses the tiny zoo.
 
 mod cli;
+mod cross;
 mod fleet;
 mod fleet_run;
 mod import;
