@@ -147,6 +147,10 @@ pub fn breakdown(report: &FrameReport, plan: &Plan) -> String {
 pub fn infer(fleet: &Fleet, plan: &Plan, input: &Tensor) -> Result<(Tensor, FrameReport, Duration)> {
     let t = std::time::Instant::now();
     let (out, report) = legion_runtime::board::infer(&fleet.coordinator().addr(), &plan.hash(), input, fleet.deadline())
+        .map_err(|e| {
+            let refused = e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused));
+            if refused { e.context("the coordinator does not answer: is the fleet up? (`legionc up`)") } else { e }
+        })
         .with_context(|| format!("fleet {} (coordinator {} at {})", fleet.name, fleet.coordinator().name, fleet.coordinator().addr()))?;
     Ok((out, report, t.elapsed()))
 }

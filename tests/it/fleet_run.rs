@@ -162,6 +162,25 @@ fn every_tiny_model_verifies_on_a_three_board_emulated_fleet() {
         let t = text(&o);
         assert!(o.status.success(), "{name}: {t}");
         assert!(t.contains("verified against tract's single run") && t.contains("latency") && t.contains("speedup"), "{t}");
+        if *name == "vgg16-tiny" {
+            // an image (resized and normalised) and a .npy tensor as inputs
+            let png = f.dir.path("in.png");
+            image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 128])).save(&png).unwrap();
+            let o = f.legionc(&["run", "--input", png.to_str().unwrap(), "--verify"]);
+            assert!(o.status.success() && text(&o).contains("top classes"), "{}", text(&o));
+            let npy = f.dir.path("in.npy");
+            let x = legionc::model::reference::random_input(&[1, 3, 32, 32], 9);
+            legionc::run::write_npy(&npy, &x).unwrap();
+            let saved = f.dir.path("out.npy");
+            let o = f.legionc(&["run", "--input", npy.to_str().unwrap(), "--verify", "--save", saved.to_str().unwrap()]);
+            assert!(o.status.success(), "{}", text(&o));
+            let y = legionc::run::read_npy(&saved).unwrap();
+            let want = legionc::model::reference::run(&zoo_model(name).onnx, &x).unwrap();
+            let (diff, scale) = legionc::model::reference::compare(&y, &want).unwrap();
+            assert!(diff <= 1e-4 * scale, "saved output differs: {diff:e}");
+            let o = f.legionc(&["run", "--input", png.with_extension("gif").to_str().unwrap()]);
+            assert!(!o.status.success() && text(&o).contains(".png, .jpg or .npy"), "{}", text(&o));
+        }
         // byte-identical crates when compiled again
         let before = std::fs::read(f.out().join("b1/src/plan.rs")).unwrap();
         let o = f.legionc(&["compile", "--check"]);
@@ -237,5 +256,5 @@ fn up_and_run_need_a_compiled_fleet() {
     assert!(text(&o).contains("run `legionc compile` first"), "{}", text(&o));
     let o = f.legionc(&["run", "--random", "1"]);
     assert_eq!(o.status.code(), Some(1));
-    let _ = zoo_model("vgg16-tiny");
+    assert!(text(&o).contains("not compiled"), "{}", text(&o));
 }
