@@ -191,6 +191,14 @@ impl Board {
     }
 }
 
+/// Names end up in crate names, file names and Rust string literals.
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && name.len() <= 40
+}
+
 pub fn slug(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
 }
@@ -253,6 +261,9 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
         anyhow!("{}{at}: {e}", path.display())
     })?;
     let cx = Ctx { file: path, text };
+    if !valid_name(&raw.fleet) {
+        return Err(cx.err("fleet:", 0, format!("field 'fleet': '{}' is not a valid name (letters, digits, '.', '_', '-'; at most 40, starting with a letter or digit)", raw.fleet)));
+    }
     let targets = targets()?;
     let find_target = |name: &str, board: &str| -> Result<Target> {
         targets.iter().find(|t| t.name == name).cloned().ok_or_else(|| {
@@ -279,8 +290,13 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
     let mut boards = Vec::new();
     for (i, b) in raw.boards.iter().enumerate() {
         let needle = format!("name: {}", b.name);
-        if b.name.trim().is_empty() {
-            return Err(cx.err("name:", i, format!("boards[{i}].name is empty")));
+        if !valid_name(&b.name) {
+            return Err(cx.err("name:", i, format!("boards[{i}].name: '{}' is not a valid name (letters, digits, '.', '_', '-'; at most 40, starting with a letter or digit)", b.name)));
+        }
+        if let Some(h) = &b.host {
+            if h.is_empty() || !h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)) {
+                return Err(cx.err(&needle, 0, format!("board '{}': host '{h}' is not a host name or an IP address", b.name)));
+            }
         }
         if let Some(prev) = raw.boards[..i].iter().position(|p| p.name == b.name) {
             return Err(cx.err(&needle, 1, format!("boards[{i}].name: duplicate board name '{}' (also boards[{prev}])", b.name)));
@@ -290,7 +306,10 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
         }
         let target_name = b.target.clone().or_else(|| d.target.clone());
         let network_link = raw.network.as_ref().map(|n| LinkSpec { bandwidth_mbps: n.bandwidth_mbps, latency_ms: n.latency_ms });
-        let runtime_port = b.runtime_port.unwrap_or(base_port + i as u16);
+        let runtime_port = match b.runtime_port {
+            Some(p) => p,
+            None => base_port.checked_add(i as u16).ok_or_else(|| cx.err("runtime_port:", 0, format!("defaults.runtime_port {base_port} + board index {i} is past port 65535")))?,
+        };
         let (kind, target, link) = match (&b.host, &b.emulated) {
             (Some(_), Some(_)) => return Err(cx.err(&needle, 0, format!("board '{}': give either host (a real board) or emulated, not both", b.name))),
             (None, None) => return Err(cx.err(&needle, 0, format!("board '{}': missing field 'host' (a real board) or 'emulated'", b.name))),

@@ -96,6 +96,18 @@ fn board_needs_host_or_emulated_and_no_password() {
 }
 
 #[test]
+fn names_and_hosts_that_would_break_generated_code_are_refused() {
+    let e = err(&GOOD.replace("  - name: b\n", "  - name: b\"x\n"));
+    assert!(e.starts_with("fleet.yaml:13") && e.contains("not a valid name"), "{e}");
+    let e = err(&GOOD.replace("host: 10.0.0.3", "host: \"10.0.0.3\\\"; rm\""));
+    assert!(e.contains("board 'c': host") && e.contains("not a host name"), "{e}");
+    let e = err(&GOOD.replace("fleet: t", "fleet: my fleet"));
+    assert!(e.starts_with("fleet.yaml:1") && e.contains("field 'fleet'"), "{e}");
+    let e = err(&GOOD.replace("  target: raspberry-pi-4", "  target: raspberry-pi-4\n  runtime_port: 65534"));
+    assert!(e.contains("past port 65535"), "{e}");
+}
+
+#[test]
 fn the_cli_names_the_file_and_writes_nothing() {
     let dir = TempDir::new("badfleet");
     let path = dir.path("bad.yaml");
