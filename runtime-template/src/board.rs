@@ -218,6 +218,10 @@ impl Board {
         loop {
             // A connection may idle between frames; a message, once started, has a deadline.
             stream.set_read_timeout(None)?;
+            if stream.peek(&mut [0u8; 1])? == 0 {
+                return Ok(());
+            }
+            stream.set_read_timeout(Some(self.cfg.deadline()))?;
             let Some(msg) = Message::recv(&mut stream)? else { return Ok(()) };
             stream.set_write_timeout(Some(self.cfg.deadline()))?;
             let h = &msg.header;

@@ -7,6 +7,7 @@ mod fleet;
 mod fleet_run;
 mod import;
 mod split;
+mod testbed;
 
 use std::sync::OnceLock;
 
