@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tract_core::internal::*;
@@ -159,7 +159,6 @@ struct Board {
     /// The coordinator's connections to the workers, one per board.
     conns: Mutex<HashMap<usize, Arc<Mutex<TcpStream>>>>,
     frames: AtomicU64,
-    stop: AtomicBool,
 }
 
 /// Serve on `listen` until a Shutdown message arrives.
@@ -179,16 +178,12 @@ pub fn serve(cfg: BoardConfig, model: Model, listen: &str) -> Result<()> {
         link: Link::new(cfg.peers[cfg.index].link),
         conns: Mutex::new(HashMap::new()),
         frames: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
         cfg,
     });
     board.prepare_bands()?;
     let listener = TcpListener::bind(listen).with_context(|| format!("board {}: listening on {listen}", board.cfg.board))?;
     eprintln!("legion board {} (plan {}, runtime {}) listening on {listen}", board.cfg.board, &hash[..16], RUNTIME_VERSION);
     for stream in listener.incoming() {
-        if board.stop.load(Ordering::SeqCst) {
-            break;
-        }
         let Ok(stream) = stream else { continue };
         let b = board.clone();
         std::thread::spawn(move || {
@@ -244,7 +239,7 @@ impl Board {
                 Kind::Band => self.band(&msg),
                 Kind::Infer => self.infer(&msg, &mut stream).map(|()| None),
                 Kind::Shutdown => {
-                    self.stop.store(true, Ordering::SeqCst);
+                    eprintln!("board {}: shutdown requested", self.cfg.board);
                     let _ = stream.shutdown(Shutdown::Both);
                     std::process::exit(0);
                 }
