@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod embedded;
 pub mod fleet;
 pub mod model;
+pub mod profile;
 pub mod run;
 
 pub use legion_runtime as runtime;

@@ -48,6 +48,7 @@ fn testbed_hosts_answer_over_ssh_with_their_own_limits() {
         // the hosts differ in speed
         let pct: Vec<String> = (1..=3).map(|i| std::fs::read_to_string(dir.join(format!("h{i}/cpu_percent"))).unwrap().trim().to_string()).collect();
         assert_eq!(pct, ["60", "30", "60"]);
+        ssh_transport(&dir, &f);
         // an unknown host key is refused by a strict client
         let o = Command::new("ssh")
             .args(["-i", &format!("{dir_s}/id_ed25519"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=/dev/null", "root@10.213.0.11", "true"])
@@ -62,4 +63,66 @@ fn testbed_hosts_answer_over_ssh_with_their_own_limits() {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+/// legionc's SSH transport against the testbed's real sshd: each error kind ends within its
+/// deadline with its own message.
+fn ssh_transport(dir: &Path, f: &legionc::fleet::Fleet) {
+    use legionc::profile::ssh::{Connection, SshError, Target};
+    use std::time::{Duration, Instant};
+    let legionc::fleet::BoardKind::Ssh { host, user, key_file, .. } = &f.boards[0].kind else { panic!() };
+    let good = Target {
+        board: "h1".into(),
+        host: host.clone(),
+        port: 22,
+        user: user.clone(),
+        key_file: key_file.clone(),
+        known_hosts: dir.join("known_hosts"),
+        accept_new_host_keys: false,
+        deadline: Duration::from_secs(5),
+    };
+    let c = Connection::open(&good).unwrap();
+    assert_eq!(c.exec("echo hi").unwrap(), "hi\n");
+    // atomic upload, no temporary left behind
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    c.upload(&data, "/tmp/legionc-upload-test", 0o644).unwrap();
+    assert_eq!(c.exec("sha256sum < /tmp/legionc-upload-test").unwrap().split_whitespace().next().unwrap(), {
+        use sha2::Digest;
+        legionc::runtime::plan::hex(&sha2::Sha256::digest(&data))
+    });
+    assert_eq!(c.exec("ls /tmp | grep -c legionc-tmp || true").unwrap().trim(), "0");
+    // a command that fails, one that is killed, one that outlives its deadline
+    let e = c.exec("echo oops >&2; exit 3").unwrap_err();
+    assert!(matches!(e, SshError::RemoteFailed { .. }) && e.to_string().contains("exited with status 3") && e.to_string().contains("oops"), "{e}");
+    let e = c.exec("kill -9 $$").unwrap_err();
+    assert!(e.to_string().contains("killed by SIGKILL"), "{e}");
+    drop(c);
+    let quick = Target { deadline: Duration::from_secs(1), ..good.clone() };
+    let c = Connection::open(&quick).unwrap();
+    let t = Instant::now();
+    let e = c.exec("sleep 30").unwrap_err();
+    assert!(matches!(e, SshError::Timeout { .. }) && t.elapsed() < Duration::from_secs(3), "{e} after {:?}", t.elapsed());
+    drop(c);
+    // wrong key
+    let other_key = dir.join("other_key");
+    sh(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other_key));
+    let e = Connection::open(&Target { key_file: Some(other_key), ..good.clone() }).err().unwrap();
+    assert!(matches!(e, SshError::AuthFailed { .. }) && e.to_string().contains("authentication of root failed"), "{e}");
+    // unknown host key, then learnt with accept_new_host_keys
+    let fresh = dir.join("fresh_known_hosts");
+    let e = Connection::open(&Target { known_hosts: fresh.clone(), ..good.clone() }).err().unwrap();
+    assert!(matches!(e, SshError::UnknownHost { .. }) && e.to_string().contains("--accept-new-host-keys"), "{e}");
+    Connection::open(&Target { known_hosts: fresh.clone(), accept_new_host_keys: true, ..good.clone() }).unwrap();
+    assert!(std::fs::read_to_string(&fresh).unwrap().contains(host.as_str()));
+    Connection::open(&Target { known_hosts: fresh, ..good.clone() }).unwrap();
+    // changed host key: h2's key recorded for h1
+    let h2_key = std::fs::read_to_string(dir.join("h2/ssh_host_ed25519_key.pub")).unwrap();
+    let forged = dir.join("forged_known_hosts");
+    std::fs::write(&forged, format!("{host} {}\n", h2_key.split_whitespace().take(2).collect::<Vec<_>>().join(" "))).unwrap();
+    let e = Connection::open(&Target { known_hosts: forged, ..good.clone() }).err().unwrap();
+    assert!(matches!(e, SshError::HostKeyMismatch { .. }) && e.to_string().contains("HOST KEY MISMATCH"), "{e}");
+    // port closed
+    let t = Instant::now();
+    let e = Connection::open(&Target { port: 2, ..good.clone() }).err().unwrap();
+    assert!(matches!(e, SshError::Unreachable { .. }) && t.elapsed() < Duration::from_secs(5), "{e}");
 }
