@@ -51,6 +51,10 @@ pub fn health(b: &Board) -> Result<(String, String, String)> {
 /// Start every emulated board of a compiled fleet and wait until each answers with the plan.
 pub fn up(fleet: &Fleet, quiet: bool) -> Result<()> {
     fleet.require_emulated("up")?;
+    up_emulated(fleet, quiet)
+}
+
+fn up_emulated(fleet: &Fleet, quiet: bool) -> Result<()> {
     let plan = compiled_plan(fleet)?;
     let hash = plan.hash();
     std::fs::create_dir_all(run_dir(fleet))?;
@@ -58,7 +62,7 @@ pub fn up(fleet: &Fleet, quiet: bool) -> Result<()> {
     bar.set_style(ProgressStyle::with_template("{spinner} starting [{bar:20}] {pos}/{len} {msg}").unwrap().progress_chars("=> "));
     bar.enable_steady_tick(Duration::from_millis(200));
     let mut started = Vec::new();
-    for b in &fleet.boards {
+    for b in fleet.boards.iter().filter(|b| b.is_emulated()) {
         bar.set_message(b.name.clone());
         if let Ok((_, _, h)) = health(b) {
             if h == hash {
@@ -171,4 +175,161 @@ impl Drop for UpGuard<'_> {
             let _ = down(self.fleet);
         }
     }
+}
+
+// ---------------------------------------------------------------- real boards over SSH
+
+use crate::fleet::BoardKind;
+use crate::profile::ssh::{shell_quote, Connection, Target};
+
+/// How to reach a real board.
+pub fn ssh_target(fleet: &Fleet, b: &Board, accept_new_host_keys: bool) -> Option<Target> {
+    match &b.kind {
+        BoardKind::Ssh { host, user, port, key_file } => Some(Target {
+            board: b.name.clone(),
+            host: host.clone(),
+            port: *port,
+            user: user.clone(),
+            key_file: key_file.clone(),
+            known_hosts: fleet.known_hosts.clone(),
+            accept_new_host_keys,
+            deadline: fleet.deadline(),
+        }),
+        BoardKind::Emulated { .. } => None,
+    }
+}
+
+/// Folder of a board's runtime on the board, relative to the user's home.
+pub fn remote_dir(fleet: &Fleet, b: &Board) -> String {
+    format!("legion/{}/{}", crate::fleet::slug(&fleet.name), b.slug())
+}
+
+/// Run `job` for every real board, at most 4 at once, one progress line per board.
+fn each_real_board(fleet: &Fleet, what: &str, quiet: bool, job: &(dyn Fn(&Board, &ProgressBar) -> Result<()> + Sync)) -> Result<()> {
+    let multi = indicatif::MultiProgress::new();
+    if quiet {
+        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let boards: Vec<&Board> = fleet.boards.iter().filter(|b| !b.is_emulated()).collect();
+    let style = ProgressStyle::with_template("{spinner} {prefix:<14} {msg}").unwrap();
+    let mut errors = Vec::new();
+    for chunk in boards.chunks(4) {
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|b| {
+                    let bar = multi.add(ProgressBar::new_spinner());
+                    bar.set_style(style.clone());
+                    bar.set_prefix(b.name.clone());
+                    bar.enable_steady_tick(Duration::from_millis(200));
+                    s.spawn(move || {
+                        let r = job(b, &bar);
+                        match &r {
+                            Ok(()) => bar.finish_with_message(format!("{what}: done")),
+                            Err(e) => bar.abandon_with_message(format!("{what}: failed: {e:#}")),
+                        }
+                        r
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a {what} thread panicked")))).collect()
+        });
+        errors.extend(results.into_iter().filter_map(|r| r.err()));
+    }
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        n => Err(anyhow::anyhow!("{what} failed on {n} boards:\n{}", errors.iter().map(|e| format!("  {e:#}")).collect::<Vec<_>>().join("\n"))),
+    }
+}
+
+/// The shell command that (re)starts a board's runtime detached, its log beside it.
+fn start_command(dir: &str) -> String {
+    let d = shell_quote(dir);
+    format!(
+        "cd {d} && if [ -f board.pid ]; then kill $(cat board.pid) 2>/dev/null; sleep 0.2; fi; \
+         nohup setsid ./legion-board serve --model model.bin > board.log 2>&1 < /dev/null & echo $! > board.pid"
+    )
+}
+
+/// Wait until a board answers with the plan.
+fn wait_healthy(b: &Board, hash: &str, deadline: Duration) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        match health(b) {
+            Ok((_, _, h)) if h == hash => return Ok(()),
+            Ok((_, _, h)) => {
+                if t.elapsed() > deadline {
+                    bail!("board {} answers with plan {}, not {}", b.name, &h[..16.min(h.len())], &hash[..16]);
+                }
+            }
+            Err(e) if t.elapsed() > deadline => return Err(e.context(format!("board {} did not come up within {:.0} s", b.name, deadline.as_secs_f64()))),
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Upload every real board's binary and model (atomically, keeping the previous ones for
+/// `rollback`), start it detached with its log on the board, check its health. Emulated boards
+/// of the fleet are started locally.
+pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<()> {
+    let plan = compiled_plan(fleet)?;
+    let hash = plan.hash();
+    each_real_board(fleet, "deploy", quiet, &|b, bar| {
+        let t = ssh_target(fleet, b, accept_new_host_keys).unwrap();
+        bar.set_message("connecting");
+        let c = Connection::open(&t)?;
+        let dir = remote_dir(fleet, b);
+        let d = shell_quote(&dir);
+        c.exec(&format!("mkdir -p {d} && cd {d} && for f in legion-board model.bin; do [ -f $f ] && cp -p $f $f.prev; done; true"))?;
+        let bin = std::fs::read(binary(fleet, b)).with_context(|| format!("board {}: no built binary (run `legionc compile`)", b.name))?;
+        bar.set_message(format!("uploading binary ({:.1} MB)", bin.len() as f64 / 1e6));
+        c.upload(&bin, &format!("{dir}/legion-board"), 0o755)?;
+        let model = std::fs::read(fleet.out().join(b.slug()).join("model.bin"))?;
+        bar.set_message(format!("uploading model ({:.1} MB)", model.len() as f64 / 1e6));
+        c.upload(&model, &format!("{dir}/model.bin"), 0o644)?;
+        bar.set_message("starting");
+        c.exec(&start_command(&dir))?;
+        bar.set_message("health check");
+        wait_healthy(b, &hash, fleet.deadline().max(Duration::from_secs(30))).map_err(|e| {
+            let log = c.exec(&format!("tail -n 5 {d}/board.log")).unwrap_or_default();
+            e.context(format!("its log ends with:\n{log}"))
+        })
+    })?;
+    if fleet.boards.iter().any(|b| b.is_emulated()) {
+        up_emulated(fleet, quiet)?;
+    }
+    Ok(())
+}
+
+/// Put back the previous binary and model of every real board and restart it.
+pub fn rollback(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<()> {
+    each_real_board(fleet, "rollback", quiet, &|b, bar| {
+        let c = Connection::open(&ssh_target(fleet, b, accept_new_host_keys).unwrap())?;
+        let dir = remote_dir(fleet, b);
+        let d = shell_quote(&dir);
+        bar.set_message("restoring the previous version");
+        c.exec(&format!("cd {d} && [ -f legion-board.prev ] && [ -f model.bin.prev ] || {{ echo 'no previous version to roll back to' >&2; exit 1; }}; mv -f legion-board.prev legion-board && mv -f model.bin.prev model.bin"))?;
+        c.exec(&start_command(&dir))?;
+        let t = Instant::now();
+        while health(b).is_err() {
+            if t.elapsed() > fleet.deadline().max(Duration::from_secs(30)) {
+                bail!("board {} did not come back after the rollback", b.name);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    })
+}
+
+/// Stop the runtime of every real board. Returns their names.
+pub fn down_real(fleet: &Fleet, quiet: bool) -> Result<Vec<String>> {
+    each_real_board(fleet, "down", quiet, &|b, _| {
+        let c = Connection::open(&ssh_target(fleet, b, false).unwrap())?;
+        let d = shell_quote(&remote_dir(fleet, b));
+        c.exec(&format!("cd {d} 2>/dev/null && [ -f board.pid ] && kill $(cat board.pid) 2>/dev/null; rm -f board.pid; true"))?;
+        Ok(())
+    })?;
+    Ok(fleet.boards.iter().filter(|b| !b.is_emulated()).map(|b| b.name.clone()).collect())
 }

@@ -98,6 +98,7 @@ struct RawDefaults {
     target: Option<String>,
     runtime_port: Option<u16>,
     threads: Option<usize>,
+    known_hosts: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +225,8 @@ pub struct Fleet {
     pub coordinator: usize,
     pub deadline_s: f64,
     pub output: PathBuf,
+    /// Host keys of the real boards (default `~/.ssh/known_hosts`).
+    pub known_hosts: PathBuf,
 }
 
 // ---------------------------------------------------------------- loading
@@ -355,7 +358,8 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
         None => dir.join(raw.output.unwrap_or_else(|| format!("out/{}", slug(&raw.fleet)))),
     };
     let deadline_s = raw.network.as_ref().and_then(|n| n.deadline_s).unwrap_or(60.0);
-    Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, output })
+    let known_hosts = d.known_hosts.as_deref().map(|k| expand_home(k, dir)).unwrap_or_else(crate::profile::ssh::default_known_hosts);
+    Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, output, known_hosts })
 }
 
 fn expand_home(p: &str, dir: &Path) -> PathBuf {
@@ -393,7 +397,7 @@ impl Fleet {
     /// Fail unless every board is emulated (what up/run can start locally).
     pub fn require_emulated(&self, what: &str) -> Result<()> {
         if let Some(b) = self.boards.iter().find(|b| !b.is_emulated()) {
-            bail!("board '{}' is a real host: `legionc {what}` starts emulated boards only (real boards are deployed over SSH)", b.name);
+            bail!("board '{}' is a real host: `legionc {what}` starts emulated boards only (deploy real boards with `legionc deploy`)", b.name);
         }
         Ok(())
     }

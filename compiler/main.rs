@@ -91,7 +91,23 @@ enum Command {
         #[arg(long)]
         up: bool,
     },
-    /// Stop the fleet's boards started by `legionc up`
+    /// Upload every real board's binary and model over SSH (keeping the previous ones), start
+    /// it, check it answers; emulated boards of the fleet are started locally
+    Deploy {
+        #[command(flatten)]
+        fleet: FleetArg,
+        /// Learn the host key of a board that known_hosts does not know yet
+        #[arg(long)]
+        accept_new_host_keys: bool,
+    },
+    /// Put back the previous binary and model of every real board and restart it
+    Rollback {
+        #[command(flatten)]
+        fleet: FleetArg,
+        #[arg(long)]
+        accept_new_host_keys: bool,
+    },
+    /// Stop the fleet: emulated boards started by `up`, real boards over SSH
     Down {
         #[command(flatten)]
         fleet: FleetArg,
@@ -273,9 +289,21 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("{down} of {} boards do not answer", fleet.boards.len());
             }
         }
+        Command::Deploy { fleet, accept_new_host_keys } => {
+            let fleet = fleet.load()?;
+            deploy::deploy(&fleet, accept_new_host_keys, false)?;
+            let plan = deploy::compiled_plan(&fleet)?;
+            writeln!(out, "fleet {} deployed: {} boards answer with plan {}", fleet.name, fleet.boards.len(), &plan.hash()[..16])?;
+        }
+        Command::Rollback { fleet, accept_new_host_keys } => {
+            let fleet = fleet.load()?;
+            deploy::rollback(&fleet, accept_new_host_keys, false)?;
+            writeln!(out, "fleet {}: real boards rolled back to their previous version", fleet.name)?;
+        }
         Command::Down { fleet } => {
             let fleet = fleet.load()?;
-            let stopped = deploy::down(&fleet)?;
+            let mut stopped = if fleet.boards.iter().any(|b| !b.is_emulated()) { deploy::down_real(&fleet, false)? } else { vec![] };
+            stopped.extend(deploy::down(&fleet)?);
             writeln!(out, "fleet {}: stopped {} boards{}", fleet.name, stopped.len(), if stopped.is_empty() { String::new() } else { format!(" ({})", stopped.join(", ")) })?;
         }
         Command::Run { fleet, input, random, verify, save, up } => {

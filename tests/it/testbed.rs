@@ -49,6 +49,7 @@ fn testbed_hosts_answer_over_ssh_with_their_own_limits() {
         let pct: Vec<String> = (1..=3).map(|i| std::fs::read_to_string(dir.join(format!("h{i}/cpu_percent"))).unwrap().trim().to_string()).collect();
         assert_eq!(pct, ["60", "30", "60"]);
         ssh_transport(&dir, &f);
+        deployed_fleet(&yaml, &tmp);
         // an unknown host key is refused by a strict client
         let o = Command::new("ssh")
             .args(["-i", &format!("{dir_s}/id_ed25519"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=/dev/null", "root@10.213.0.11", "true"])
@@ -125,4 +126,42 @@ fn ssh_transport(dir: &Path, f: &legionc::fleet::Fleet) {
     let t = Instant::now();
     let e = Connection::open(&Target { port: 2, ..good.clone() }).err().unwrap();
     assert!(matches!(e, SshError::Unreachable { .. }) && t.elapsed() < Duration::from_secs(5), "{e}");
+}
+
+/// The fleet compiled for the testbed's hosts, deployed over SSH, answering a verified frame,
+/// redeployed, rolled back and stopped.
+fn deployed_fleet(yaml: &str, tmp: &TempDir) {
+    use crate::fleet_run::boards_target_dir;
+    let yaml = yaml.replace("  target: x86_64-host\n", "  target: x86_64-host\n  runtime_port: 48600\n") + "output: out\n";
+    let path = tmp.path("testbed.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let run = |args: &[&str]| {
+        let o = crate::legionc().arg(args[0]).arg(&path).args(&args[1..]).output().unwrap();
+        (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    };
+    let (ok, t) = run(&["compile", "--target-dir", boards_target_dir().to_str().unwrap()]);
+    assert!(ok, "{t}");
+    let (ok, t) = run(&["deploy"]);
+    assert!(ok && t.contains("3 boards answer"), "{t}");
+    let result = std::panic::catch_unwind(|| {
+        let (ok, t) = run(&["run", "--random", "4", "--verify"]);
+        assert!(ok && t.contains("verified against tract's single run"), "{t}");
+        let (ok, t) = run(&["status"]);
+        assert!(ok && t.matches(" up, ").count() == 3, "{t}");
+        // a second deploy keeps the first version for rollback
+        let (ok, t) = run(&["deploy"]);
+        assert!(ok, "{t}");
+        let (ok, t) = run(&["rollback"]);
+        assert!(ok && t.contains("rolled back"), "{t}");
+        let (ok, t) = run(&["run", "--random", "4", "--verify"]);
+        assert!(ok, "{t}");
+    });
+    let (ok, t) = run(&["down"]);
+    assert!(ok && t.contains("stopped 3 boards"), "{t}");
+    let (ok, t) = run(&["status"]);
+    assert!(!ok && t.contains("3 of 3 boards do not answer"), "{t}");
+    let _ = std::fs::remove_dir_all(std::path::Path::new(&std::env::var("HOME").unwrap()).join("legion/testbed"));
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }
