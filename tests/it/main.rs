@@ -41,9 +41,13 @@ impl Drop for TempDir {
     }
 }
 
-/// The legionc binary built for these tests.
+/// The legionc binary built for these tests. Board crates it builds are compiled at
+/// opt-level 1 (tract builds much faster; the tests run tiny models and time nothing), into
+/// the shared `target/boards`.
 pub fn legionc() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_legionc"))
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_legionc"));
+    c.env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1");
+    c
 }
 
 /// Loaded zoo models, shared by the tests of this binary.
