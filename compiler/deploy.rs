@@ -252,15 +252,15 @@ fn start_command(dir: &str) -> String {
     )
 }
 
-/// Wait until a board answers with the plan.
-fn wait_healthy(b: &Board, hash: &str, deadline: Duration) -> Result<()> {
+/// Wait until a board answers, with plan `hash` if one is given.
+fn wait_healthy(b: &Board, hash: Option<&str>, deadline: Duration) -> Result<()> {
     let t = Instant::now();
     loop {
         match health(b) {
-            Ok((_, _, h)) if h == hash => return Ok(()),
+            Ok((_, _, h)) if hash.is_none_or(|want| h == want) => return Ok(()),
             Ok((_, _, h)) => {
                 if t.elapsed() > deadline {
-                    bail!("board {} answers with plan {}, not {}", b.name, &h[..16.min(h.len())], &hash[..16]);
+                    bail!("board {} answers with plan {}, not {}", b.name, &h[..16.min(h.len())], &hash.unwrap_or_default()[..16]);
                 }
             }
             Err(e) if t.elapsed() > deadline => return Err(e.context(format!("board {} did not come up within {:.0} s", b.name, deadline.as_secs_f64()))),
@@ -292,7 +292,7 @@ pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<
         bar.set_message("starting");
         c.exec(&start_command(&dir))?;
         bar.set_message("health check");
-        wait_healthy(b, &hash, fleet.deadline().max(Duration::from_secs(30))).map_err(|e| {
+        wait_healthy(b, Some(&hash), fleet.deadline().max(Duration::from_secs(30))).map_err(|e| {
             let log = c.exec(&format!("tail -n 5 {d}/board.log")).unwrap_or_default();
             e.context(format!("its log ends with:\n{log}"))
         })
@@ -312,14 +312,8 @@ pub fn rollback(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Resul
         bar.set_message("restoring the previous version");
         c.exec(&format!("cd {d} && [ -f legion-board.prev ] && [ -f model.bin.prev ] || {{ echo 'no previous version to roll back to' >&2; exit 1; }}; mv -f legion-board.prev legion-board && mv -f model.bin.prev model.bin"))?;
         c.exec(&start_command(&dir))?;
-        let t = Instant::now();
-        while health(b).is_err() {
-            if t.elapsed() > fleet.deadline().max(Duration::from_secs(30)) {
-                bail!("board {} did not come back after the rollback", b.name);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(())
+        // The previous version runs the previous plan, which this side no longer knows.
+        wait_healthy(b, None, fleet.deadline().max(Duration::from_secs(30))).context("after the rollback")
     })
 }
 
