@@ -51,8 +51,13 @@ fn check_toolchain(board: &Board) -> Result<()> {
 
 /// The cargo command that builds one board crate.
 pub fn cargo_command(out: &Path, target_dir: &Path, board: &Board) -> Command {
+    crate_command(&out.join(board.slug()).join("Cargo.toml"), target_dir, board)
+}
+
+/// The cargo command that builds the crate at `manifest` for `board`'s triple.
+fn crate_command(manifest: &Path, target_dir: &Path, board: &Board) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.arg("build").arg("--release").arg("--manifest-path").arg(out.join(board.slug()).join("Cargo.toml"));
+    cmd.arg("build").arg("--release").arg("--manifest-path").arg(manifest);
     cmd.arg("--target-dir").arg(target_dir);
     let triple = board.triple();
     if triple != HOST_TRIPLE {
@@ -99,4 +104,23 @@ pub fn build(fleet: &Fleet, target_dir: &Path, quiet: bool) -> Result<()> {
     }
     bar.finish_with_message("done");
     Ok(())
+}
+
+/// Build the probe (`OUT/probe/`, see `codegen::render_probe`) for `board`'s triple; returns
+/// the binary's path. Cargo's output is appended to `OUT/build.log`.
+pub fn build_probe(out: &Path, target_dir: &Path, board: &Board) -> Result<PathBuf> {
+    check_toolchain(board)?;
+    let log_path = out.join("build.log");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
+    let status = crate_command(&out.join("probe/Cargo.toml"), target_dir, board)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("building the probe for {} failed (log: {})", board.triple(), log_path.display());
+    }
+    let triple = board.triple();
+    let dir = if triple == HOST_TRIPLE { target_dir.join("release") } else { target_dir.join(triple).join("release") };
+    Ok(dir.join("legion-probe"))
 }

@@ -70,6 +70,8 @@ struct RawFleet {
     defaults: RawDefaults,
     network: Option<RawNetwork>,
     output: Option<String>,
+    /// How the plan is found (default `legion`).
+    strategy: Option<crate::strategy::Strategy>,
     boards: Vec<RawBoard>,
 }
 
@@ -227,6 +229,8 @@ pub struct Fleet {
     pub output: PathBuf,
     /// Host keys of the real boards (default `~/.ssh/known_hosts`).
     pub known_hosts: PathBuf,
+    /// How `compile` finds the plan.
+    pub strategy: crate::strategy::Strategy,
 }
 
 // ---------------------------------------------------------------- loading
@@ -359,7 +363,8 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
     };
     let deadline_s = raw.network.as_ref().and_then(|n| n.deadline_s).unwrap_or(60.0);
     let known_hosts = d.known_hosts.as_deref().map(|k| expand_home(k, dir)).unwrap_or_else(crate::profile::ssh::default_known_hosts);
-    Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, output, known_hosts })
+    let strategy = raw.strategy.unwrap_or(crate::strategy::Strategy::Legion);
+    Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, output, known_hosts, strategy })
 }
 
 fn expand_home(p: &str, dir: &Path) -> PathBuf {

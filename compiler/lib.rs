@@ -2,6 +2,7 @@
 //! heterogeneous edge boards. See ARCHITECTURE.md for the code map.
 
 pub mod bench;
+pub mod cost;
 pub mod cargo_build;
 pub mod codegen;
 pub mod deploy;
@@ -13,3 +14,4 @@ pub mod run;
 
 pub use legion_runtime as runtime;
 pub mod solve;
+pub mod strategy;

@@ -7,6 +7,7 @@ use legionc::model::{self, reference, zoo, Group};
 use legionc::{cargo_build, codegen, deploy, fleet};
 use legionc::runtime::plan::LocalFleet;
 use legionc::solve::{self, Fusion};
+use legionc::strategy::Strategy;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,38 @@ impl FleetArg {
     }
 }
 
+#[derive(Args)]
+struct ProfilingArgs {
+    /// How the plan is found (overrides the fleet file's `strategy`)
+    #[arg(long, value_enum)]
+    strategy: Option<Strategy>,
+    /// Profile cache directory (default: $LEGION_CACHE_DIR, else ~/.cache/legionc)
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Measure again what the profile cache already holds
+    #[arg(long, conflicts_with = "offline")]
+    refresh: bool,
+    /// Never connect to a board: fail if the profile cache lacks a measurement
+    #[arg(long)]
+    offline: bool,
+    /// Learn the host key of a board that known_hosts does not know yet
+    #[arg(long)]
+    accept_new_host_keys: bool,
+}
+
+impl ProfilingArgs {
+    fn options(&self, target_dir: &std::path::Path) -> legionc::profile::Options {
+        legionc::profile::Options {
+            cache_dir: self.cache_dir.clone().unwrap_or_else(legionc::profile::cache::default_dir),
+            refresh: self.refresh,
+            offline: self.offline,
+            accept_new_host_keys: self.accept_new_host_keys,
+            quiet: false,
+            target_dir: target_dir.to_path_buf(),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Compile a fleet: plan, one runtime crate per board (plan hard-coded), build them
@@ -62,9 +95,11 @@ enum Command {
         #[arg(long)]
         target_dir: Option<PathBuf>,
         /// Fail (listing the files) if the compiled output on disk differs from what would be
-        /// generated, writing nothing
+        /// generated, writing nothing (profiles come from the cache only)
         #[arg(long)]
         check: bool,
+        #[command(flatten)]
+        profiling: ProfilingArgs,
     },
     /// Start a compiled fleet (local processes for emulated boards) and wait until it answers
     Up {
@@ -223,14 +258,21 @@ fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 fn run(cli: Cli) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Compile { fleet, no_build, target_dir, check } => {
+        Command::Compile { fleet, no_build, target_dir, check, profiling } => {
             let fleet = fleet.load()?;
             let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
-            let boards: Vec<(String, f64)> = fleet.boards.iter().map(|b| (b.name.clone(), b.nominal_speed())).collect();
-            let ends = solve::fused_groups(&m.ir, Fusion::Blocks);
-            let plan = solve::plan_from(&m.ir, &m.sha256, &boards, &ends)?;
-            let files = codegen::render(&fleet, &m, &plan)?;
             let out_dir = fleet.out().to_path_buf();
+            let target_dir = target_dir.unwrap_or_else(|| out_dir.join("target"));
+            let mut opts = profiling.options(&target_dir);
+            opts.offline |= check;
+            if !check {
+                codegen::check_out_dir(&out_dir)?;
+            }
+            let strategy = profiling.strategy.unwrap_or(fleet.strategy);
+            let planned = legionc::strategy::plan(&fleet, &m, strategy, &opts)?;
+            let plan = planned.plan.clone();
+            let mut files = codegen::render(&fleet, &m, &plan)?;
+            files.push(codegen::OutFile { path: "plan-report.json".into(), bytes: [serde_json::to_vec_pretty(&planned)?, b"\n".to_vec()].concat() });
             if check {
                 let stale = codegen::stale(&out_dir, &files);
                 if !stale.is_empty() {
@@ -240,15 +282,47 @@ fn run(cli: Cli) -> Result<()> {
                 writeln!(out, "{}: up to date (plan {})", out_dir.display(), &plan.hash()[..16])?;
                 return Ok(());
             }
-            codegen::check_out_dir(&out_dir)?;
             codegen::write(&out_dir, &files)?;
             writeln!(out, "fleet {}: model {} ({}), {} boards, coordinator {}", fleet.name, m.ir.name, &m.sha256[..16], fleet.boards.len(), fleet.coordinator().name)?;
-            writeln!(out, "plan {} ({} groups) -> {}", &plan.hash()[..16], plan.groups.len(), out_dir.join("plan.json").display())?;
+            let st = &planned.profiling;
+            if strategy != Strategy::Proportional {
+                writeln!(
+                    out,
+                    "profiling: {} measurements ({} cached, {} measured now: {} probe runs, {:.1} board-s), {} SSH connections, cache {}",
+                    st.trials(),
+                    st.cached,
+                    st.measured,
+                    st.probe_runs,
+                    st.board_seconds,
+                    st.ssh_connections,
+                    opts.cache_dir.join("profiles.jsonl").display()
+                )?;
+                if st.corrupt_records > 0 {
+                    writeln!(out, "profiling: {} corrupt cache records were dropped and measured again", st.corrupt_records)?;
+                }
+            }
+            writeln!(out, "plan {} ({}, {} groups) -> {}", &plan.hash()[..16], strategy.name(), plan.groups.len(), out_dir.join("plan.json").display())?;
             for (i, g) in plan.groups.iter().enumerate() {
-                writeln!(out, "  group {i:>2}: values {:>3}..{:<3} rows {:?}", g.from, g.to, g.rows)?;
+                let pred = planned.groups.get(i).map(|c| format!("  predicted {:.1} ms", c.latency_s * 1e3)).unwrap_or_default();
+                writeln!(out, "  group {i:>2}: values {:>3}..{:<3} rows {:?}{pred}", g.from, g.to, g.rows)?;
+            }
+            if let Some(w) = &planned.wild_card {
+                writeln!(
+                    out,
+                    "wild card: merging {}..{} and {}..{}: measured {:.1} ms merged vs {:.1} ms apart -> {}",
+                    w.pair.0.from,
+                    w.pair.0.to,
+                    w.pair.1.from,
+                    w.pair.1.to,
+                    w.measured_merged_s * 1e3,
+                    w.measured_pair_s * 1e3,
+                    if w.merged_kept { "merged" } else { "kept apart" }
+                )?;
+            }
+            if planned.predicted_latency_s.is_finite() {
+                writeln!(out, "predicted latency {:.1} ms (tail {:.1} ms); solved in {:.1} ms", planned.predicted_latency_s * 1e3, planned.tail_s * 1e3, planned.solve_seconds * 1e3)?;
             }
             if !no_build {
-                let target_dir = target_dir.unwrap_or_else(|| out_dir.join("target"));
                 out.flush()?;
                 cargo_build::build(&fleet, &target_dir, false)?;
                 let bin_dir = out_dir.join("bin");

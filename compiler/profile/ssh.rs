@@ -22,6 +22,8 @@ pub enum SshError {
     Timeout { board: String, what: String, after: Duration },
     /// A remote command exited non-zero or was killed.
     RemoteFailed { board: String, command: String, status: String, stderr: String },
+    /// Ctrl-C (or the caller) stopped the command.
+    Interrupted { board: String, what: String },
     Other { board: String, what: String, cause: String },
 }
 
@@ -49,6 +51,7 @@ impl std::fmt::Display for SshError {
                 }
                 Ok(())
             }
+            Interrupted { board, what } => write!(f, "board {board}: {what} interrupted"),
             Other { board, what, cause } => write!(f, "board {board}: {what}: {cause}"),
         }
     }
@@ -206,6 +209,75 @@ impl Connection {
             }
             Ok((out, _, 0, None)) => Ok(out),
             Ok((_, stderr, code, None)) => {
+                Err(SshError::RemoteFailed { board: t.board.clone(), command: command.into(), status: format!("exited with status {code}"), stderr })
+            }
+        }
+    }
+
+    /// Run a command, handing every line of its stdout to `on_line` as it arrives. The
+    /// deadline `idle` runs between two lines (a long job list is fine, a hung one is not);
+    /// `stop` becoming true ends it at once with `Interrupted`. Errors of `on_line` end it too.
+    pub fn exec_lines(&self, command: &str, idle: Duration, stop: &AtomicBool, on_line: &mut dyn FnMut(&str) -> std::result::Result<(), String>) -> Result<()> {
+        let t = &self.target;
+        let last = std::sync::Mutex::new(std::time::Instant::now());
+        let fired = std::sync::Mutex::new(None::<bool>); // Some(true): interrupted, Some(false): idle
+        let done = AtomicBool::new(false);
+        let sock = self.tcp.try_clone().ok();
+        let r = std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(Ordering::SeqCst) {
+                    let why = if stop.load(Ordering::SeqCst) {
+                        Some(true)
+                    } else if last.lock().unwrap().elapsed() > idle {
+                        Some(false)
+                    } else {
+                        None
+                    };
+                    if why.is_some() {
+                        *fired.lock().unwrap() = why;
+                        if let Some(s) = &sock {
+                            let _ = s.shutdown(Shutdown::Both);
+                        }
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            let r = (|| -> std::result::Result<(String, i32, Option<String>), String> {
+                let mut ch = self.session.channel_session().map_err(|e| e.to_string())?;
+                ch.exec(command).map_err(|e| e.to_string())?;
+                let mut reader = std::io::BufReader::new(&mut ch);
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    let n = std::io::BufRead::read_line(&mut reader, &mut line).map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        break;
+                    }
+                    *last.lock().unwrap() = std::time::Instant::now();
+                    on_line(line.trim_end()).map_err(|e| format!("\u{0}{e}"))?;
+                }
+                drop(reader);
+                let mut err = String::new();
+                let _ = ch.stderr().read_to_string(&mut err);
+                ch.wait_close().map_err(|e| e.to_string())?;
+                let sig = ch.exit_signal().ok().and_then(|s| s.exit_signal);
+                Ok((err, ch.exit_status().map_err(|e| e.to_string())?, sig))
+            })();
+            done.store(true, Ordering::SeqCst);
+            r
+        });
+        let fired = *fired.lock().unwrap();
+        match (fired, r) {
+            (Some(true), _) => Err(SshError::Interrupted { board: t.board.clone(), what: format!("`{command}`") }),
+            (Some(false), _) => Err(SshError::Timeout { board: t.board.clone(), what: format!("`{command}` (no output)"), after: idle }),
+            (None, Err(e)) if e.starts_with('\u{0}') => Err(SshError::Other { board: t.board.clone(), what: format!("handling the output of `{command}`"), cause: e[1..].to_string() }),
+            (None, Err(e)) => Err(SshError::Other { board: t.board.clone(), what: format!("running `{command}`"), cause: e }),
+            (None, Ok((stderr, _, Some(sig)))) => {
+                Err(SshError::RemoteFailed { board: t.board.clone(), command: command.into(), status: format!("was killed by SIG{sig}"), stderr })
+            }
+            (None, Ok((_, 0, None))) => Ok(()),
+            (None, Ok((stderr, code, None))) => {
                 Err(SshError::RemoteFailed { board: t.board.clone(), command: command.into(), status: format!("exited with status {code}"), stderr })
             }
         }

@@ -84,3 +84,117 @@ pub fn plan_from(model: &Model, model_sha256: &str, boards: &[(String, f64)], en
     plan.validate(model)?;
     Ok(plan)
 }
+
+// ---------------------------------------------------------------- the cost-model solver
+
+use crate::cost::{CostModel, GroupCost};
+use legion_runtime::halo::Group;
+
+/// Exact integer min–max row split: rows per board (summing to `total`) that minimise the
+/// largest `costs[b][rows_b]`. Each `costs[b]` has `total + 1` entries, starts at 0 and must be
+/// nondecreasing. A board gets zero rows when using it does not pay. Returns the rows and the
+/// minimal maximum.
+///
+/// The optimum is one of the table's values: binary search on it, a deadline T being feasible
+/// when the most rows every board can do within T add up to `total`.
+pub fn min_max_rows(costs: &[Vec<f64>], total: usize) -> (Vec<usize>, f64) {
+    let most = |t: f64| -> Vec<usize> { costs.iter().map(|c| c.partition_point(|&x| x <= t) - 1).collect() };
+    let mut cands: Vec<f64> = costs.iter().flat_map(|c| c.iter().copied()).collect();
+    cands.sort_by(f64::total_cmp);
+    cands.dedup();
+    let (mut lo, mut hi) = (0, cands.len() - 1);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if most(cands[mid]).iter().sum::<usize>() >= total {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let t = cands[lo];
+    let mut rows = most(t);
+    let mut surplus = rows.iter().sum::<usize>() - total;
+    // Take the surplus from the most loaded boards first.
+    while surplus > 0 {
+        let b = (0..rows.len()).filter(|&b| rows[b] > 0).max_by(|&x, &y| costs[x][rows[x]].total_cmp(&costs[y][rows[y]]).then(y.cmp(&x))).unwrap();
+        rows[b] -= 1;
+        surplus -= 1;
+    }
+    let worst = rows.iter().enumerate().map(|(b, &r)| costs[b][r]).fold(0.0, f64::max);
+    (rows, worst)
+}
+
+/// How rows are split inside a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// Exact min–max on the predicted costs.
+    MinMax,
+    /// The same number of rows for every board (ignores heterogeneity).
+    Equal,
+}
+
+/// A group's best split and its predicted latency.
+pub fn solve_group(cm: &CostModel, group: Group, split: Split) -> GroupCost {
+    let h = cm.model.rows(group.to);
+    let rows = match split {
+        Split::MinMax => min_max_rows(&cm.cost_tables(group), h).0,
+        Split::Equal => proportional_rows(h, &vec![1.0; cm.boards.len()]),
+    };
+    cm.group_cost(group, &rows)
+}
+
+/// Fused-layer configuration by dynamic programming over the cut points: the groups that
+/// minimise the sum of predicted group latencies. `allowed(i, j)` limits the groups
+/// considered (cut indices); the latency of every allowed group is computed once.
+pub fn flc(cm: &CostModel, split: Split, allowed: &dyn Fn(usize, usize) -> bool) -> Vec<GroupCost> {
+    let k = cm.cuts.len() - 1;
+    let mut best: Vec<(f64, usize, Option<GroupCost>)> = vec![(f64::INFINITY, 0, None); k + 1];
+    best[0].0 = 0.0;
+    for j in 1..=k {
+        for i in 0..j {
+            if !allowed(i, j) || !best[i].0.is_finite() {
+                continue;
+            }
+            let g = solve_group(cm, Group { from: cm.cuts[i], to: cm.cuts[j] }, split);
+            let total = best[i].0 + g.latency_s;
+            if total < best[j].0 {
+                best[j] = (total, i, Some(g));
+            }
+        }
+    }
+    let mut groups = Vec::new();
+    let mut j = k;
+    while j > 0 {
+        let (_, i, g) = best[j].clone();
+        groups.push(g.expect("every cut point is reachable"));
+        j = i;
+    }
+    groups.reverse();
+    groups
+}
+
+/// The wild card's candidate: the adjacent pair of groups whose merge has the best predicted
+/// gain (latency of the two minus latency of the merged group, best split each). None when the
+/// plan has a single group.
+pub fn wild_card_candidate(cm: &CostModel, groups: &[GroupCost]) -> Option<(usize, GroupCost)> {
+    (0..groups.len().saturating_sub(1))
+        .map(|i| {
+            let merged = solve_group(cm, Group { from: groups[i].group.from, to: groups[i + 1].group.to }, Split::MinMax);
+            let gain = groups[i].latency_s + groups[i + 1].latency_s - merged.latency_s;
+            (gain, i, merged)
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, i, m)| (i, m))
+}
+
+/// A plan from solved groups.
+pub fn plan_from_groups(model: &Model, model_sha256: &str, boards: &[String], groups: &[GroupCost]) -> Result<Plan> {
+    let plan = Plan {
+        version: PLAN_VERSION,
+        model_sha256: model_sha256.into(),
+        boards: boards.to_vec(),
+        groups: groups.iter().map(|g| PlanGroup { from: g.group.from, to: g.group.to, rows: g.rows.clone() }).collect(),
+    };
+    plan.validate(model)?;
+    Ok(plan)
+}

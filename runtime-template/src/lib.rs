@@ -9,6 +9,7 @@ pub mod ir;
 pub mod link;
 pub mod modelfile;
 pub mod plan;
+pub mod probe;
 pub mod wire;
 
 pub use tract_core;

@@ -6,6 +6,7 @@ mod cross;
 mod fleet;
 mod fleet_run;
 mod import;
+mod solve;
 mod split;
 mod testbed;
 

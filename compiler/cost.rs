@@ -1,0 +1,215 @@
+//! The cost model (pure): S, R, E and A, and the latency they predict.
+//!
+//! - **E**: per board and segment (the layers between two consecutive cut points), seconds for
+//!   r output rows, `a + b·r`, fitted from the probe's single-segment runs at a few row counts.
+//! - **A**: per group, band and segment, the rows the segment computes inside the fused group
+//!   (its band plus the halo the layers after it need), from the band math in `halo`.
+//!   `E(A·r)` is the alpha-scaled run time.
+//! - **S / R**: per board, seconds to send its input band (halo rows included) and to get its
+//!   output band back: latency + bytes ÷ min(coordinator, board) bandwidth.
+//!
+//! A board's cost for a band is S + Σ E + R (the coordinator's own band: Σ E only). A group's
+//! latency simulates the coordinator's port: input bands leave one after the other in board
+//! order, each board computes when its band has arrived, output bands queue on the way back.
+//! A plan's latency is the sum over its groups plus the tail on the coordinator.
+
+use legion_runtime::halo::{group_band, Group, Rows};
+use legion_runtime::ir::Model;
+use legion_runtime::link::LinkSpec;
+use legion_runtime::wire::HEADER_LEN;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Seconds for r rows: `a + b·r` (0 for 0 rows).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Fit {
+    pub a: f64,
+    pub b: f64,
+}
+
+impl Fit {
+    /// Through the points (rows, seconds): least squares, clamped to a ≥ 0, b ≥ 0; a single
+    /// point gives a line through the origin.
+    pub fn from_points(points: &[(usize, f64)]) -> Fit {
+        let p: Vec<(f64, f64)> = points.iter().map(|&(r, t)| (r as f64, t)).collect();
+        let distinct = p.iter().any(|q| q.0 != p[0].0);
+        if p.is_empty() {
+            return Fit { a: 0.0, b: 0.0 };
+        }
+        let through_origin = || {
+            let sxy: f64 = p.iter().map(|q| q.0 * q.1).sum();
+            let sxx: f64 = p.iter().map(|q| q.0 * q.0).sum();
+            Fit { a: 0.0, b: (sxy / sxx).max(0.0) }
+        };
+        if !distinct {
+            return through_origin();
+        }
+        let (a, b) = crate::profile::least_squares(&p);
+        if a < 0.0 || b < 0.0 {
+            through_origin()
+        } else {
+            Fit { a, b }
+        }
+    }
+    pub fn at(&self, rows: usize) -> f64 {
+        if rows == 0 { 0.0 } else { self.a + self.b * rows as f64 }
+    }
+}
+
+/// One board as the cost model sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct BoardCost {
+    pub name: String,
+    pub link: LinkSpec,
+    /// E: one fit per segment (index into [`CostModel::cuts`] windows).
+    pub e: Vec<Fit>,
+}
+
+/// Everything the solver needs to predict latencies.
+#[derive(Clone, Debug)]
+pub struct CostModel {
+    pub model: Arc<Model>,
+    /// Cut points of the splittable part, 0 first, `split_end` last.
+    pub cuts: Vec<usize>,
+    pub boards: Vec<BoardCost>,
+    pub coordinator: usize,
+    /// The tail on the coordinator, seconds.
+    pub tail_s: f64,
+    /// Full search: E of whole fused groups, measured (per group and board), used instead of
+    /// the sum of alpha-scaled segment fits.
+    pub group_e: Option<std::collections::HashMap<(Group, usize), Fit>>,
+}
+
+/// What one board does in a group.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BandCost {
+    pub rows: usize,
+    pub send_s: f64,
+    pub compute_s: f64,
+    pub recv_s: f64,
+}
+
+/// A group's predicted latency and its parts.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GroupCost {
+    pub group: Group,
+    pub rows: Vec<usize>,
+    pub bands: Vec<BandCost>,
+    pub latency_s: f64,
+}
+
+impl CostModel {
+    /// Index of the segment that ends at cut point `to`.
+    fn segment_of(&self, to: usize) -> usize {
+        self.cuts.iter().position(|&c| c == to).expect("a cut point") - 1
+    }
+
+    /// Bytes of `rows` rows of value `v` on the wire.
+    pub fn row_bytes(&self, v: usize) -> usize {
+        let s = &self.model.nodes[v].shape;
+        4 * s[1] * s[3]
+    }
+
+    /// Transfer seconds between the coordinator and board `b` (0 for the coordinator).
+    pub fn transfer_s(&self, b: usize, bytes: usize) -> f64 {
+        if b == self.coordinator || bytes == 0 {
+            return 0.0;
+        }
+        let c = &self.boards[self.coordinator].link;
+        let l = &self.boards[b].link;
+        (bytes + HEADER_LEN) as f64 * 8.0 / (c.bandwidth_mbps.min(l.bandwidth_mbps) * 1e6) + c.latency_ms.max(l.latency_ms) / 1e3
+    }
+
+    /// Rows of each segment's output a band computes (the A matrix times the band), and the
+    /// group input rows it needs.
+    pub fn band_rows(&self, group: Group, out: Rows) -> (usize, Vec<(usize, usize)>) {
+        let band = group_band(&self.model, group, out);
+        let segs = self
+            .cuts
+            .iter()
+            .filter(|&&c| c > group.from && c <= group.to)
+            .map(|&c| (self.segment_of(c), band.layers[c - group.from - 1].out.len()))
+            .collect();
+        (band.input.len(), segs)
+    }
+
+    /// Every board's cost for a centred band of r output rows of `group`, r = 0..=H: what the
+    /// row split minimises (nondecreasing in r).
+    pub fn cost_tables(&self, group: Group) -> Vec<Vec<f64>> {
+        let h = self.model.rows(group.to);
+        let mut t = vec![vec![0.0; h + 1]; self.boards.len()];
+        for r in 1..=h {
+            let start = (h - r) / 2;
+            let (input, segs) = self.band_rows(group, Rows::new(start, start + r));
+            for (b, row) in t.iter_mut().enumerate() {
+                let c = self.cost_from(b, group, r, input, &segs);
+                row[r] = (c.send_s + c.compute_s + c.recv_s).max(row[r - 1]);
+            }
+        }
+        t
+    }
+
+    /// A board's cost for a band of `group`.
+    pub fn band_cost(&self, b: usize, group: Group, out: Rows) -> BandCost {
+        if out.is_empty() {
+            return BandCost::default();
+        }
+        let (input, segs) = self.band_rows(group, out);
+        self.cost_from(b, group, out.len(), input, &segs)
+    }
+
+    fn cost_from(&self, b: usize, group: Group, rows: usize, input: usize, segs: &[(usize, usize)]) -> BandCost {
+        let compute_s = match self.group_e.as_ref().and_then(|m| m.get(&(group, b))) {
+            Some(fit) => fit.at(rows),
+            None => segs.iter().map(|&(k, r)| self.boards[b].e[k].at(r)).sum(),
+        };
+        BandCost {
+            rows,
+            send_s: self.transfer_s(b, input * self.row_bytes(group.from)),
+            compute_s,
+            recv_s: self.transfer_s(b, rows * self.row_bytes(group.to)),
+        }
+    }
+
+    /// Latency of `group` split as `rows` (board order), through the coordinator's port.
+    pub fn group_cost(&self, group: Group, rows: &[usize]) -> GroupCost {
+        let bands: Vec<BandCost> =
+            legion_runtime::halo::bands(rows).into_iter().enumerate().map(|(b, out)| self.band_cost(b, group, out)).collect();
+        let computes: Vec<f64> = bands.iter().map(|c| c.compute_s).collect();
+        let latency_s = port_latency(self.coordinator, &bands, &computes);
+        GroupCost { group, rows: rows.to_vec(), bands, latency_s }
+    }
+
+    /// Cost of a whole plan: its groups and the tail.
+    pub fn plan_cost(&self, groups: &[(Group, Vec<usize>)]) -> f64 {
+        groups.iter().map(|(g, r)| self.group_cost(*g, r).latency_s).sum::<f64>() + self.tail_s
+    }
+}
+
+/// A group's latency on the coordinator's port: sends queue in board order, each board
+/// computes (`computes[b]`) once its band arrived, results queue on the way back. Transfer
+/// times of `bands` hold latency and wire time together; the latency part is not modelled
+/// separately (links of these fleets are bandwidth-bound).
+pub fn port_latency(coordinator: usize, bands: &[BandCost], computes: &[f64]) -> f64 {
+    let mut tx = 0.0f64;
+    let mut ready: Vec<(f64, f64)> = Vec::new();
+    let mut finish = 0.0f64;
+    for (b, c) in bands.iter().enumerate() {
+        if c.rows == 0 {
+            continue;
+        }
+        if b == coordinator {
+            finish = finish.max(computes[b]);
+            continue;
+        }
+        tx += c.send_s;
+        ready.push((tx + computes[b], c.recv_s));
+    }
+    ready.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut rx = 0.0f64;
+    for (at, recv) in ready {
+        rx = rx.max(at) + recv;
+        finish = finish.max(rx);
+    }
+    finish
+}

@@ -1,0 +1,204 @@
+//! The profile cache: one JSON record per line in `<cache dir>/profiles.jsonl`.
+//!
+//! A record's key is the sha256 of what determines the measurement: its kind, the board's
+//! identity (from the probe's facts; boards with the same identity share records), the probe's
+//! hash, the layer or group signature, the rows and the measurement settings. Every record also
+//! carries a checksum of its own content: a line that does not parse, whose checksum or key
+//! does not match, is corrupt; it is never trusted, its measurement is made again and the file
+//! is rewritten without it.
+
+use anyhow::{Context, Result};
+use legion_runtime::plan::hex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// How a measurement is made; part of every record's key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Settings {
+    pub warmup: usize,
+    pub repeats: usize,
+    pub threads: usize,
+}
+
+/// What a record is about (everything but the value): its key is the hash of this.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RecordId {
+    /// `segment` (one layer between cut points), `group` (a fused group on a band), `facts`,
+    /// `link`.
+    pub kind: String,
+    /// The board's identity (for `facts` and `link`: its address).
+    pub identity: String,
+    /// sha256 of the probe (see `codegen::probe_sha256`).
+    pub probe: String,
+    /// Layer or group signature (empty for `facts` and `link`).
+    pub signature: String,
+    /// Output rows `[start, end)` of the band measured.
+    pub rows: (usize, usize),
+    pub settings: Settings,
+}
+
+impl RecordId {
+    pub fn key(&self) -> String {
+        hex(&Sha256::digest(serde_json::to_vec(self).expect("a record id serialises")))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub key: String,
+    #[serde(flatten)]
+    pub id: RecordId,
+    pub value: serde_json::Value,
+    /// sha256 of the record serialised with an empty `check`.
+    pub check: String,
+}
+
+impl Record {
+    pub fn new(id: RecordId, value: serde_json::Value) -> Record {
+        let mut r = Record { key: id.key(), id, value, check: String::new() };
+        r.check = r.checksum();
+        r
+    }
+    fn checksum(&self) -> String {
+        let mut r = self.clone();
+        r.check.clear();
+        hex(&Sha256::digest(serde_json::to_vec(&r).expect("a record serialises")))
+    }
+    fn is_sound(&self) -> bool {
+        self.check == self.checksum() && self.key == self.id.key()
+    }
+}
+
+/// The records of one cache directory. Shared by the boards' threads; a new record is appended
+/// to the file at once, so a crash keeps every record that was complete.
+pub struct Cache {
+    path: PathBuf,
+    records: Mutex<HashMap<String, Record>>,
+    /// Lines found corrupt when the cache was opened.
+    pub corrupt: usize,
+}
+
+impl Cache {
+    /// Open (or start) the cache in `dir`. Corrupt lines are counted and dropped from the file.
+    pub fn open(dir: &Path) -> Result<Cache> {
+        let path = dir.join("profiles.jsonl");
+        let mut records = HashMap::new();
+        let mut corrupt = 0;
+        if let Ok(text) = std::fs::read(&path) {
+            for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                match serde_json::from_slice::<Record>(line) {
+                    Ok(r) if r.is_sound() => {
+                        records.insert(r.key.clone(), r);
+                    }
+                    _ => corrupt += 1,
+                }
+            }
+        }
+        let cache = Cache { path, records: Mutex::new(records), corrupt };
+        if corrupt > 0 {
+            cache.rewrite()?;
+        }
+        Ok(cache)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn get(&self, id: &RecordId) -> Option<Record> {
+        self.records.lock().unwrap().get(&id.key()).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Add (or replace) a record and append it to the file.
+    pub fn insert(&self, id: RecordId, value: serde_json::Value) -> Result<Record> {
+        let r = Record::new(id, value);
+        let mut line = serde_json::to_vec(&r)?;
+        line.push(b'\n');
+        let mut records = self.records.lock().unwrap();
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating the profile cache {}", dir.display()))?;
+        }
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
+        f.write_all(&line).with_context(|| format!("writing {}", self.path.display()))?;
+        records.insert(r.key.clone(), r.clone());
+        Ok(r)
+    }
+
+    /// Write the file again with the sound records only (a temporary file, then a rename).
+    fn rewrite(&self) -> Result<()> {
+        let records = self.records.lock().unwrap();
+        let mut all: Vec<&Record> = records.values().collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut text = Vec::new();
+        for r in all {
+            serde_json::to_writer(&mut text, r)?;
+            text.push(b'\n');
+        }
+        let tmp = self.path.with_extension("jsonl.tmp~");
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path).with_context(|| format!("replacing {}", self.path.display()))
+    }
+}
+
+/// The default cache directory: `$LEGION_CACHE_DIR`, else `$XDG_CACHE_HOME/legionc`, else
+/// `~/.cache/legionc`.
+pub fn default_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("LEGION_CACHE_DIR") {
+        return d.into();
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("legionc");
+    }
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/tmp".into()).join(".cache/legionc")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: usize) -> RecordId {
+        RecordId {
+            kind: "segment".into(),
+            identity: "board".into(),
+            probe: "p".into(),
+            signature: format!("s{n}"),
+            rows: (0, n),
+            settings: Settings { warmup: 1, repeats: 3, threads: 1 },
+        }
+    }
+
+    #[test]
+    fn corrupt_lines_are_dropped_and_sound_ones_kept() {
+        let dir = std::env::temp_dir().join(format!("legion-cache-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = Cache::open(&dir).unwrap();
+        for n in 1..=4 {
+            c.insert(id(n), serde_json::json!({ "median_s": n as f64 })).unwrap();
+        }
+        let path = c.path().to_path_buf();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines[1] = lines[1].replace("\"median_s\":2.0", "\"median_s\":9.0"); // value changed
+        let half = lines[2].len() / 2;
+        lines[2].truncate(half); // torn write
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let c = Cache::open(&dir).unwrap();
+        assert_eq!(c.corrupt, 2);
+        assert!(c.get(&id(1)).is_some() && c.get(&id(4)).is_some());
+        assert!(c.get(&id(2)).is_none() && c.get(&id(3)).is_none());
+        assert_eq!(Cache::open(&dir).unwrap().corrupt, 0, "the file is rewritten without them");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

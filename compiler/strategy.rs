@@ -1,0 +1,248 @@
+//! From a fleet and a model to a plan, by strategy: profile what the strategy needs (through
+//! the cache), build the cost model, solve. The solving itself is pure (`solve`, `cost`); this
+//! module does the profiling around it.
+
+use crate::cost::{port_latency, BandCost, CostModel, Fit, GroupCost};
+use crate::fleet::Fleet;
+use crate::model::LoadedModel;
+use crate::profile::{self, Options, Stats, Want};
+use crate::solve::{self, Split};
+use anyhow::Result;
+use legion_runtime::halo::{bands, Group, Rows};
+use legion_runtime::plan::Plan;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// How the plan is found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Single-layer profiles, FLC by dynamic programming, min–max rows, then the wild card.
+    Legion,
+    /// Full search: every contiguous group measured on every board, DP on the measurements.
+    Fss,
+    /// No fusion: every segment between cut points is its own group (min–max rows).
+    Layerwise,
+    /// All splittable layers in one group (min–max rows).
+    OneGroup,
+    /// FLC by DP, but every board gets the same rows (ignores heterogeneity).
+    EqualSplit,
+    /// No profiling: one group per resolution, rows in proportion to nominal speeds.
+    Proportional,
+}
+
+impl Strategy {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Legion => "legion",
+            Strategy::Fss => "fss",
+            Strategy::Layerwise => "layerwise",
+            Strategy::OneGroup => "one-group",
+            Strategy::EqualSplit => "equal-split",
+            Strategy::Proportional => "proportional",
+        }
+    }
+}
+
+/// What the wild card did.
+#[derive(Clone, Debug, Serialize)]
+pub struct WildCard {
+    /// The two groups it considered merging (cut points).
+    pub pair: (Group, Group),
+    pub merged: Group,
+    pub predicted_pair_s: f64,
+    pub predicted_merged_s: f64,
+    pub measured_pair_s: f64,
+    pub measured_merged_s: f64,
+    pub merged_kept: bool,
+}
+
+/// A solved plan and how it was found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Planned {
+    pub strategy: Strategy,
+    #[serde(skip)]
+    pub plan: Plan,
+    pub plan_hash: String,
+    pub predicted_latency_s: f64,
+    pub groups: Vec<GroupCost>,
+    pub tail_s: f64,
+    pub wild_card: Option<WildCard>,
+    /// Prediction and DP, without profiling or the wild card's runs.
+    pub solve_seconds: f64,
+    pub profiling: Stats,
+}
+
+/// Row counts at which a segment or group is timed: a quarter and a half of its output.
+pub fn row_points(h: usize) -> Vec<usize> {
+    let mut p = vec![(h / 4).max(1), (h / 2).max(1)];
+    p.dedup();
+    p
+}
+
+/// A centred band of r rows of h.
+fn centred(h: usize, r: usize) -> Rows {
+    let s = (h - r) / 2;
+    Rows::new(s, s + r)
+}
+
+/// Profile the segments (E) and the tail, and build the cost model.
+pub fn cost_model(fleet: &Fleet, m: &LoadedModel, opts: &Options) -> Result<(CostModel, Stats)> {
+    let ir = &m.ir;
+    let cuts = ir.split_cut_points();
+    let mut wants = Vec::new();
+    for b in 0..fleet.boards.len() {
+        for k in 0..cuts.len() - 1 {
+            let h = ir.rows(cuts[k + 1]);
+            for r in row_points(h) {
+                wants.push(Want { board: b, kind: "segment", group: Group { from: cuts[k], to: cuts[k + 1] }, out: centred(h, r) });
+            }
+        }
+    }
+    let tail = ir.split_end() < ir.output();
+    if tail {
+        wants.push(Want { board: fleet.coordinator, kind: "tail", group: Group { from: ir.split_end(), to: ir.output() }, out: Rows::new(0, 0) });
+    }
+    let measured = profile::measure(fleet, m, &wants, opts)?;
+    let mut points: HashMap<(usize, usize), Vec<(usize, f64)>> = HashMap::new();
+    let mut tail_s = 0.0;
+    for (w, r) in wants.iter().zip(&measured.results) {
+        if w.kind == "tail" {
+            tail_s = r.median_s;
+            continue;
+        }
+        let k = cuts.iter().position(|&c| c == w.group.from).unwrap();
+        points.entry((w.board, k)).or_default().push((w.out.len(), r.median_s));
+    }
+    let boards = fleet
+        .boards
+        .iter()
+        .enumerate()
+        .map(|(b, board)| crate::cost::BoardCost {
+            name: board.name.clone(),
+            link: measured.links[b].link,
+            e: (0..cuts.len() - 1).map(|k| Fit::from_points(&points[&(b, k)])).collect(),
+        })
+        .collect();
+    Ok((CostModel { model: ir.clone(), cuts, boards, coordinator: fleet.coordinator, tail_s, group_e: None }, measured.stats))
+}
+
+/// Measured latency of groups split as given: each board runs its own band through the probe,
+/// transfers as the cost model has them. Returns one latency per group.
+fn measure_groups(fleet: &Fleet, m: &LoadedModel, cm: &CostModel, groups: &[(Group, Vec<usize>)], opts: &Options) -> Result<(Vec<f64>, Stats)> {
+    let mut wants = Vec::new();
+    for (g, rows) in groups {
+        for (b, out) in bands(rows).into_iter().enumerate() {
+            if !out.is_empty() {
+                wants.push(Want { board: b, kind: "group", group: *g, out });
+            }
+        }
+    }
+    let measured = profile::measure(fleet, m, &wants, opts)?;
+    let mut times: HashMap<(Group, usize), f64> = HashMap::new();
+    for (w, r) in wants.iter().zip(&measured.results) {
+        times.insert((w.group, w.board), r.median_s);
+    }
+    let lat = groups
+        .iter()
+        .map(|(g, rows)| {
+            let costs: Vec<BandCost> = bands(rows).into_iter().enumerate().map(|(b, out)| cm.band_cost(b, *g, out)).collect();
+            let computes: Vec<f64> = (0..rows.len()).map(|b| times.get(&(*g, b)).copied().unwrap_or(0.0)).collect();
+            port_latency(cm.coordinator, &costs, &computes)
+        })
+        .collect();
+    Ok((lat, measured.stats))
+}
+
+/// Profile the full search's groups: every contiguous group on every board at the row points.
+fn fss_group_e(fleet: &Fleet, m: &LoadedModel, cm: &CostModel, opts: &Options) -> Result<(HashMap<(Group, usize), Fit>, Stats)> {
+    let mut wants = Vec::new();
+    for i in 0..cm.cuts.len() {
+        for j in i + 1..cm.cuts.len() {
+            let g = Group { from: cm.cuts[i], to: cm.cuts[j] };
+            let h = m.ir.rows(g.to);
+            for b in 0..fleet.boards.len() {
+                for r in row_points(h) {
+                    wants.push(Want { board: b, kind: "group", group: g, out: centred(h, r) });
+                }
+            }
+        }
+    }
+    let measured = profile::measure(fleet, m, &wants, opts)?;
+    let mut points: HashMap<(Group, usize), Vec<(usize, f64)>> = HashMap::new();
+    for (w, r) in wants.iter().zip(&measured.results) {
+        points.entry((w.group, w.board)).or_default().push((w.out.len(), r.median_s));
+    }
+    Ok((points.into_iter().map(|(k, p)| (k, Fit::from_points(&p))).collect(), measured.stats))
+}
+
+/// Find the plan of `strategy` for the fleet.
+pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) -> Result<Planned> {
+    let names: Vec<String> = fleet.boards.iter().map(|b| b.name.clone()).collect();
+    if strategy == Strategy::Proportional {
+        let boards: Vec<(String, f64)> = fleet.boards.iter().map(|b| (b.name.clone(), b.nominal_speed())).collect();
+        let plan = solve::plan_from(&m.ir, &m.sha256, &boards, &solve::fused_groups(&m.ir, solve::Fusion::Blocks))?;
+        return Ok(Planned {
+            strategy,
+            plan_hash: plan.hash(),
+            plan,
+            predicted_latency_s: f64::NAN,
+            groups: vec![],
+            tail_s: f64::NAN,
+            wild_card: None,
+            solve_seconds: 0.0,
+            profiling: Stats::default(),
+        });
+    }
+    let (mut cm, mut stats) = cost_model(fleet, m, opts)?;
+    if strategy == Strategy::Fss {
+        // The full search does not use the single-segment profiles: count only its own.
+        let (e, s) = fss_group_e(fleet, m, &cm, opts)?;
+        stats = s;
+        cm.group_e = Some(e);
+    }
+    let k = cm.cuts.len() - 1;
+    let t = Instant::now();
+    let mut groups = match strategy {
+        Strategy::Legion | Strategy::Fss => solve::flc(&cm, Split::MinMax, &|_, _| true),
+        Strategy::EqualSplit => solve::flc(&cm, Split::Equal, &|_, _| true),
+        Strategy::Layerwise => solve::flc(&cm, Split::MinMax, &|i, j| j == i + 1),
+        Strategy::OneGroup => solve::flc(&cm, Split::MinMax, &|i, j| i == 0 && j == k),
+        Strategy::Proportional => unreachable!(),
+    };
+    let solve_seconds = t.elapsed().as_secs_f64();
+    let mut wild_card = None;
+    if strategy == Strategy::Legion {
+        if let Some((i, merged)) = solve::wild_card_candidate(&cm, &groups) {
+            let pair = [(groups[i].group, groups[i].rows.clone()), (groups[i + 1].group, groups[i + 1].rows.clone()), (merged.group, merged.rows.clone())];
+            let (lat, s) = measure_groups(fleet, m, &cm, &pair, opts)?;
+            stats.add(&s);
+            let keep = lat[2] < lat[0] + lat[1];
+            wild_card = Some(WildCard {
+                pair: (groups[i].group, groups[i + 1].group),
+                merged: merged.group,
+                predicted_pair_s: groups[i].latency_s + groups[i + 1].latency_s,
+                predicted_merged_s: merged.latency_s,
+                measured_pair_s: lat[0] + lat[1],
+                measured_merged_s: lat[2],
+                merged_kept: keep,
+            });
+            if keep {
+                groups.splice(i..=i + 1, [merged]);
+            }
+        }
+    }
+    let plan = solve::plan_from_groups(&m.ir, &m.sha256, &names, &groups)?;
+    Ok(Planned {
+        strategy,
+        plan_hash: plan.hash(),
+        plan,
+        predicted_latency_s: groups.iter().map(|g| g.latency_s).sum::<f64>() + cm.tail_s,
+        groups,
+        tail_s: cm.tail_s,
+        wild_card,
+        solve_seconds,
+        profiling: stats,
+    })
+}

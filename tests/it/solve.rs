@@ -1,0 +1,109 @@
+//! The solver against brute force under the same costs: the integer row split, and the
+//! fused-layer configuration.
+
+use crate::{zoo_model, TINY};
+use legionc::cost::{BoardCost, CostModel, Fit};
+use legionc::runtime::halo::Group;
+use legionc::runtime::link::LinkSpec;
+use legionc::solve::{flc, min_max_rows, solve_group, Split};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Every way to split `total` rows over `boards` boards.
+fn splits(total: usize, boards: usize) -> Vec<Vec<usize>> {
+    if boards == 1 {
+        return vec![vec![total]];
+    }
+    (0..=total)
+        .flat_map(|r| splits(total - r, boards - 1).into_iter().map(move |mut s| {
+            s.insert(0, r);
+            s
+        }))
+        .collect()
+}
+
+#[test]
+fn row_split_equals_brute_force() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for case in 0..400 {
+        let boards = rng.gen_range(1..=4);
+        let total = rng.gen_range(1..=9);
+        // Random nondecreasing tables, some with a fixed cost that makes a board not pay.
+        let costs: Vec<Vec<f64>> = (0..boards)
+            .map(|_| {
+                let fixed = if rng.gen_bool(0.3) { rng.gen_range(0.0..20.0) } else { 0.0 };
+                let mut c = vec![0.0];
+                let mut t = fixed;
+                for _ in 0..total {
+                    t += rng.gen_range(0.0..5.0f64).round();
+                    c.push(t);
+                }
+                c
+            })
+            .collect();
+        let (rows, worst) = min_max_rows(&costs, total);
+        assert_eq!(rows.iter().sum::<usize>(), total, "case {case}");
+        let got = rows.iter().enumerate().map(|(b, &r)| costs[b][r]).fold(0.0, f64::max);
+        assert_eq!(got, worst, "case {case}: reported maximum");
+        let best = splits(total, boards).iter().map(|s| s.iter().enumerate().map(|(b, &r)| costs[b][r]).fold(0.0, f64::max)).fold(f64::INFINITY, f64::min);
+        assert_eq!(worst, best, "case {case}: costs {costs:?} split {rows:?}");
+    }
+}
+
+/// A cost model of a tiny model's first `segments` segments with random E fits and links.
+fn random_cost_model(name: &str, segments: usize, boards: usize, seed: u64) -> CostModel {
+    let m = zoo_model(name);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let cuts: Vec<usize> = m.ir.split_cut_points().into_iter().take(segments + 1).collect();
+    let boards = (0..boards)
+        .map(|b| BoardCost {
+            name: format!("b{b}"),
+            link: LinkSpec { bandwidth_mbps: rng.gen_range(5.0..200.0), latency_ms: rng.gen_range(0.0..2.0) },
+            e: (0..cuts.len() - 1).map(|_| Fit { a: rng.gen_range(0.0..1e-3), b: rng.gen_range(0.0..1e-3) }).collect(),
+        })
+        .collect();
+    CostModel { model: m.ir.clone(), cuts, boards, coordinator: 0, tail_s: 0.0, group_e: None }
+}
+
+#[test]
+fn flc_equals_brute_force() {
+    for (i, name) in TINY.iter().enumerate() {
+        for seed in 0..3u64 {
+            let cm = random_cost_model(name, 8, 1 + (seed as usize % 3), seed + 10 * i as u64);
+            let k = cm.cuts.len() - 1;
+            let dp = flc(&cm, Split::MinMax, &|_, _| true);
+            let dp_total: f64 = dp.iter().map(|g| g.latency_s).sum();
+            // Every configuration: a subset of the inner cut points ends groups.
+            let mut best = f64::INFINITY;
+            for mask in 0u32..(1 << (k - 1)) {
+                let mut from = 0;
+                let mut total = 0.0;
+                for j in 1..=k {
+                    if j == k || mask & (1 << (j - 1)) != 0 {
+                        total += solve_group(&cm, Group { from: cm.cuts[from], to: cm.cuts[j] }, Split::MinMax).latency_s;
+                        from = j;
+                    }
+                }
+                best = best.min(total);
+            }
+            assert!((dp_total - best).abs() <= 1e-12 * best.max(1.0), "{name} seed {seed}: DP {dp_total} vs brute force {best}");
+            assert_eq!(dp.first().unwrap().group.from, 0);
+            assert_eq!(dp.last().unwrap().group.to, *cm.cuts.last().unwrap());
+        }
+    }
+}
+
+#[test]
+fn a_board_that_does_not_pay_gets_no_rows() {
+    // Board 1 is as fast but behind a link so slow that sending it anything costs more than
+    // computing everything on the coordinator.
+    let mut cm = random_cost_model("vgg16-tiny", 2, 2, 1);
+    cm.boards[1].e = cm.boards[0].e.clone();
+    cm.boards[1].link = LinkSpec { bandwidth_mbps: 0.01, latency_ms: 50.0 };
+    let g = solve_group(&cm, Group { from: cm.cuts[0], to: cm.cuts[1] }, Split::MinMax);
+    assert_eq!(g.rows[1], 0, "{:?}", g.rows);
+    cm.boards[1].link = cm.boards[0].link;
+    cm.boards[1].link.bandwidth_mbps = 1e5;
+    let g = solve_group(&cm, Group { from: cm.cuts[0], to: cm.cuts[1] }, Split::MinMax);
+    assert!(g.rows[1] > 0, "a fast link makes the second board pay: {:?}", g.rows);
+}
