@@ -137,7 +137,8 @@ fn emulated_identity(b: &Board, speed: f64) -> String {
 
 /// The identity of a real board, from its probe's facts.
 fn facts_identity(f: &Facts) -> String {
-    format!("{} ({}, {} cores, {})", f.cpu_model, f.arch, f.cores, f.probe_version)
+    let quota = f.cpu_quota.map(|q| format!(", CPU quota {q:.2} cores")).unwrap_or_default();
+    format!("{} ({}, {} cores{quota}, {})", f.cpu_model, f.arch, f.cores, f.probe_version)
 }
 
 fn address(b: &Board) -> String {
@@ -214,6 +215,7 @@ pub fn measure(fleet: &Fleet, model: &LoadedModel, wants: &[Want], opts: &Option
                 let r = cache.get(&facts_id(b, &probes[i])).ok_or_else(|| anyhow!("board {}: the probe gave no facts", b.name))?;
                 identities[i] = Some(facts_identity(&serde_json::from_value(r.value)?));
                 work[i].facts = false;
+                work[i].link = false;
             }
         }
     }
@@ -476,7 +478,8 @@ impl BoardRun<'_> {
         }
         let r = self.ssh_in(&c, &dir, probe, header, w);
         // Remove the temporary folder (and a probe still running in it), whatever happened.
-        let clean = format!("pkill -KILL -f {q}/legion-probe; rm -rf {q}", q = ssh::shell_quote(&dir));
+        // (`[/]` keeps the pattern from matching this shell's own command line)
+        let clean = format!("pkill -KILL -f {}; rm -rf {}", ssh::shell_quote(&format!("[/]{}/legion-probe", &dir[1..])), ssh::shell_quote(&dir));
         if c.exec(&clean).is_err() {
             if let Ok(c2) = ssh::Connection::open(&t) {
                 self.stats.ssh_connections += 1;
@@ -495,7 +498,7 @@ impl BoardRun<'_> {
             c.upload(header, &format!("{dir}/model.lgn"), 0o644)?;
             c.upload(&serde_json::to_vec(&self.job_file(w, None))?, &format!("{dir}/jobs.json"), 0o644)?;
             self.bar.set_message("measuring");
-            let cmd = format!("cd {q} && exec ./legion-probe run --model model.lgn --jobs jobs.json");
+            let cmd = format!("exec {d}/legion-probe run --model {d}/model.lgn --jobs {d}/jobs.json", d = q);
             let r = c.exec_lines(&cmd, idle, &INTERRUPTED, &mut |l| self.line(w, l));
             if let Err(e) = r {
                 let n = self.measured_here.load(Ordering::SeqCst);
@@ -514,7 +517,7 @@ impl BoardRun<'_> {
                 _ => unreachable!(),
             };
             let mut fit = None;
-            let cmd = format!("cd {q} && exec ./legion-probe echo --listen 0.0.0.0:0 --deadline-s {}", idle.as_secs());
+            let cmd = format!("exec {q}/legion-probe echo --listen 0.0.0.0:0 --deadline-s {}", idle.as_secs());
             c.exec_lines(&cmd, idle, &INTERRUPTED, &mut |l| match serde_json::from_str::<Line>(l) {
                 Ok(Line::Listening(port)) => {
                     fit = Some(echo_fit(&format!("{host}:{port}"), idle).map_err(|e| format!("{e:#}"))?);

@@ -53,6 +53,8 @@ pub struct Facts {
     pub cores: usize,
     pub governor: Option<String>,
     pub temperature_c: Option<f64>,
+    /// CPU quota of the probe's cgroup, in cores (containers, cgroup-limited hosts).
+    pub cpu_quota: Option<f64>,
     pub probe_version: String,
 }
 
@@ -99,8 +101,30 @@ pub fn facts() -> Facts {
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         governor: read_trimmed("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         temperature_c: read_trimmed("/sys/class/thermal/thermal_zone0/temp").and_then(|t| t.parse::<f64>().ok()).map(|t| t / 1000.0),
+        cpu_quota: cpu_quota(),
         probe_version: PROBE_VERSION.into(),
     }
+}
+
+/// The CPU quota of this process's cgroup in cores, when one is set and readable (cgroup v2
+/// `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`).
+fn cpu_quota() -> Option<f64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.is_empty() {
+            let max = read_trimmed(&format!("/sys/fs/cgroup{path}/cpu.max"))?;
+            let (q, p) = max.split_once(' ')?;
+            return Some(q.parse::<f64>().ok()? / p.parse::<f64>().ok()?);
+        }
+        if controllers.split(',').any(|c| c == "cpu") {
+            let q: f64 = read_trimmed(&format!("/sys/fs/cgroup/cpu{path}/cpu.cfs_quota_us"))?.parse().ok()?;
+            let p: f64 = read_trimmed(&format!("/sys/fs/cgroup/cpu{path}/cpu.cfs_period_us"))?.parse().ok()?;
+            return (q > 0.0).then_some(q / p);
+        }
+    }
+    None
 }
 
 /// Give every layer of `group` weights (the file carries the structure only).

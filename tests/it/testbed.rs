@@ -139,8 +139,41 @@ fn deployed_fleet(yaml: &str, tmp: &TempDir) {
         let o = crate::legionc().arg(args[0]).arg(&path).args(&args[1..]).output().unwrap();
         (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
     };
-    let (ok, t) = run(&["compile", "--target-dir", boards_target_dir().to_str().unwrap()]);
+    let cache = tmp.path("cache");
+    let cache_s = cache.to_str().unwrap().to_string();
+    let target = boards_target_dir();
+    let compile = |extra: &[&str]| {
+        let mut args = vec!["compile", "--target-dir", target.to_str().unwrap(), "--cache-dir", &cache_s];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    // Cold: the probe measures every board over SSH, records are written.
+    let (ok, t) = compile(&[]);
     assert!(ok, "{t}");
+    let records = std::fs::read_to_string(cache.join("profiles.jsonl")).unwrap().lines().count();
+    assert!(t.contains("SSH connections") && !t.contains(" 0 SSH connections") && !t.contains(" 0 measured now"), "{t}");
+    assert!(records > 10, "{records} records");
+    // The slower host (30 % quota) is a different identity from the 60 % ones.
+    let c = legionc::profile::cache::Cache::open(&cache).unwrap();
+    assert_eq!(c.corrupt, 0);
+    let facts = std::fs::read_to_string(cache.join("profiles.jsonl")).unwrap();
+    assert!(facts.contains("\"cpu_quota\":0.6") && facts.contains("\"cpu_quota\":0.3"), "facts lack the quotas");
+    // Warm: nothing measured and no SSH connection made, as the hosts' sshd logs show.
+    let logins = || -> usize {
+        (1..=3).map(|i| std::fs::read_to_string(tmp.path(&format!("tb/h{i}/sshd.log"))).unwrap_or_default().matches("Accepted publickey").count()).sum()
+    };
+    let before = logins();
+    let (ok, t) = compile(&[]);
+    assert!(ok && t.contains(" 0 measured now") && t.contains(" 0 SSH connections"), "{t}");
+    let (ok, t) = compile(&["--offline", "--no-build"]);
+    assert!(ok, "{t}");
+    assert_eq!(logins(), before, "a warm compile logged in to a board");
+    assert_eq!(std::fs::read_to_string(cache.join("profiles.jsonl")).unwrap().lines().count(), records);
+    // --offline with an empty cache fails without connecting.
+    let (ok, t) = run(&["compile", "--no-build", "--offline", "--cache-dir", tmp.path("empty-cache").to_str().unwrap()]);
+    assert!(!ok && t.contains("--offline") && t.contains("run once without --offline"), "{t}");
+    assert_eq!(logins(), before);
+    probe_killed_and_interrupted(&yaml, tmp);
     let (ok, t) = run(&["deploy"]);
     assert!(ok && t.contains("3 boards answer"), "{t}");
     let result = std::panic::catch_unwind(|| {
@@ -163,5 +196,58 @@ fn deployed_fleet(yaml: &str, tmp: &TempDir) {
     let _ = std::fs::remove_dir_all(std::path::Path::new(&std::env::var("HOME").unwrap()).join("legion/testbed"));
     if let Err(e) = result {
         std::panic::resume_unwind(e);
+    }
+}
+
+/// A probe killed on its board, and Ctrl-C during profiling: each ends with its own message,
+/// the records complete before are kept (and sound), no temporary folder is left on the hosts.
+fn probe_killed_and_interrupted(yaml: &str, tmp: &TempDir) {
+    use std::time::{Duration, Instant};
+    // A full-size model, so that profiling lasts long enough to be stopped midway.
+    let yaml = yaml.replace("model: vgg16-tiny", "model: vgg16").replace("output: out", "output: out-big");
+    assert!(yaml.contains("model: vgg16\n"), "{yaml}");
+    let path = tmp.path("big.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let cache = tmp.path("cache-big");
+    let lines = || std::fs::read_to_string(cache.join("profiles.jsonl")).map(|t| t.matches("\"kind\":\"segment\"").count()).unwrap_or(0);
+    let target = crate::fleet_run::boards_target_dir();
+    let probe_dirs = || sh(Command::new("sh").args(["-c", "ls -d /tmp/legion-probe.* 2>/dev/null | wc -l"])).trim().to_string();
+    let dirs_before = probe_dirs();
+    for (how, want) in [("kill", "the probe crashed"), ("interrupt", "interrupted")] {
+        let start = lines();
+        let child = crate::legionc()
+            .arg("compile")
+            .arg(&path)
+            .args(["--no-build", "--refresh", "--target-dir", target.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        // a few measurements in
+        while lines() < start + 3 {
+            assert!(t.elapsed() < Duration::from_secs(300), "no measurements after 300 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if how == "kill" {
+            sh(Command::new("pkill").args(["-KILL", "-f", "/tmp/legion-probe.*/legion-probe run"]));
+        } else {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        }
+        let t = Instant::now();
+        let o = child.wait_with_output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(!o.status.success() && text.contains(want), "{how}: {text}");
+        assert!(t.elapsed() < Duration::from_secs(30), "{how}: took {:?} to stop", t.elapsed());
+        if how == "kill" {
+            assert!(text.contains("killed by SIGKILL") && text.contains("board h"), "{text}");
+        }
+        let c = legionc::profile::cache::Cache::open(&cache).unwrap();
+        assert_eq!(c.corrupt, 0, "{how}: a torn record");
+        assert!(lines() >= start + 3, "{how}: records lost");
+        assert_eq!(probe_dirs(), dirs_before, "{how}: temporary folders left on the hosts");
+        let running = Command::new("pgrep").args(["-f", "legion-probe run"]).output().unwrap();
+        assert!(!running.status.success(), "{how}: a probe still runs");
     }
 }
