@@ -207,7 +207,10 @@ pub fn check_out_dir(out: &Path) -> Result<()> {
     if out.is_file() {
         bail!("output {} is a file", out.display());
     }
-    if out.is_dir() && std::fs::read_dir(out)?.next().is_some() && !out.join("plan.json").exists() {
+    // What legionc itself puts there before a plan exists (profiling builds the probe first).
+    const OWN: &[&str] = &["probe", ".probe", ".staging", "target", "build.log"];
+    let foreign = out.is_dir() && std::fs::read_dir(out)?.filter_map(|e| e.ok()).any(|e| !OWN.contains(&e.file_name().to_string_lossy().as_ref()));
+    if foreign && !out.join("plan.json").exists() {
         bail!("output {} is not empty and holds no compiled fleet (no plan.json): refusing to write into it", out.display());
     }
     Ok(())
