@@ -271,8 +271,7 @@ fn run(cli: Cli) -> Result<()> {
             let strategy = profiling.strategy.unwrap_or(fleet.strategy);
             let planned = legionc::strategy::plan(&fleet, &m, strategy, &opts)?;
             let plan = planned.plan.clone();
-            let mut files = codegen::render(&fleet, &m, &plan)?;
-            files.push(codegen::OutFile { path: "plan-report.json".into(), bytes: [serde_json::to_vec_pretty(&planned)?, b"\n".to_vec()].concat() });
+            let files = codegen::render(&fleet, &m, &plan)?;
             if check {
                 let stale = codegen::stale(&out_dir, &files);
                 if !stale.is_empty() {
@@ -283,6 +282,9 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             codegen::write(&out_dir, &files)?;
+            // How the plan was found (predictions, wild card, profiling cost): not part of
+            // what `--check` compares, as profiling counts differ between cold and warm runs.
+            write_atomic(&out_dir.join("plan-report.json"), &[serde_json::to_vec_pretty(&planned)?, b"\n".to_vec()].concat())?;
             writeln!(out, "fleet {}: model {} ({}), {} boards, coordinator {}", fleet.name, m.ir.name, &m.sha256[..16], fleet.boards.len(), fleet.coordinator().name)?;
             let st = &planned.profiling;
             if strategy != Strategy::Proportional {

@@ -39,6 +39,13 @@ impl TestFleet {
         TestFleet::write(tag, &y)
     }
 
+    /// Set the fleet's `strategy` (the default is `legion`, which may leave slow boards out).
+    pub fn with_strategy(self, strategy: &str) -> TestFleet {
+        let text = std::fs::read_to_string(&self.yaml).unwrap();
+        std::fs::write(&self.yaml, format!("strategy: {strategy}\n{text}")).unwrap();
+        self
+    }
+
     pub fn legionc(&self, args: &[&str]) -> Output {
         let mut c = legionc();
         c.arg(args[0]).arg(&self.yaml).args(&args[1..]);
@@ -192,7 +199,7 @@ fn every_tiny_model_verifies_on_a_three_board_emulated_fleet() {
 #[test]
 fn a_worker_killed_mid_frame_fails_the_frame_within_two_seconds_naming_it() {
     // Slow twins: a frame takes seconds, the worker dies in the middle of it.
-    let mut f = TestFleet::emulated("killed", "vgg16-tiny", 48100, &[0.0005, 0.0005, 0.0005]);
+    let mut f = TestFleet::emulated("killed", "vgg16-tiny", 48100, &[0.0005, 0.0005, 0.0005]).with_strategy("proportional");
     f.compile();
     f.up();
     let fleet = f.fleet();
@@ -216,10 +223,10 @@ fn a_worker_killed_mid_frame_fails_the_frame_within_two_seconds_naming_it() {
 
 #[test]
 fn a_worker_on_another_plan_is_refused_naming_both_hashes() {
-    let mut a = TestFleet::emulated("plan-a", "vgg16-tiny", 48200, &[1.0, 1.0]);
+    let mut a = TestFleet::emulated("plan-a", "vgg16-tiny", 48200, &[1.0, 1.0]).with_strategy("proportional");
     a.compile();
     a.up();
-    let b = TestFleet::emulated("plan-b", "vgg16-tiny", 48200, &[1.0, 0.25]);
+    let b = TestFleet::emulated("plan-b", "vgg16-tiny", 48200, &[1.0, 0.25]).with_strategy("proportional");
     b.compile();
     let plan_a = legionc::deploy::compiled_plan(&a.fleet()).unwrap().hash();
     let fb = b.fleet();

@@ -48,6 +48,8 @@ impl Drop for TempDir {
 pub fn legionc() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_legionc"));
     c.env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1");
+    // profiles of this test run only (tests that check the cache pass their own --cache-dir)
+    c.env("LEGION_CACHE_DIR", std::env::temp_dir().join(format!("legionc-test-cache-{}", std::process::id())));
     c
 }
 
