@@ -186,3 +186,117 @@ pub fn predict_fleet_latency(fleet: &crate::fleet::Fleet, m: &LoadedModel, plan:
     let total = groups.iter().sum::<f64>() + tail;
     Ok(FleetPrediction { groups, tail, total })
 }
+
+// ---------------------------------------------------------------- strategies compared
+
+/// One strategy's plan, run for real on an emulated fleet.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StrategyRow {
+    pub strategy: String,
+    pub plan_hash: String,
+    pub groups: usize,
+    /// Median over the frames.
+    pub measured_latency_s: f64,
+    /// None for a strategy without a cost model (`proportional`).
+    pub predicted_latency_s: Option<f64>,
+    /// predicted ÷ measured.
+    pub prediction_ratio: Option<f64>,
+    /// The fastest single board's latency ÷ measured.
+    pub speedup: f64,
+    /// measured ÷ the full search's measured latency (when fss is among the strategies).
+    pub ratio_to_fss: Option<f64>,
+    /// Measurements the plan rests on (cached or not) and their board time.
+    pub profiling_trials: usize,
+    pub profiling_board_seconds: f64,
+    pub solve_seconds: f64,
+    /// How the boards ran the plan.
+    pub plan_mode: &'static str,
+}
+
+/// Each strategy's plan on the (compiled, emulated) fleet: plan, start the boards with it
+/// (the compiled binaries load it from plan.json with a model file holding every weight, so
+/// no rebuild per plan), run `frames` frames after a warm-up, stop. Also returns the fastest
+/// single board's latency.
+pub fn strategies(
+    fleet: &crate::fleet::Fleet,
+    m: &LoadedModel,
+    list: &[crate::strategy::Strategy],
+    frames: usize,
+    opts: &crate::profile::Options,
+) -> Result<(Vec<StrategyRow>, f64)> {
+    use crate::{deploy, run, strategy};
+    fleet.require_emulated("bench")?;
+    for b in &fleet.boards {
+        ensure!(deploy::health(b).is_err(), "board {} ({}) is running: run `legionc down` first", b.name, b.addr());
+        ensure!(deploy::binary(fleet, b).exists(), "board {} has no binary: run `legionc compile` first", b.name);
+    }
+    let dir = fleet.out().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let model_file = dir.join("model-full.bin");
+    std::fs::write(&model_file, legion_runtime::modelfile::write(&m.ir, &|_| true))?;
+    let x = reference::random_input(&m.ir.user_input_shape(), 1);
+    let fastest = fleet.boards.iter().map(|b| b.nominal_speed()).fold(0.0, f64::max);
+    let (_, single) = run::single_board(m, &x, fastest)?;
+    let mut rows = Vec::new();
+    for &s in list {
+        let planned = strategy::plan(fleet, m, s, opts)?;
+        let plan_file = dir.join(format!("{}.plan.json", s.name()));
+        std::fs::write(&plan_file, serde_json::to_vec_pretty(&planned.plan)?)?;
+        deploy::up_emulated_with(fleet, &planned.plan, Some((&plan_file, &model_file)), opts.quiet)?;
+        let measured = (|| -> Result<f64> {
+            run::infer(fleet, &planned.plan, &x)?; // warm-up
+            let mut lat: Vec<f64> = (0..frames.max(1)).map(|_| run::infer(fleet, &planned.plan, &x).map(|r| r.2.as_secs_f64())).collect::<Result<_>>()?;
+            lat.sort_by(f64::total_cmp);
+            Ok(lat[lat.len() / 2])
+        })();
+        deploy::down(fleet)?;
+        let measured = measured.with_context(|| format!("strategy {}", s.name()))?;
+        let predicted = planned.predicted_latency_s.is_finite().then_some(planned.predicted_latency_s);
+        rows.push(StrategyRow {
+            strategy: s.name().into(),
+            plan_hash: planned.plan_hash.clone(),
+            groups: planned.plan.groups.len(),
+            measured_latency_s: measured,
+            predicted_latency_s: predicted,
+            prediction_ratio: predicted.map(|p| p / measured),
+            speedup: single / measured,
+            ratio_to_fss: None,
+            profiling_trials: planned.profiling.trials(),
+            profiling_board_seconds: planned.profiling.total_board_seconds(),
+            solve_seconds: planned.solve_seconds,
+            plan_mode: "plan.json loaded by the compiled board binaries",
+        });
+    }
+    if let Some(fss) = rows.iter().find(|r| r.strategy == "fss").map(|r| r.measured_latency_s) {
+        for r in &mut rows {
+            r.ratio_to_fss = Some(r.measured_latency_s / fss);
+        }
+    }
+    Ok((rows, single))
+}
+
+/// The table `legionc bench FLEET` prints.
+pub fn format_strategies(rows: &[StrategyRow], single: f64) -> String {
+    let mut s = format!("fastest single board: {:.1} ms\n", single * 1e3);
+    s += &format!(
+        "{:<13} {:>7} {:>12} {:>12} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
+        "strategy", "groups", "measured ms", "predicted ms", "pred/meas", "speedup", "vs fss", "trials", "board-s", "solve ms"
+    );
+    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
+    for r in rows {
+        s += &format!(
+            "{:<13} {:>7} {:>12.1} {:>12} {:>8} {:>8.2} {:>8} {:>8} {:>10.1} {:>9.2}\n",
+            r.strategy,
+            r.groups,
+            r.measured_latency_s * 1e3,
+            opt(r.predicted_latency_s, &|p| format!("{:.1}", p * 1e3)),
+            opt(r.prediction_ratio, &|p| format!("{p:.3}")),
+            r.speedup,
+            opt(r.ratio_to_fss, &|p| format!("{p:.3}")),
+            r.profiling_trials,
+            r.profiling_board_seconds,
+            r.solve_seconds * 1e3
+        );
+    }
+    s
+}

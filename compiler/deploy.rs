@@ -55,7 +55,12 @@ pub fn up(fleet: &Fleet, quiet: bool) -> Result<()> {
 }
 
 fn up_emulated(fleet: &Fleet, quiet: bool) -> Result<()> {
-    let plan = compiled_plan(fleet)?;
+    up_emulated_with(fleet, &compiled_plan(fleet)?, None, quiet)
+}
+
+/// Start the emulated boards with `plan`; `files` (plan.json, a model file with every weight)
+/// when it is not the compiled plan: the boards then run it without a rebuild.
+pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, files: Option<(&Path, &Path)>, quiet: bool) -> Result<()> {
     let hash = plan.hash();
     std::fs::create_dir_all(run_dir(fleet))?;
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(fleet.boards.len() as u64) };
@@ -76,11 +81,14 @@ fn up_emulated(fleet: &Fleet, quiet: bool) -> Result<()> {
             bail!("board {}: no binary at {} (run `legionc compile` without --no-build)", b.name, bin.display());
         }
         let log = std::fs::File::create(log_file(fleet, b))?;
-        let model = fleet.out().join(b.slug()).join("model.bin");
-        let child = Command::new(&bin)
-            .arg("serve")
-            .arg("--model")
-            .arg(&model)
+        let own_model = fleet.out().join(b.slug()).join("model.bin");
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve");
+        match files {
+            Some((plan_file, model)) => cmd.arg("--model").arg(model).arg("--plan").arg(plan_file),
+            None => cmd.arg("--model").arg(&own_model),
+        };
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

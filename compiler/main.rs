@@ -195,9 +195,33 @@ enum Command {
         #[arg(long)]
         plan_out: Option<PathBuf>,
     },
-    /// Benchmarks (print measured ratios)
+    /// Benchmarks (print measured ratios). `legionc bench FLEET --strategies legion,fss,...`
+    /// runs each strategy's plan on a compiled emulated fleet and compares them
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchArgs {
     #[command(subcommand)]
-    Bench(BenchCommand),
+    command: Option<BenchCommand>,
+    /// A compiled, emulated fleet (not running) whose plans to compare
+    fleet: Option<PathBuf>,
+    /// Strategies to compare, in order
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "legion,fss,layerwise,one-group,equal-split,proportional")]
+    strategies: Vec<Strategy>,
+    /// Frames per strategy after a warm-up (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    frames: usize,
+    /// One JSON object per strategy instead of the table
+    #[arg(long)]
+    json: bool,
+    /// Profile cache directory (default: $LEGION_CACHE_DIR, else ~/.cache/legionc)
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Shared cargo target directory (where the probe is built; default OUT/target)
+    #[arg(long)]
+    target_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -470,7 +494,28 @@ fn run(cli: Cli) -> Result<()> {
             }
             writeln!(out, "verified")?;
         }
-        Command::Bench(BenchCommand::Fleet { fleet, frames, up }) => {
+        Command::Bench(BenchArgs { command: None, fleet: Some(path), strategies, frames, json, cache_dir, target_dir }) => {
+            let fleet = fleet::load(&path, None)?;
+            let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
+            let opts = legionc::profile::Options {
+                cache_dir: cache_dir.unwrap_or_else(legionc::profile::cache::default_dir),
+                refresh: false,
+                offline: false,
+                accept_new_host_keys: false,
+                quiet: json,
+                target_dir: target_dir.unwrap_or_else(|| fleet.out().join("target")),
+            };
+            let (rows, single) = legionc::bench::strategies(&fleet, &m, &strategies, frames, &opts)?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &rows)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "fleet {}, model {}, {} boards, {} frames per strategy", fleet.name, m.ir.name, fleet.boards.len(), frames)?;
+                write!(out, "{}", legionc::bench::format_strategies(&rows, single))?;
+            }
+        }
+        Command::Bench(BenchArgs { command: None, .. }) => bail!("bench needs a fleet file or a subcommand (see `legionc bench --help`)"),
+        Command::Bench(BenchArgs { command: Some(BenchCommand::Fleet { fleet, frames, up }), .. }) => {
             let fleet = fleet.load()?;
             fleet.require_emulated("bench fleet")?;
             let _guard = if up { Some(deploy::UpGuard::start(&fleet)?) } else { None };
@@ -499,7 +544,7 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(out, "single fastest board {:>9.1} ms -> speedup {:.2}x", single * 1e3, speedup)?;
             writeln!(out, "ideal bound (sum of speeds / fastest) = {:.2}x; speedup / ideal = {:.3}", ideal, speedup / ideal)?;
         }
-        Command::Bench(BenchCommand::Band { model, group, boards, board, repeats }) => {
+        Command::Bench(BenchArgs { command: Some(BenchCommand::Band { model, group, boards, board, repeats }), .. }) => {
             let m = model::load(&model, None)?;
             let group = match group {
                 Some(g) => {

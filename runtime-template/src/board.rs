@@ -424,11 +424,14 @@ pub fn shutdown(addr: &str, plan_hash: &str, deadline: Duration) -> Result<()> {
     Message::text(Kind::Shutdown, plan_bytes(plan_hash), 0, "").send(&mut s)
 }
 
-/// The board binary's command line: `serve [--listen ADDR] [--model FILE]`, `info`.
+/// The board binary's command line: `serve [--listen ADDR] [--model FILE] [--plan FILE]`,
+/// `info`.
 pub fn main_with(constants: &StaticConfig) -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = (|| -> Result<()> {
         let cfg = constants.resolve()?;
+        let mut cfg = cfg;
+        let mut plan_file: Option<std::path::PathBuf> = None;
         let mut listen = cfg.peers[cfg.index].addr.clone();
         let beside_exe = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join(constants.model_file)));
         let mut model = beside_exe.filter(|p| p.exists()).unwrap_or_else(|| constants.model_file.into());
@@ -437,19 +440,39 @@ pub fn main_with(constants: &StaticConfig) -> std::process::ExitCode {
             match a.as_str() {
                 "--listen" => listen = it.next().context("--listen takes ADDR")?.clone(),
                 "--model" => model = it.next().context("--model takes FILE")?.into(),
+                "--plan" => plan_file = Some(it.next().context("--plan takes FILE")?.into()),
                 other => bail!("unknown argument '{other}'"),
             }
         }
         match args.first().map(String::as_str) {
             Some("serve") => {
-                let m = load_model(&cfg, &model)?;
+                let m = match &plan_file {
+                    // Another plan than the compiled one (benchmarks compare plans without a
+                    // rebuild): the model file must then hold every weight that plan needs.
+                    Some(p) => {
+                        let bytes = std::fs::read(p).with_context(|| format!("reading plan {}", p.display()))?;
+                        let plan: Plan = serde_json::from_slice(&bytes).with_context(|| format!("plan {}", p.display()))?;
+                        ensure!(plan.boards.get(cfg.index).map(String::as_str) == Some(cfg.board.as_str()), "plan {} does not have board {} at index {}", p.display(), cfg.board, cfg.index);
+                        cfg.plan = plan;
+                        let bytes = std::fs::read(&model).with_context(|| format!("reading model file {}", model.display()))?;
+                        let m = crate::modelfile::read(&bytes).with_context(|| format!("model file {}", model.display()))?;
+                        for g in cfg.plan.groups.iter().filter(|g| g.rows.get(cfg.index).is_some_and(|&r| r > 0)) {
+                            for id in g.group().layers() {
+                                let missing = m.nodes[id].op.clone().weights_mut().iter().any(|w| w.len() != w.volume());
+                                ensure!(!missing, "model file {} lacks the weights of node {id}, which plan {} needs", model.display(), p.display());
+                            }
+                        }
+                        m
+                    }
+                    None => load_model(&cfg, &model)?,
+                };
                 serve(cfg.clone(), m, &listen)
             }
             Some("info") => {
                 println!("{}", serde_json::to_string_pretty(&cfg)?);
                 Ok(())
             }
-            _ => bail!("usage: {} serve [--listen ADDR] [--model FILE] | info", cfg.board),
+            _ => bail!("usage: {} serve [--listen ADDR] [--model FILE] [--plan PLAN.json] | info", cfg.board),
         }
     })();
     match result {
