@@ -265,3 +265,33 @@ fn up_and_run_need_a_compiled_fleet() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("not compiled"), "{}", text(&o));
 }
+
+/// `legionc bench FLEET --strategies ... --json`: every strategy's plan runs on the fleet
+/// (through `serve --plan`, no rebuild) and is reported with its measured and predicted latency
+/// and profiling cost; the profiles come from the cache the compile filled.
+#[test]
+fn bench_compares_strategies_on_the_emulated_fleet() {
+    let f = TestFleet::emulated("bench", "resnet18-tiny", 48700, &[1.0, 0.5]);
+    f.compile();
+    let o = f.legionc(&["bench", "--strategies", "legion,layerwise,equal-split,proportional", "--frames", "1", "--json", "--target-dir", boards_target_dir().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for (r, name) in rows.iter().zip(["legion", "layerwise", "equal-split", "proportional"]) {
+        assert_eq!(r["strategy"], name);
+        assert!(r["measured_latency_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["solve_seconds"].as_f64().is_some() && r["profiling_board_seconds"].as_f64().is_some() && r["profiling_trials"].as_u64().is_some(), "{r}");
+        if name == "proportional" {
+            assert!(r["predicted_latency_s"].is_null() && r["profiling_trials"] == 0, "{r}");
+        } else {
+            assert!(r["predicted_latency_s"].as_f64().unwrap() > 0.0 && r["profiling_trials"].as_u64().unwrap() > 0, "{r}");
+        }
+    }
+    // layer-wise has one group per cut segment, more than the fused plans
+    assert!(rows[1]["groups"].as_u64() > rows[0]["groups"].as_u64(), "{rows:?}");
+    // nothing is left running
+    for b in &f.fleet().boards {
+        assert!(legionc::deploy::health(b).is_err(), "board {} still answers", b.name);
+    }
+}
