@@ -247,7 +247,7 @@ fn probe_killed_and_interrupted(yaml: &str, tmp: &TempDir) {
         assert_eq!(c.corrupt, 0, "{how}: a torn record");
         assert!(lines() >= start + 3, "{how}: records lost");
         assert_eq!(probe_dirs(), dirs_before, "{how}: temporary folders left on the hosts");
-        let running = Command::new("pgrep").args(["-f", "legion-probe run"]).output().unwrap();
+        let running = Command::new("pgrep").args(["-f", "/tmp/legion-probe.*/legion-probe run"]).output().unwrap();
         assert!(!running.status.success(), "{how}: a probe still runs");
     }
 }
