@@ -213,3 +213,44 @@ pub fn port_latency(coordinator: usize, bands: &[BandCost], computes: &[f64]) ->
     }
     finish
 }
+
+impl CostModel {
+    /// The prediction of a plan, written out: per group and board the rows (and input rows
+    /// with the halo), S, every segment's E with its alpha, R; the group latencies, the tail.
+    pub fn explain(&self, groups: &[(Group, Vec<usize>)]) -> String {
+        let mut s = String::new();
+        let mut total = 0.0;
+        for (gi, (g, rows)) in groups.iter().enumerate() {
+            let gc = self.group_cost(*g, rows);
+            total += gc.latency_s;
+            s += &format!("group {gi}: values {}..{}, predicted {:.1} ms\n", g.from, g.to, gc.latency_s * 1e3);
+            for (b, out) in legion_runtime::halo::bands(rows).into_iter().enumerate() {
+                if out.is_empty() {
+                    s += &format!("  {:<14} no rows\n", self.boards[b].name);
+                    continue;
+                }
+                let (input, segs) = self.band_rows(*g, out);
+                let c = &gc.bands[b];
+                s += &format!(
+                    "  {:<14} rows {out} ({} in, halo included)  S {:.1} ms + E {:.1} ms + R {:.1} ms\n",
+                    self.boards[b].name,
+                    input,
+                    c.send_s * 1e3,
+                    c.compute_s * 1e3,
+                    c.recv_s * 1e3
+                );
+                let share = out.len() as f64 / self.model.rows(g.to) as f64;
+                let parts: Vec<String> = segs
+                    .iter()
+                    .map(|&(k, r)| {
+                        let alpha = r as f64 / (share * self.model.rows(self.cuts[k + 1]) as f64);
+                        format!("{}:{}r a{:.2} {:.1}ms", self.cuts[k + 1], r, alpha, self.boards[b].e[k].at(r) * 1e3)
+                    })
+                    .collect();
+                s += &format!("      E by segment (end value:rows alpha time): {}\n", parts.join(", "));
+            }
+        }
+        s += &format!("tail on {}: {:.1} ms\npredicted total: {:.1} ms\n", self.boards[self.coordinator].name, self.tail_s * 1e3, (total + self.tail_s) * 1e3);
+        s
+    }
+}

@@ -195,6 +195,15 @@ enum Command {
         #[arg(long)]
         plan_out: Option<PathBuf>,
     },
+    /// Explain the compiled plan's predicted latency from the cached profiles: per group and
+    /// board the rows, the halo, S, every segment's E with its alpha, R; the tail
+    Explain {
+        #[command(flatten)]
+        fleet: FleetArg,
+        /// Profile cache directory (default: $LEGION_CACHE_DIR, else ~/.cache/legionc)
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
     /// Benchmarks (print measured ratios). `legionc bench FLEET --strategies legion,fss,...`
     /// runs each strategy's plan on a compiled emulated fleet and compares them
     Bench(BenchArgs),
@@ -439,6 +448,23 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 writeln!(out, "verified against tract's single run: max |diff| {diff:.2e} (max |output| {scale:.2e})")?;
             }
+        }
+        Command::Explain { fleet, cache_dir } => {
+            let fleet = fleet.load()?;
+            let plan = deploy::compiled_plan(&fleet)?;
+            let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
+            let opts = legionc::profile::Options {
+                cache_dir: cache_dir.unwrap_or_else(legionc::profile::cache::default_dir),
+                refresh: false,
+                offline: true,
+                accept_new_host_keys: false,
+                quiet: true,
+                target_dir: fleet.out().join("target"),
+            };
+            let (cm, _) = legionc::strategy::cost_model(&fleet, &m, &opts).context("the cost model needs the profiles `legionc compile` measured")?;
+            let groups: Vec<_> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
+            writeln!(out, "fleet {}, model {}, plan {} ({} groups)", fleet.name, m.ir.name, &plan.hash()[..16], plan.groups.len())?;
+            write!(out, "{}", cm.explain(&groups))?;
         }
         Command::Zoo { list, name, output, seed } => {
             if list {

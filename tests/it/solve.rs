@@ -107,3 +107,17 @@ fn a_board_that_does_not_pay_gets_no_rows() {
     let g = solve_group(&cm, Group { from: cm.cuts[0], to: cm.cuts[1] }, Split::MinMax);
     assert!(g.rows[1] > 0, "a fast link makes the second board pay: {:?}", g.rows);
 }
+
+#[test]
+fn explain_adds_up_to_the_predicted_latency() {
+    let cm = random_cost_model("yolov2-tiny", 6, 3, 5);
+    let groups = flc(&cm, Split::MinMax, &|_, _| true);
+    let plan: Vec<_> = groups.iter().map(|g| (g.group, g.rows.clone())).collect();
+    let text = cm.explain(&plan);
+    let total = cm.plan_cost(&plan);
+    assert!(text.contains(&format!("predicted total: {:.1} ms", total * 1e3)), "{text}");
+    for g in &groups {
+        assert!(text.contains(&format!("values {}..{}, predicted {:.1} ms", g.group.from, g.group.to, g.latency_s * 1e3)), "{text}");
+    }
+    assert_eq!(text.matches("E by segment").count() + text.matches("no rows").count(), groups.len() * 3);
+}
