@@ -106,13 +106,20 @@ pub fn build(fleet: &Fleet, target_dir: &Path, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-/// Build the probe (`OUT/probe/`, see `codegen::render_probe`) for `board`'s triple; returns
-/// the binary's path. Cargo's output is appended to `OUT/build.log`.
+/// Build the probe for `board`'s triple; returns the binary's path. Its crate is generated
+/// into `target_dir/legion-probe/` (rewritten only when its sources change, so that cargo
+/// finds it fresh for every fleet sharing the target dir). Cargo's output is appended to
+/// `OUT/build.log`.
 pub fn build_probe(out: &Path, target_dir: &Path, board: &Board) -> Result<PathBuf> {
     check_toolchain(board)?;
+    let files = crate::codegen::render_probe()?;
+    if !crate::codegen::stale(target_dir, &files).is_empty() {
+        crate::codegen::write(target_dir, &files)?;
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let log_path = out.join("build.log");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
-    let status = crate_command(&out.join("probe/Cargo.toml"), target_dir, board)
+    let status = crate_command(&target_dir.join("legion-probe/Cargo.toml"), target_dir, board)
         .stdout(log.try_clone()?)
         .stderr(log)
         .status()

@@ -115,10 +115,11 @@ pub fn render(fleet: &Fleet, model: &LoadedModel, plan: &Plan) -> Result<Vec<Out
     Ok(files)
 }
 
-/// The probe's crate (`OUT/probe/`): legion-runtime and a `main` that calls its probe. The
-/// same for every fleet; built once per triple into the shared target dir.
+/// The probe's crate (`legion-probe/`, generated into the shared target dir): legion-runtime
+/// and a `main` that calls its probe. The same for every fleet, so one copy per target dir is
+/// built once per triple.
 pub fn render_probe() -> Result<Vec<OutFile>> {
-    let dir = PathBuf::from("probe");
+    let dir = PathBuf::from("legion-probe");
     let mut files = vec![
         OutFile {
             path: dir.join("Cargo.toml"),

@@ -291,9 +291,6 @@ fn run_boards(fleet: &Fleet, model: &LoadedModel, work: &mut [BoardWork], probes
     // Build the probe for every triple that needs it.
     let mut binaries: BTreeMap<String, (PathBuf, Vec<u8>)> = BTreeMap::new();
     let out = fleet.out();
-    if !busy.is_empty() {
-        crate::codegen::write(out, &crate::codegen::render_probe()?)?;
-    }
     for &i in &busy {
         let b = &fleet.boards[i];
         if !binaries.contains_key(b.triple()) {

@@ -273,12 +273,12 @@ fn up_and_run_need_a_compiled_fleet() {
 fn bench_compares_strategies_on_the_emulated_fleet() {
     let f = TestFleet::emulated("bench", "resnet18-tiny", 48700, &[1.0, 0.5]);
     f.compile();
-    let o = f.legionc(&["bench", "--strategies", "legion,layerwise,equal-split,proportional", "--frames", "1", "--json", "--target-dir", boards_target_dir().to_str().unwrap()]);
+    let o = f.legionc(&["bench", "--strategies", "legion,layerwise,proportional", "--frames", "1", "--json", "--target-dir", boards_target_dir().to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 4);
-    for (r, name) in rows.iter().zip(["legion", "layerwise", "equal-split", "proportional"]) {
+    assert_eq!(rows.len(), 3);
+    for (r, name) in rows.iter().zip(["legion", "layerwise", "proportional"]) {
         assert_eq!(r["strategy"], name);
         assert!(r["measured_latency_s"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["solve_seconds"].as_f64().is_some() && r["profiling_board_seconds"].as_f64().is_some() && r["profiling_trials"].as_u64().is_some(), "{r}");
