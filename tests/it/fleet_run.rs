@@ -162,7 +162,9 @@ fn rendered_rust_is_rustfmt_clean() {
 #[test]
 fn every_tiny_model_verifies_on_a_three_board_emulated_fleet() {
     for (i, name) in TINY.iter().enumerate() {
-        let mut f = TestFleet::emulated(&format!("e2e-{name}"), name, 48000 + 10 * i as u16, &[1.0, 0.5, 0.25]);
+        // The coordinator (b0) is the slowest: solved plans may give it no rows in a group,
+        // and then it holds none of that group's weights while it splits and gathers it.
+        let mut f = TestFleet::emulated(&format!("e2e-{name}"), name, 48000 + 10 * i as u16, &[0.25, 0.5, 1.0]);
         f.compile();
         f.up();
         let o = f.legionc(&["run", "--random", "3", "--verify"]);
