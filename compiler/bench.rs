@@ -211,46 +211,85 @@ pub struct StrategyRow {
     pub solve_seconds: f64,
     /// How the boards ran the plan.
     pub plan_mode: &'static str,
+    /// The coordinator's report of the median frame (per group and board: receive, compute,
+    /// send back).
+    #[serde(skip)]
+    pub frame: legion_runtime::board::FrameReport,
+    /// The plan's output against tract's single run: max |diff| ÷ max |output| (checked ≤ 1e-4).
+    pub max_rel_diff: f32,
 }
 
-/// Each strategy's plan on the (compiled, emulated) fleet: plan, start the boards with it
-/// (the compiled binaries load it from plan.json with a model file holding every weight, so
-/// no rebuild per plan), run `frames` frames after a warm-up, stop. Also returns the fastest
-/// single board's latency.
+/// Which binaries run the plans being compared.
+#[derive(Clone, Copy)]
+pub enum Boards<'a> {
+    /// The compiled fleet's board binaries, loading each plan from plan.json.
+    Compiled,
+    /// The generic board binary (`legion-board`): no compiled fleet needed. The model file
+    /// with every weight is kept in `models` (shared by the fleets of a suite).
+    Generic { exe: &'a std::path::Path, models: &'a std::path::Path },
+}
+
+/// Each strategy's plan on the emulated fleet: plan, start the boards with it (`boards`: the
+/// compiled binaries load it from plan.json, or the generic binary its fleet and plan from a
+/// JSON file; a model file holds every weight, so no rebuild per plan), run `frames` frames
+/// after a warm-up, stop. Also returns the single-board latency the speedups are relative to:
+/// the `single` strategy's measured latency when it is in `list`, else the fastest board's
+/// whole model in this process at its twin's speed.
 pub fn strategies(
     fleet: &crate::fleet::Fleet,
     m: &LoadedModel,
     list: &[crate::strategy::Strategy],
     frames: usize,
     opts: &crate::profile::Options,
+    boards: Boards,
 ) -> Result<(Vec<StrategyRow>, f64)> {
     use crate::{deploy, run, strategy};
     fleet.require_emulated("bench")?;
     for b in &fleet.boards {
         ensure!(deploy::health(b).is_err(), "board {} ({}) is running: run `legionc down` first", b.name, b.addr());
-        ensure!(deploy::binary(fleet, b).exists(), "board {} has no binary: run `legionc compile` first", b.name);
+        if let Boards::Compiled = boards {
+            ensure!(deploy::binary(fleet, b).exists(), "board {} has no binary: run `legionc compile` first", b.name);
+        }
     }
     let dir = fleet.out().join("bench");
     std::fs::create_dir_all(&dir)?;
-    let model_file = dir.join("model-full.bin");
-    std::fs::write(&model_file, legion_runtime::modelfile::write(&m.ir, &|_| true))?;
+    let model_file = match boards {
+        Boards::Compiled => dir.join("model-full.bin"),
+        Boards::Generic { models, .. } => models.join(format!("{}-{}.bin", m.ir.name, &m.sha256[..16])),
+    };
+    if !model_file.exists() || matches!(boards, Boards::Compiled) {
+        std::fs::create_dir_all(model_file.parent().unwrap())?;
+        let tmp = model_file.with_extension("tmp~");
+        std::fs::write(&tmp, legion_runtime::modelfile::write(&m.ir, &|_| true)).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &model_file)?;
+    }
     let x = reference::random_input(&m.ir.user_input_shape(), 1);
-    let fastest = fleet.boards.iter().map(|b| b.nominal_speed()).fold(0.0, f64::max);
-    let (_, single) = run::single_board(m, &x, fastest)?;
+    let expected = reference::run(&m.onnx, &x)?;
+    let mut max_rel_diff = 0f32;
     let mut rows = Vec::new();
     for &s in list {
         let planned = strategy::plan(fleet, m, s, opts)?;
         let plan_file = dir.join(format!("{}.plan.json", s.name()));
         std::fs::write(&plan_file, serde_json::to_vec_pretty(&planned.plan)?)?;
-        deploy::up_emulated_with(fleet, &planned.plan, Some((&plan_file, &model_file)), opts.quiet)?;
-        let measured = (|| -> Result<f64> {
-            run::infer(fleet, &planned.plan, &x)?; // warm-up
-            let mut lat: Vec<f64> = (0..frames.max(1)).map(|_| run::infer(fleet, &planned.plan, &x).map(|r| r.2.as_secs_f64())).collect::<Result<_>>()?;
-            lat.sort_by(f64::total_cmp);
-            Ok(lat[lat.len() / 2])
-        })();
+        let launch = match boards {
+            Boards::Compiled => deploy::Launch::PlanFile { plan: &plan_file, model: &model_file },
+            Boards::Generic { exe, .. } => deploy::Launch::Generic { exe, model: &model_file },
+        };
+        let up = deploy::up_emulated_with(fleet, &planned.plan, &launch, opts.quiet);
+        let measured = up.and_then(|()| {
+            // The warm-up frame's output is checked against tract's single run.
+            let (y, _, _) = run::infer(fleet, &planned.plan, &x)?;
+            let (diff, scale) = reference::compare(&y, &expected)?;
+            ensure!(diff <= 1e-4 * scale, "the fleet's output differs from tract's single run: max |diff| {diff:e} > 1e-4 x max |output| {scale:e}");
+            max_rel_diff = max_rel_diff.max(diff / scale.max(f32::MIN_POSITIVE));
+            let mut lat: Vec<(f64, legion_runtime::board::FrameReport)> =
+                (0..frames.max(1)).map(|_| run::infer(fleet, &planned.plan, &x).map(|r| (r.2.as_secs_f64(), r.1))).collect::<Result<_>>()?;
+            lat.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mid = lat.len() / 2;
+            Ok(lat.swap_remove(mid))
+        });
         deploy::down(fleet)?;
-        let measured = measured.with_context(|| format!("strategy {}", s.name()))?;
+        let (measured, frame) = measured.with_context(|| format!("strategy {}", s.name()))?;
         let predicted = planned.predicted_latency_s.is_finite().then_some(planned.predicted_latency_s);
         rows.push(StrategyRow {
             strategy: s.name().into(),
@@ -259,13 +298,29 @@ pub fn strategies(
             measured_latency_s: measured,
             predicted_latency_s: predicted,
             prediction_ratio: predicted.map(|p| p / measured),
-            speedup: single / measured,
+            speedup: f64::NAN,
             ratio_to_fss: None,
             profiling_trials: planned.profiling.trials(),
             profiling_board_seconds: planned.profiling.total_board_seconds(),
             solve_seconds: planned.solve_seconds,
-            plan_mode: "plan.json loaded by the compiled board binaries",
+            plan_mode: match boards {
+                Boards::Compiled => "plan.json loaded by the compiled board binaries",
+                Boards::Generic { .. } => "fleet and plan loaded from JSON by the generic board binary",
+            },
+            frame,
+            max_rel_diff,
         });
+        max_rel_diff = 0.0;
+    }
+    let single = match rows.iter().find(|r| r.strategy == "single") {
+        Some(r) => r.measured_latency_s,
+        None => {
+            let fastest = fleet.boards.iter().map(|b| b.nominal_speed()).fold(0.0, f64::max);
+            run::single_board(m, &x, fastest)?.1
+        }
+    };
+    for r in &mut rows {
+        r.speedup = single / r.measured_latency_s;
     }
     if let Some(fss) = rows.iter().find(|r| r.strategy == "fss").map(|r| r.measured_latency_s) {
         for r in &mut rows {

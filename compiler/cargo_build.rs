@@ -111,23 +111,32 @@ pub fn build(fleet: &Fleet, target_dir: &Path, quiet: bool) -> Result<()> {
 /// finds it fresh for every fleet sharing the target dir). Cargo's output is appended to
 /// `OUT/build.log`.
 pub fn build_probe(out: &Path, target_dir: &Path, board: &Board) -> Result<PathBuf> {
+    build_shared(out, target_dir, board, "legion-probe", crate::codegen::render_probe()?)
+}
+
+/// Build the generic board binary (fleet and plan read at start) for `board`'s triple, the
+/// same way as the probe.
+pub fn build_generic_board(out: &Path, target_dir: &Path, board: &Board) -> Result<PathBuf> {
+    build_shared(out, target_dir, board, "legion-board", crate::codegen::render_generic_board()?)
+}
+
+fn build_shared(out: &Path, target_dir: &Path, board: &Board, name: &str, files: Vec<crate::codegen::OutFile>) -> Result<PathBuf> {
     check_toolchain(board)?;
-    let files = crate::codegen::render_probe()?;
     if !crate::codegen::stale(target_dir, &files).is_empty() {
         crate::codegen::write(target_dir, &files)?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let log_path = out.join("build.log");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
-    let status = crate_command(&target_dir.join("legion-probe/Cargo.toml"), target_dir, board)
+    let status = crate_command(&target_dir.join(name).join("Cargo.toml"), target_dir, board)
         .stdout(log.try_clone()?)
         .stderr(log)
         .status()
         .context("running cargo")?;
     if !status.success() {
-        bail!("building the probe for {} failed (log: {})", board.triple(), log_path.display());
+        bail!("building {name} for {} failed (log: {})", board.triple(), log_path.display());
     }
     let triple = board.triple();
     let dir = if triple == HOST_TRIPLE { target_dir.join("release") } else { target_dir.join(triple).join("release") };
-    Ok(dir.join("legion-probe"))
+    Ok(dir.join(name))
 }

@@ -4,6 +4,7 @@
 use crate::fleet::{Board, Fleet};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use sha2::Digest;
 use legion_runtime::plan::Plan;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -55,12 +56,44 @@ pub fn up(fleet: &Fleet, quiet: bool) -> Result<()> {
 }
 
 fn up_emulated(fleet: &Fleet, quiet: bool) -> Result<()> {
-    up_emulated_with(fleet, &compiled_plan(fleet)?, None, quiet)
+    up_emulated_with(fleet, &compiled_plan(fleet)?, &Launch::Compiled, quiet)
 }
 
-/// Start the emulated boards with `plan`; `files` (plan.json, a model file with every weight)
-/// when it is not the compiled plan: the boards then run it without a rebuild.
-pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, files: Option<(&Path, &Path)>, quiet: bool) -> Result<()> {
+/// How an emulated board process gets its plan.
+pub enum Launch<'a> {
+    /// The compiled board binaries with their own model files (the compiled plan).
+    Compiled,
+    /// The compiled board binaries with another plan: `plan.json` and a model file holding
+    /// every weight, so no rebuild per plan.
+    PlanFile { plan: &'a Path, model: &'a Path },
+    /// The generic board binary (`legion-board`), the fleet and plan of each board from a JSON
+    /// configuration written into `OUT/run/`, and a model file holding every weight: any
+    /// emulated fleet without a compile.
+    Generic { exe: &'a Path, model: &'a Path },
+}
+
+/// The configuration a board's binary holds, for `plan` on `fleet`.
+pub fn board_config(fleet: &Fleet, plan: &Plan, index: usize, model_file_sha256: &str) -> legion_runtime::board::BoardConfig {
+    use legion_runtime::board::{BoardConfig, Peer};
+    let b = &fleet.boards[index];
+    BoardConfig {
+        board: b.name.clone(),
+        index,
+        plan: plan.clone(),
+        peers: fleet.boards.iter().map(|p| Peer { name: p.name.clone(), addr: p.addr(), link: p.link }).collect(),
+        coordinator: fleet.coordinator,
+        speed: match b.kind {
+            crate::fleet::BoardKind::Emulated { speed } => Some(speed),
+            _ => None,
+        },
+        threads: b.threads,
+        model_sha256: model_file_sha256.into(),
+        deadline_ms: (fleet.deadline_s * 1000.0) as u64,
+    }
+}
+
+/// Start the emulated boards with `plan`, launched as `launch` says.
+pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool) -> Result<()> {
     let hash = plan.hash();
     std::fs::create_dir_all(run_dir(fleet))?;
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(fleet.boards.len() as u64) };
@@ -76,17 +109,27 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, files: Option<(&Path, &Path)
             }
             bail!("board {} ({}) is already running another plan ({}); run `legionc down` first", b.name, b.addr(), &h[..16]);
         }
-        let bin = binary(fleet, b);
+        let bin = match launch {
+            Launch::Generic { exe, .. } => exe.to_path_buf(),
+            _ => binary(fleet, b),
+        };
         if !bin.exists() {
             bail!("board {}: no binary at {} (run `legionc compile` without --no-build)", b.name, bin.display());
         }
         let log = std::fs::File::create(log_file(fleet, b))?;
-        let own_model = fleet.out().join(b.slug()).join("model.bin");
         let mut cmd = Command::new(&bin);
         cmd.arg("serve");
-        match files {
-            Some((plan_file, model)) => cmd.arg("--model").arg(model).arg("--plan").arg(plan_file),
-            None => cmd.arg("--model").arg(&own_model),
+        match launch {
+            Launch::Compiled => cmd.arg("--model").arg(fleet.out().join(b.slug()).join("model.bin")),
+            Launch::PlanFile { plan, model } => cmd.arg("--model").arg(model).arg("--plan").arg(plan),
+            Launch::Generic { model, .. } => {
+                let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
+                let sha = legion_runtime::plan::hex(&sha2::Sha256::digest(&bytes));
+                let index = fleet.boards.iter().position(|x| x.name == b.name).expect("a board of the fleet");
+                let cfg = run_dir(fleet).join(format!("{}.board.json", b.slug()));
+                std::fs::write(&cfg, serde_json::to_vec_pretty(&board_config(fleet, plan, index, &sha))?)?;
+                cmd.arg("--config").arg(cfg).arg("--model").arg(model)
+            }
         };
         let child = cmd
             .stdin(Stdio::null())

@@ -72,12 +72,10 @@ struct ProfilingArgs {
 impl ProfilingArgs {
     fn options(&self, target_dir: &std::path::Path) -> legionc::profile::Options {
         legionc::profile::Options {
-            cache_dir: self.cache_dir.clone().unwrap_or_else(legionc::profile::cache::default_dir),
             refresh: self.refresh,
             offline: self.offline,
             accept_new_host_keys: self.accept_new_host_keys,
-            quiet: false,
-            target_dir: target_dir.to_path_buf(),
+            ..legionc::profile::Options::new(self.cache_dir.clone(), target_dir)
         }
     }
 }
@@ -207,6 +205,44 @@ enum Command {
     /// Benchmarks (print measured ratios). `legionc bench FLEET --strategies legion,fss,...`
     /// runs each strategy's plan on a compiled emulated fleet and compares them
     Bench(BenchArgs),
+    /// The paper's grid on emulated fleets (Firefly ×1…6, Odroid ×1…3, mixes up to 6 boards;
+    /// VGG-16, VGG-19, YOLOv2, ResNet-18): every strategy's plan measured, written to
+    /// OUT/suite.json, OUT/suite.md and SVG figures. No board needed.
+    Suite {
+        /// A subset that runs in minutes: 4 fleets (2F, 1F+1O, 2F+2O, 4F+2O), VGG-16 and ResNet-18
+        #[arg(long)]
+        quick: bool,
+        /// Fleets to run instead of the grid's, e.g. 2F,1F+1O (F: Firefly-RK3399 twin, O: Odroid-XU4 twin)
+        #[arg(long, value_delimiter = ',')]
+        fleets: Option<Vec<legionc::suite::Mix>>,
+        /// Models to run (default: the grid's four, or VGG-16 and ResNet-18 with --quick)
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Strategies to compare, in order
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "legion,fss,layerwise,one-group,equal-split,single")]
+        strategies: Vec<Strategy>,
+        /// Frames per plan after a warm-up (the median is reported)
+        #[arg(long, default_value_t = 3)]
+        frames: usize,
+        /// Where suite.json, suite.md and the figures go
+        #[arg(long, default_value = "plans/suite")]
+        out: PathBuf,
+        /// Fleet files, board logs, plan and model files of the runs
+        #[arg(long, default_value = "target/legion-suite")]
+        work_dir: PathBuf,
+        /// Shared cargo target directory (the probe and the generic board binary are built there)
+        #[arg(long, default_value = "target/boards")]
+        target_dir: PathBuf,
+        /// Port of each fleet's first board (the others listen on the next ones)
+        #[arg(long, default_value_t = 47300)]
+        port: u16,
+        /// Profile cache directory (default: $LEGION_CACHE_DIR, else ~/.cache/legionc)
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Also replace the generated section of this README with the report
+        #[arg(long)]
+        readme: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -453,14 +489,7 @@ fn run(cli: Cli) -> Result<()> {
             let fleet = fleet.load()?;
             let plan = deploy::compiled_plan(&fleet)?;
             let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
-            let opts = legionc::profile::Options {
-                cache_dir: cache_dir.unwrap_or_else(legionc::profile::cache::default_dir),
-                refresh: false,
-                offline: true,
-                accept_new_host_keys: false,
-                quiet: true,
-                target_dir: fleet.out().join("target"),
-            };
+            let opts = legionc::profile::Options { offline: true, quiet: true, ..legionc::profile::Options::new(cache_dir, &fleet.out().join("target")) };
             let (cm, _) = legionc::strategy::cost_model(&fleet, &m, &opts).context("the cost model needs the profiles `legionc compile` measured")?;
             let groups: Vec<_> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
             writeln!(out, "fleet {}, model {}, plan {} ({} groups)", fleet.name, m.ir.name, &plan.hash()[..16], plan.groups.len())?;
@@ -523,15 +552,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchArgs { command: None, fleet: Some(path), strategies, frames, json, cache_dir, target_dir }) => {
             let fleet = fleet::load(&path, None)?;
             let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
-            let opts = legionc::profile::Options {
-                cache_dir: cache_dir.unwrap_or_else(legionc::profile::cache::default_dir),
-                refresh: false,
-                offline: false,
-                accept_new_host_keys: false,
-                quiet: json,
-                target_dir: target_dir.unwrap_or_else(|| fleet.out().join("target")),
-            };
-            let (rows, single) = legionc::bench::strategies(&fleet, &m, &strategies, frames, &opts)?;
+            let opts = legionc::profile::Options { quiet: json, ..legionc::profile::Options::new(cache_dir, &target_dir.unwrap_or_else(|| fleet.out().join("target"))) };
+            let (rows, single) = legionc::bench::strategies(&fleet, &m, &strategies, frames, &opts, legionc::bench::Boards::Compiled)?;
             if json {
                 serde_json::to_writer_pretty(&mut out, &rows)?;
                 writeln!(out)?;
@@ -539,6 +561,16 @@ fn run(cli: Cli) -> Result<()> {
                 writeln!(out, "fleet {}, model {}, {} boards, {} frames per strategy", fleet.name, m.ir.name, fleet.boards.len(), frames)?;
                 write!(out, "{}", legionc::bench::format_strategies(&rows, single))?;
             }
+        }
+        Command::Suite { quick, fleets, models, strategies, frames, out: out_dir, work_dir, target_dir, port, cache_dir, readme } => {
+            let models = models.unwrap_or_else(|| (if quick { legionc::suite::QUICK_MODELS } else { legionc::suite::MODELS }).iter().map(|m| m.to_string()).collect());
+            let o = legionc::suite::SuiteOptions { quick, fleets, models, strategies, frames, out: out_dir.clone(), work_dir, port, profile: legionc::profile::Options::new(cache_dir, &target_dir) };
+            let suite = legionc::suite::run(&o)?;
+            if let Some(r) = readme {
+                legionc::suite::update_readme(&r, &suite, &out_dir)?;
+            }
+            write!(out, "{}", legionc::suite::markdown(&suite, ""))?;
+            writeln!(out, "written: {}/suite.json, suite.md, speedup-*.svg, gantt.svg", out_dir.display())?;
         }
         Command::Bench(BenchArgs { command: None, .. }) => bail!("bench needs a fleet file or a subcommand (see `legionc bench --help`)"),
         Command::Bench(BenchArgs { command: Some(BenchCommand::Fleet { fleet, frames, up }), .. }) => {

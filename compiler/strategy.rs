@@ -30,6 +30,8 @@ pub enum Strategy {
     EqualSplit,
     /// No profiling: one group per resolution, rows in proportion to nominal speeds.
     Proportional,
+    /// The baseline: the whole model on the one board predicted fastest (one group, no split).
+    Single,
 }
 
 impl Strategy {
@@ -41,6 +43,7 @@ impl Strategy {
             Strategy::OneGroup => "one-group",
             Strategy::EqualSplit => "equal-split",
             Strategy::Proportional => "proportional",
+            Strategy::Single => "single",
         }
     }
 }
@@ -209,6 +212,10 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
         Strategy::EqualSplit => solve::flc(&cm, Split::Equal, &|_, _| true),
         Strategy::Layerwise => solve::flc(&cm, Split::MinMax, &|i, j| j == i + 1),
         Strategy::OneGroup => solve::flc(&cm, Split::MinMax, &|i, j| i == 0 && j == k),
+        Strategy::Single => (0..fleet.boards.len())
+            .map(|b| solve::flc(&cm, Split::One(b), &|i, j| i == 0 && j == k))
+            .min_by(|a, b| a.iter().map(|g| g.latency_s).sum::<f64>().total_cmp(&b.iter().map(|g| g.latency_s).sum::<f64>()))
+            .expect("a fleet has boards"),
         Strategy::Proportional => unreachable!(),
     };
     let solve_seconds = t.elapsed().as_secs_f64();

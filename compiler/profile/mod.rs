@@ -60,6 +60,14 @@ pub struct Options {
     pub target_dir: PathBuf,
 }
 
+impl Options {
+    /// Measure what the cache lacks, with the cache in `cache_dir` (default: `$LEGION_CACHE_DIR`,
+    /// else `~/.cache/legionc`) and the probe built in `target_dir`.
+    pub fn new(cache_dir: Option<PathBuf>, target_dir: &std::path::Path) -> Options {
+        Options { cache_dir: cache_dir.unwrap_or_else(cache::default_dir), refresh: false, offline: false, accept_new_host_keys: false, quiet: false, target_dir: target_dir.to_path_buf() }
+    }
+}
+
 /// What a profiling pass did.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Stats {

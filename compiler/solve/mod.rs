@@ -131,6 +131,8 @@ pub enum Split {
     MinMax,
     /// The same number of rows for every board (ignores heterogeneity).
     Equal,
+    /// Every row on one board (the single-board baseline).
+    One(usize),
 }
 
 /// A group's best split and its predicted latency.
@@ -139,6 +141,7 @@ pub fn solve_group(cm: &CostModel, group: Group, split: Split) -> GroupCost {
     let rows = match split {
         Split::MinMax => min_max_rows(&cm.cost_tables(group), h).0,
         Split::Equal => proportional_rows(h, &vec![1.0; cm.boards.len()]),
+        Split::One(b) => (0..cm.boards.len()).map(|i| if i == b { h } else { 0 }).collect(),
     };
     cm.group_cost(group, &rows)
 }

@@ -8,6 +8,7 @@ mod fleet_run;
 mod import;
 mod solve;
 mod split;
+mod suite;
 mod testbed;
 
 use std::sync::OnceLock;

@@ -121,3 +121,26 @@ fn explain_adds_up_to_the_predicted_latency() {
     }
     assert_eq!(text.matches("E by segment").count() + text.matches("no rows").count(), groups.len() * 3);
 }
+
+#[test]
+fn the_single_board_baseline_is_the_fastest_board_alone() {
+    // Split::One puts every row on one board; the single strategy takes the board whose whole
+    // model (one group, nothing sent when it is the coordinator) is predicted fastest.
+    let mut cm = random_cost_model("vgg16-tiny", 5, 3, 11);
+    let k = cm.cuts.len() - 1;
+    for e in &mut cm.boards[2].e {
+        e.b *= 0.25; // board 2 computes four times faster
+    }
+    let whole = |b: usize| flc(&cm, Split::One(b), &|i, j| i == 0 && j == k);
+    for b in 0..3 {
+        let g = whole(b);
+        assert_eq!(g.len(), 1);
+        let h = cm.model.rows(g[0].group.to);
+        assert_eq!(g[0].rows.iter().sum::<usize>(), h);
+        assert_eq!(g[0].rows[b], h, "{:?}", g[0].rows);
+    }
+    // The coordinator sends nothing: its single run is exactly its compute.
+    let own = whole(0)[0].latency_s;
+    let h = cm.model.rows(cm.cuts[k]);
+    assert!((own - cm.band_cost(0, Group { from: cm.cuts[0], to: cm.cuts[k] }, legionc::runtime::halo::Rows::new(0, h)).compute_s).abs() < 1e-12);
+}

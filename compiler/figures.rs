@@ -1,0 +1,159 @@
+//! SVG figures of a suite (plotters): speedup bars per strategy and fleet, and the Gantt
+//! chart of one measured frame (per board and group: receive, compute, send back).
+
+use crate::suite::{Gantt, Suite};
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+
+/// Colours of the strategies, in the suite's order.
+const PALETTE: &[RGBColor] = &[
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing the figure: {e:?}")
+}
+
+/// Grouped bars: one group per fleet, one bar per strategy, height = speedup over the single
+/// fastest board.
+pub fn speedup_bars(s: &Suite, model: &str) -> Result<String> {
+    let rows: Vec<_> = s.rows.iter().filter(|r| r.model == model).collect();
+    let mut fleets: Vec<&str> = Vec::new();
+    for r in &rows {
+        if !fleets.contains(&r.fleet.as_str()) {
+            fleets.push(&r.fleet);
+        }
+    }
+    let top = rows.iter().map(|r| r.row.speedup).filter(|v| v.is_finite()).fold(1.0, f64::max) * 1.15;
+    let mut svg = String::new();
+    {
+        let width = (160 + 70 * fleets.len() * s.strategies.len().max(1) / 2).clamp(640, 1600) as u32;
+        let root = SVGBackend::with_string(&mut svg, (width, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let n = fleets.len() as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{model}: speedup over the fastest single board"), ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(-0.5..n - 0.5, 0.0..top)
+            .map_err(err)?;
+        let names: Vec<String> = fleets.iter().map(|f| f.to_string()).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(fleets.len().max(2))
+            .x_label_formatter(&|v| if (v - v.round()).abs() < 1e-6 { names.get(v.round() as usize).cloned().unwrap_or_default() } else { String::new() })
+            .y_desc("speedup (×)")
+            .x_desc("fleet (F: Firefly-RK3399 twin, O: Odroid-XU4 twin)")
+            .draw()
+            .map_err(err)?;
+        let k = s.strategies.len().max(1) as f64;
+        let w = 0.8 / k;
+        for (j, st) in s.strategies.iter().enumerate() {
+            let color = PALETTE[j % PALETTE.len()];
+            let bars: Vec<_> = fleets
+                .iter()
+                .enumerate()
+                .filter_map(|(i, f)| {
+                    let r = rows.iter().find(|r| r.fleet == *f && &r.row.strategy == st)?;
+                    let x0 = i as f64 - 0.4 + j as f64 * w;
+                    Some(Rectangle::new([(x0, 0.0), (x0 + w * 0.9, r.row.speedup)], color.filled()))
+                })
+                .collect();
+            chart
+                .draw_series(bars)
+                .map_err(err)?
+                .label(st.as_str())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        }
+        chart.draw_series(std::iter::once(PathElement::new(vec![(-0.5, 1.0), (n - 0.5, 1.0)], BLACK.stroke_width(1)))).map_err(err)?;
+        chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// The Gantt chart of one measured frame: for each group, each board with rows receives its
+/// input band, computes, sends its output back; the groups follow one another; the tail runs
+/// on the coordinator.
+pub fn gantt(g: &Gantt) -> Result<String> {
+    let f = &g.frame;
+    let boards: Vec<String> = if g.boards.is_empty() {
+        let mut b: Vec<String> = Vec::new();
+        for t in f.groups.iter().flatten() {
+            if !b.contains(&t.board) {
+                b.push(t.board.clone());
+            }
+        }
+        b
+    } else {
+        g.boards.clone()
+    };
+    let row = |name: &str| boards.iter().position(|b| b == name).unwrap_or(0) as f64;
+    let total_ms = (f.group_s.iter().sum::<f64>() + f.tail_s) * 1e3;
+    let mut spans: Vec<(f64, f64, f64, usize)> = Vec::new(); // (row, start, end, phase)
+    let mut t = 0.0;
+    for (gi, bands) in f.groups.iter().enumerate() {
+        for b in bands {
+            let y = row(&b.board);
+            let a = t + b.send_s * 1e3;
+            let c = a + b.compute_s * 1e3;
+            let d = c + b.recv_s * 1e3;
+            spans.push((y, t, a, 0));
+            spans.push((y, a, c, 1));
+            spans.push((y, c, d, 2));
+        }
+        t += f.group_s.get(gi).copied().unwrap_or(0.0) * 1e3;
+    }
+    let coordinator = row(&g.coordinator);
+    if f.tail_s > 0.0 {
+        spans.push((coordinator, t, t + f.tail_s * 1e3, 3));
+    }
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 120 + 44 * boards.len() as u32)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let nb = boards.len() as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{} on {}: one frame of the {} plan ({} groups)", g.model, g.fleet, g.strategy, f.groups.len()), ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(90)
+            .build_cartesian_2d(0.0..total_ms.max(1e-3) * 1.02, -0.5..nb - 0.5)
+            .map_err(err)?;
+        let names = boards.clone();
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(boards.len().max(2))
+            .y_label_formatter(&|v| if (v - v.round()).abs() < 1e-6 { names.get(v.round() as usize).cloned().unwrap_or_default() } else { String::new() })
+            .x_desc("ms since the frame arrived at the coordinator")
+            .draw()
+            .map_err(err)?;
+        let phases = [("receive input band", PALETTE[0]), ("compute", PALETTE[1]), ("send output band", PALETTE[2]), ("tail (coordinator)", PALETTE[7])];
+        for (p, (label, color)) in phases.iter().enumerate() {
+            let color = *color;
+            let rects: Vec<_> = spans.iter().filter(|s| s.3 == p && s.2 > s.1).map(|&(y, a, b, _)| Rectangle::new([(a, y - 0.3), (b, y + 0.3)], color.filled())).collect();
+            chart.draw_series(rects).map_err(err)?.label(*label).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        }
+        // Group boundaries.
+        let mut t = 0.0;
+        let mut lines = Vec::new();
+        for gs in &f.group_s {
+            t += gs * 1e3;
+            lines.push(PathElement::new(vec![(t, -0.5), (t, nb - 0.5)], BLACK.mix(0.3).stroke_width(1)));
+        }
+        chart.draw_series(lines).map_err(err)?;
+        chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
