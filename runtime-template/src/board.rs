@@ -426,6 +426,7 @@ pub fn shutdown(addr: &str, plan_hash: &str, deadline: Duration) -> Result<()> {
 /// The board binary's command line: `serve [--listen ADDR] [--model FILE] [--plan FILE]`,
 /// `info`.
 pub fn main_with(constants: &StaticConfig) -> std::process::ExitCode {
+    crate::link::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = (|| -> Result<()> {
         let cfg = constants.resolve()?;

@@ -4,7 +4,10 @@
 //! transfer to or from a worker occupies the coordinator's port (shared by all its transfers,
 //! as behind one switch port) for `bytes / min(coordinator, worker bandwidth)`, then waits the
 //! link latency. Compute is stretched by the thread's CPU time, not wall time, so emulated
-//! boards sharing this machine's cores do not slow each other.
+//! boards sharing this machine's cores do not slow each other. An emulated computation also
+//! holds one of the machine's compute slots (one per core, `emulation_slot`), so boards never
+//! time-slice a core: each switch would evict the other board's caches and inflate its CPU
+//! time. Waiting for a slot is inside the twin's time, which the board sleeps out anyway.
 
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
@@ -99,8 +102,10 @@ pub fn thread_cpu_time() -> Duration {
 /// wall time.
 pub fn compute<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration) {
     let wall = Instant::now();
+    let slot = speed.and_then(|_| emulation_slot());
     let cpu = thread_cpu_time();
     let r = f();
+    drop(slot);
     match speed {
         None => (r, wall.elapsed()),
         Some(speed) => {
@@ -112,5 +117,52 @@ pub fn compute<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration) {
             }
             (r, twin.max(elapsed))
         }
+    }
+}
+
+/// A machine-wide compute slot of emulated boards (and probes): an exclusive `flock` on one of
+/// N lock files, N the cores of this machine, in `$LEGION_EMULATION_DIR` (default
+/// `<tmp>/legion-emulation`). Released on drop. None if the lock files cannot be used (then
+/// the computation runs unslotted).
+pub struct EmulationSlot(#[allow(dead_code)] std::fs::File);
+
+pub fn emulation_slot() -> Option<EmulationSlot> {
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let dir = std::env::var_os("LEGION_EMULATION_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("legion-emulation"));
+    emulation_slot_in(&dir, n)
+}
+
+/// One of `n` slots whose lock files are in `dir`; waits while all are held.
+pub fn emulation_slot_in(dir: &std::path::Path, n: usize) -> Option<EmulationSlot> {
+    use std::os::fd::AsRawFd;
+    let n = n.max(1);
+    std::fs::create_dir_all(dir).ok()?;
+    let open = |i: usize| std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(format!("core-{i}.lock"))).ok();
+    for i in 0..n {
+        if let Some(f) = open(i) {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Some(EmulationSlot(f));
+            }
+        }
+    }
+    // Every slot is taken: wait for one.
+    let f = open(std::process::id() as usize % n)?;
+    // SAFETY: as above.
+    (unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0).then_some(EmulationSlot(f))
+}
+
+/// Make glibc keep freed memory for reuse: one arena for every thread, large buffers from the
+/// heap rather than fresh mappings, no trimming. tract allocates the same large buffers on
+/// every run; without this, a band run on a thread other than the main one page-faults them
+/// in again each time (a quarter of the run time on some machines). Called first by the board,
+/// probe and generic board binaries.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
 }

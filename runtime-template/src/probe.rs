@@ -162,6 +162,8 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
         let mut times = Vec::with_capacity(file.repeats);
         let mut total = 0.0;
         for i in 0..file.warmup + file.repeats {
+            // An emulated board's run holds a compute slot, as the board's runtime does.
+            let _slot = file.speed.and_then(|_| crate::link::emulation_slot());
             let wall = Instant::now();
             let cpu = thread_cpu_time();
             match &whole {
@@ -233,6 +235,7 @@ fn echo(listen: &str, deadline: Duration) -> Result<()> {
 /// The probe binary's command line:
 /// `facts` | `run --model FILE --jobs FILE` | `echo [--listen ADDR] [--deadline-s S]`.
 pub fn main() -> std::process::ExitCode {
+    crate::link::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = (|| -> Result<()> {
         let mut model_file = None;

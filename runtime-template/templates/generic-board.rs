@@ -31,6 +31,7 @@ fn run() -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    legion_runtime::link::tune_allocator();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

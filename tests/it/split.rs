@@ -212,3 +212,25 @@ fn plan_hash_is_stable_and_sensitive() {
     p3.groups[0].rows.swap(0, 1);
     assert_ne!(p3.hash(), p1.hash());
 }
+
+#[test]
+fn emulated_computations_hold_one_slot_per_core() {
+    use legionc::runtime::link::emulation_slot_in;
+    let d = crate::TempDir::new("slots");
+    let a = emulation_slot_in(&d.0, 2).expect("a free slot");
+    let b = emulation_slot_in(&d.0, 2).expect("the second slot");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = d.0.clone();
+    let waiter = std::thread::spawn(move || {
+        let s = emulation_slot_in(&dir, 2);
+        tx.send(s.is_some()).unwrap();
+        drop(s);
+    });
+    // Both slots are held: the third computation waits...
+    assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(), "a third slot was granted while two were held");
+    // ...until one is released.
+    drop(a);
+    drop(b);
+    assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(20)), Ok(true));
+    waiter.join().unwrap();
+}
