@@ -209,7 +209,7 @@ enum Command {
     /// VGG-16, VGG-19, YOLOv2, ResNet-18): every strategy's plan measured, written to
     /// OUT/suite.json, OUT/suite.md and SVG figures. No board needed.
     Suite {
-        /// A subset that runs in minutes: 4 fleets (2F, 1F+1O, 2F+2O, 4F+2O), VGG-16 and ResNet-18
+        /// A subset: 4 fleets (2F, 1F+1O, 2F+2O, 4F+2O), VGG-16 and ResNet-18 (about 30 min with a cold profile cache, most of it the full search on VGG-16)
         #[arg(long)]
         quick: bool,
         /// Fleets to run instead of the grid's, e.g. 2F,1F+1O (F: Firefly-RK3399 twin, O: Odroid-XU4 twin)
