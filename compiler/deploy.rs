@@ -100,6 +100,15 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
     bar.set_style(ProgressStyle::with_template("{spinner} starting [{bar:20}] {pos}/{len} {msg}").unwrap().progress_chars("=> "));
     bar.enable_steady_tick(Duration::from_millis(200));
     let mut started = Vec::new();
+    // The generic binary checks its model file against the sha256 in its configuration: hash
+    // the (large) file once for all the boards.
+    let generic_model_sha = match launch {
+        Launch::Generic { model, .. } => {
+            let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
+            Some(legion_runtime::plan::hex(&sha2::Sha256::digest(&bytes)))
+        }
+        _ => None,
+    };
     for b in fleet.boards.iter().filter(|b| b.is_emulated()) {
         bar.set_message(b.name.clone());
         if let Ok((_, _, h)) = health(b) {
@@ -123,11 +132,10 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
             Launch::Compiled => cmd.arg("--model").arg(fleet.out().join(b.slug()).join("model.bin")),
             Launch::PlanFile { plan, model } => cmd.arg("--model").arg(model).arg("--plan").arg(plan),
             Launch::Generic { model, .. } => {
-                let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
-                let sha = legion_runtime::plan::hex(&sha2::Sha256::digest(&bytes));
+                let sha = generic_model_sha.as_deref().expect("hashed above for the generic launch");
                 let index = fleet.boards.iter().position(|x| x.name == b.name).expect("a board of the fleet");
                 let cfg = run_dir(fleet).join(format!("{}.board.json", b.slug()));
-                std::fs::write(&cfg, serde_json::to_vec_pretty(&board_config(fleet, plan, index, &sha))?)?;
+                std::fs::write(&cfg, serde_json::to_vec_pretty(&board_config(fleet, plan, index, sha))?)?;
                 cmd.arg("--config").arg(cfg).arg("--model").arg(model)
             }
         };
