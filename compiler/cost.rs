@@ -1,7 +1,8 @@
 //! The cost model (pure): S, R, E and A, and the latency they predict.
 //!
 //! - **E**: per board and segment (the layers between two consecutive cut points), seconds for
-//!   r output rows, `a + b·r`, fitted from the probe's single-segment runs at a few row counts.
+//!   r output rows, piecewise linear through the probe's single-segment runs at a few row
+//!   counts (a quarter and a half of the map; the full height too on small maps).
 //! - **A**: per group, band and segment, the rows the segment computes inside the fused group
 //!   (its band plus the halo the layers after it need), from the band math in `halo`.
 //!   `E(A·r)` is the alpha-scaled run time.
@@ -20,39 +21,70 @@ use legion_runtime::wire::HEADER_LEN;
 use serde::Serialize;
 use std::sync::Arc;
 
-/// Seconds for r rows: `a + b·r` (0 for 0 rows).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+/// Seconds for r rows (0 for 0 rows), through the probe's points (rows, seconds): piecewise
+/// linear between them, the first piece continued below the first point (never under the
+/// proportional share of it) and the last piece above the last point.
+///
+/// Run time is close to `a + b·r` for large feature maps, so two points do: their line. On
+/// small maps (ResNet's 7-row layer 4) tract's kernels grow more than linearly with rows and a
+/// third point at the full height ([`crate::strategy::row_points`]) bends the curve there.
+/// The curve is made monotone (a point below its predecessor is raised to it), as the row
+/// split's deadline search needs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Fit {
-    pub a: f64,
-    pub b: f64,
+    /// Distinct row counts, ascending, seconds non-decreasing.
+    points: Vec<(f64, f64)>,
 }
 
 impl Fit {
-    /// Through the points (rows, seconds): least squares, clamped to a ≥ 0, b ≥ 0; a single
-    /// point gives a line through the origin.
-    pub fn from_points(points: &[(usize, f64)]) -> Fit {
-        let p: Vec<(f64, f64)> = points.iter().map(|&(r, t)| (r as f64, t)).collect();
-        let distinct = p.iter().any(|q| q.0 != p[0].0);
-        if p.is_empty() {
-            return Fit { a: 0.0, b: 0.0 };
-        }
-        let through_origin = || {
-            let sxy: f64 = p.iter().map(|q| q.0 * q.1).sum();
-            let sxx: f64 = p.iter().map(|q| q.0 * q.0).sum();
-            Fit { a: 0.0, b: (sxy / sxx).max(0.0) }
-        };
-        if !distinct {
-            return through_origin();
-        }
-        let (a, b) = crate::profile::least_squares(&p);
-        if a < 0.0 || b < 0.0 {
-            through_origin()
-        } else {
-            Fit { a, b }
-        }
+    /// `a + b·r` for r ≥ 1.
+    pub fn line(a: f64, b: f64) -> Fit {
+        Fit { points: vec![(1.0, a + b), (2.0, a + 2.0 * b)] }
     }
+
+    /// Through the measured points; several at one row count are averaged.
+    pub fn from_points(points: &[(usize, f64)]) -> Fit {
+        let mut sorted: Vec<(usize, f64)> = points.iter().copied().filter(|p| p.0 > 0).collect();
+        sorted.sort_by_key(|p| p.0);
+        let mut merged: Vec<(f64, f64, usize)> = Vec::new();
+        for (r, t) in sorted {
+            match merged.last_mut() {
+                Some(last) if last.0 == r as f64 => {
+                    last.1 += t.max(0.0);
+                    last.2 += 1;
+                }
+                _ => merged.push((r as f64, t.max(0.0), 1)),
+            }
+        }
+        let mut out: Vec<(f64, f64)> = Vec::with_capacity(merged.len());
+        for (r, sum, n) in merged {
+            let t = sum / n as f64;
+            let floor = out.last().map_or(0.0, |p| p.1);
+            out.push((r, t.max(floor)));
+        }
+        Fit { points: out }
+    }
+
+    /// The same curve with every time multiplied by `factor`.
+    pub fn scaled(&self, factor: f64) -> Fit {
+        Fit { points: self.points.iter().map(|&(r, t)| (r, t * factor)).collect() }
+    }
+
     pub fn at(&self, rows: usize) -> f64 {
-        if rows == 0 { 0.0 } else { self.a + self.b * rows as f64 }
+        let p = &self.points;
+        if rows == 0 || p.is_empty() {
+            return 0.0;
+        }
+        let r = rows as f64;
+        let on = |i: usize| p[i].1 + (p[i + 1].1 - p[i].1) / (p[i + 1].0 - p[i].0) * (r - p[i].0);
+        if p.len() == 1 {
+            return p[0].1 * r / p[0].0;
+        }
+        if r <= p[0].0 {
+            return on(0).max(p[0].1 * r / p[0].0);
+        }
+        let i = p.windows(2).position(|w| r <= w[1].0).unwrap_or(p.len() - 2);
+        on(i)
     }
 }
 

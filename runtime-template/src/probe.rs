@@ -6,9 +6,9 @@
 //! The probe receives the model's structure only (a model file without weights) and fills the
 //! weights of the layers it runs with fixed values: run time does not depend on them.
 //!
-//! Output is JSON lines on stdout, one per finished job, so that what was measured before a
-//! crash is kept. An emulated board's probe runs on this machine and reports its twin's time,
-//! CPU time ÷ speed, without sleeping it out.
+//! Output is JSON lines on stdout, one per finished job (jobs are measured a chunk at a time),
+//! so that what was measured before a crash is kept. An emulated board's probe runs on this
+//! machine and reports its twin's time, CPU time ÷ speed, without sleeping it out.
 
 use crate::exec::BandExecutor;
 use crate::halo::{group_band, Group, Rows};
@@ -139,7 +139,25 @@ fn fill_weights(model: &mut Model, group: Group) {
     }
 }
 
-/// Run every job, calling `emit` with each result as soon as it is measured.
+/// Jobs measured together: their repeats are interleaved (see [`run_jobs`]).
+pub const CHUNK: usize = 16;
+
+/// A job made ready to run: its runnable built, its input allocated.
+struct Ready {
+    whole: Option<crate::exec::Runnable>,
+    input: Tensor,
+    times: Vec<f64>,
+    total: f64,
+}
+
+/// Run every job, calling `emit` with each result once its chunk is measured.
+///
+/// Jobs are measured [`CHUNK`] at a time, in rounds: each round runs every job of the chunk
+/// once, warm-up rounds first. A job's repeats are thus spread over the chunk's whole
+/// measuring time, so that a slow spell of the board (another process, a frequency drop)
+/// weighs on every job of the chunk alike instead of on the one job it coincides with. And,
+/// like a layer of a real run, each run starts with the caches the other jobs left: timing a
+/// job back to back with itself measures it faster than it runs in a plan.
 pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) -> Result<()>) -> Result<()> {
     ensure!(file.repeats > 0, "repeats must be at least 1");
     let mut model = model;
@@ -149,49 +167,55 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
         fill_weights(&mut model, j.group);
     }
     let mut exec = BandExecutor::with_threads(Arc::new(model), file.threads.max(1));
-    for j in &file.jobs {
-        let mut shape = exec.model().nodes[j.group.from].shape.clone();
-        let whole = if j.out.is_empty() {
-            Some(crate::exec::runnable(crate::exec::section_graph(exec.model(), j.group.from, j.group.to)?)?)
-        } else {
-            shape[2] = group_band(exec.model(), j.group, j.out).input.len();
-            exec.prepare(j.group, j.out).with_context(|| format!("job {}", j.id))?;
-            None
-        };
-        let input = Tensor::from_shape(&shape, &vec![0.5f32; shape.iter().product()])?;
-        let mut times = Vec::with_capacity(file.repeats);
-        let mut total = 0.0;
-        for i in 0..file.warmup + file.repeats {
-            // An emulated board's run holds a compute slot, as the board's runtime does.
-            let _slot = file.speed.and_then(|_| crate::link::emulation_slot());
-            let wall = Instant::now();
-            let cpu = thread_cpu_time();
-            match &whole {
-                Some(r) => crate::exec::run(r, input.clone()).map(|_| ()),
-                None => exec.run_band(j.group, j.out, input.clone()).map(|_| ()),
-            }
-            .with_context(|| format!("job {}", j.id))?;
-            let t = match file.speed {
-                Some(s) => thread_cpu_time().saturating_sub(cpu).as_secs_f64() / s,
-                None => wall.elapsed().as_secs_f64(),
+    for chunk in file.jobs.chunks(CHUNK) {
+        let mut ready = Vec::with_capacity(chunk.len());
+        for j in chunk {
+            let mut shape = exec.model().nodes[j.group.from].shape.clone();
+            let whole = if j.out.is_empty() {
+                Some(crate::exec::runnable(crate::exec::section_graph(exec.model(), j.group.from, j.group.to)?)?)
+            } else {
+                shape[2] = group_band(exec.model(), j.group, j.out).input.len();
+                exec.prepare(j.group, j.out).with_context(|| format!("job {}", j.id))?;
+                None
             };
-            total += t;
-            if i >= file.warmup {
-                times.push(t);
+            let input = Tensor::from_shape(&shape, &vec![0.5f32; shape.iter().product()])?;
+            ready.push(Ready { whole, input, times: Vec::with_capacity(file.repeats), total: 0.0 });
+        }
+        for round in 0..file.warmup + file.repeats {
+            for (j, r) in chunk.iter().zip(ready.iter_mut()) {
+                // An emulated board's run holds a compute slot, as the board's runtime does.
+                let _slot = file.speed.and_then(|_| crate::link::emulation_slot());
+                let wall = Instant::now();
+                let cpu = thread_cpu_time();
+                match &r.whole {
+                    Some(w) => crate::exec::run(w, r.input.clone()).map(|_| ()),
+                    None => exec.run_band(j.group, j.out, r.input.clone()).map(|_| ()),
+                }
+                .with_context(|| format!("job {}", j.id))?;
+                let t = match file.speed {
+                    Some(s) => thread_cpu_time().saturating_sub(cpu).as_secs_f64() / s,
+                    None => wall.elapsed().as_secs_f64(),
+                };
+                r.total += t;
+                if round >= file.warmup {
+                    r.times.push(t);
+                }
             }
         }
-        times.sort_by(f64::total_cmp);
-        let median = times[times.len() / 2];
-        let (min, max) = (times[0], times[times.len() - 1]);
-        emit(Measurement {
-            id: j.id.clone(),
-            median_s: median,
-            min_s: min,
-            max_s: max,
-            spread: if median > 0.0 { (max - min) / median } else { 0.0 },
-            repeats: times.len(),
-            board_seconds: total,
-        })?;
+        for (j, mut r) in chunk.iter().zip(ready) {
+            r.times.sort_by(f64::total_cmp);
+            let median = r.times[r.times.len() / 2];
+            let (min, max) = (r.times[0], r.times[r.times.len() - 1]);
+            emit(Measurement {
+                id: j.id.clone(),
+                median_s: median,
+                min_s: min,
+                max_s: max,
+                spread: if median > 0.0 { (max - min) / median } else { 0.0 },
+                repeats: r.times.len(),
+                board_seconds: r.total,
+            })?;
+        }
     }
     Ok(())
 }

@@ -59,7 +59,7 @@ fn random_cost_model(name: &str, segments: usize, boards: usize, seed: u64) -> C
         .map(|b| BoardCost {
             name: format!("b{b}"),
             link: LinkSpec { bandwidth_mbps: rng.gen_range(5.0..200.0), latency_ms: rng.gen_range(0.0..2.0) },
-            e: (0..cuts.len() - 1).map(|_| Fit { a: rng.gen_range(0.0..1e-3), b: rng.gen_range(0.0..1e-3) }).collect(),
+            e: (0..cuts.len() - 1).map(|_| Fit::line(rng.gen_range(0.0..1e-3), rng.gen_range(0.0..1e-3))).collect(),
         })
         .collect();
     CostModel { model: m.ir.clone(), cuts, boards, coordinator: 0, tail_s: 0.0, group_e: None }
@@ -129,7 +129,7 @@ fn the_single_board_baseline_is_the_fastest_board_alone() {
     let mut cm = random_cost_model("vgg16-tiny", 5, 3, 11);
     let k = cm.cuts.len() - 1;
     for e in &mut cm.boards[2].e {
-        e.b *= 0.25; // board 2 computes four times faster
+        *e = e.scaled(0.25); // board 2 computes four times faster
     }
     let whole = |b: usize| flc(&cm, Split::One(b), &|i, j| i == 0 && j == k);
     for b in 0..3 {
@@ -143,4 +143,34 @@ fn the_single_board_baseline_is_the_fastest_board_alone() {
     let own = whole(0)[0].latency_s;
     let h = cm.model.rows(cm.cuts[k]);
     assert!((own - cm.band_cost(0, Group { from: cm.cuts[0], to: cm.cuts[k] }, legionc::runtime::halo::Rows::new(0, h)).compute_s).abs() < 1e-12);
+}
+
+#[test]
+fn e_fits_pass_through_the_probes_points_and_never_decrease() {
+    let close = |x: f64, y: f64| (x - y).abs() < 1e-12;
+    // Two points: their line, above and below them.
+    let f = Fit::from_points(&[(28, 0.83), (56, 1.86)]);
+    let slope = (1.86 - 0.83) / 28.0;
+    assert!(close(f.at(28), 0.83) && close(f.at(56), 1.86));
+    assert!(close(f.at(112), 1.86 + 56.0 * slope));
+    // Below the first point: the line where its intercept is positive, else the first point's
+    // proportional share (here the line would reach 0 at 5.4 rows).
+    assert!(close(f.at(20), 0.83 * 20.0 / 28.0));
+    let g = Fit::from_points(&[(10, 2.0), (20, 3.0)]);
+    assert!(close(g.at(4), 1.4));
+    assert_eq!(f.at(0), 0.0);
+    // Three points (a small map timed at its full height): each piece its own slope.
+    let f = Fit::from_points(&[(1, 2.04), (3, 3.61), (7, 10.46)]);
+    assert!(close(f.at(3), 3.61) && close(f.at(7), 10.46));
+    assert!(close(f.at(5), 3.61 + 2.0 * (10.46 - 3.61) / 4.0));
+    // Repeated row counts are averaged; a point below its predecessor is raised to it.
+    let f = Fit::from_points(&[(4, 1.0), (4, 3.0), (8, 1.5), (16, 4.0)]);
+    assert!(close(f.at(4), 2.0) && close(f.at(8), 2.0) && close(f.at(16), 4.0));
+    for r in 1..40 {
+        assert!(f.at(r + 1) >= f.at(r), "not monotone at {r}");
+    }
+    // One point: through the origin.
+    assert!(close(Fit::from_points(&[(10, 2.0)]).at(5), 1.0));
+    // line(a, b) is a + b·r.
+    assert!(close(Fit::line(0.5, 0.25).at(4), 1.5));
 }
