@@ -201,6 +201,10 @@ enum Command {
         /// Profile cache directory (default: $LEGION_CACHE_DIR, else ~/.cache/legionc)
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// Explain this plan.json instead of the compiled one (e.g. one that `bench` or `suite`
+        /// wrote for a strategy); it must be a plan for the fleet's boards and model
+        #[arg(long)]
+        plan: Option<PathBuf>,
     },
     /// Benchmarks (print measured ratios). `legionc bench FLEET --strategies legion,fss,...`
     /// runs each strategy's plan on a compiled emulated fleet and compares them
@@ -222,7 +226,7 @@ enum Command {
         #[arg(long, value_enum, value_delimiter = ',', default_value = "legion,fss,layerwise,one-group,equal-split,single")]
         strategies: Vec<Strategy>,
         /// Frames per plan after a warm-up (the median is reported)
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         frames: usize,
         /// Where suite.json, suite.md and the figures go
         #[arg(long, default_value = "plans/suite")]
@@ -485,10 +489,24 @@ fn run(cli: Cli) -> Result<()> {
                 writeln!(out, "verified against tract's single run: max |diff| {diff:.2e} (max |output| {scale:.2e})")?;
             }
         }
-        Command::Explain { fleet, cache_dir } => {
+        Command::Explain { fleet, cache_dir, plan } => {
             let fleet = fleet.load()?;
-            let plan = deploy::compiled_plan(&fleet)?;
             let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
+            let plan = match plan {
+                None => deploy::compiled_plan(&fleet)?,
+                Some(p) => {
+                    let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+                    let plan: legionc::runtime::plan::Plan = serde_json::from_slice(&bytes).with_context(|| format!("{}: not a plan", p.display()))?;
+                    let names: Vec<&String> = fleet.boards.iter().map(|b| &b.name).collect();
+                    if plan.boards.iter().collect::<Vec<_>>() != names {
+                        bail!("{}: a plan for boards {:?}, the fleet has {:?}", p.display(), plan.boards, names);
+                    }
+                    if plan.model_sha256 != m.sha256 {
+                        bail!("{}: a plan for another model (sha256 {}); {} has {}", p.display(), plan.model_sha256, fleet.model.source, m.sha256);
+                    }
+                    plan
+                }
+            };
             let opts = legionc::profile::Options { offline: true, quiet: true, ..legionc::profile::Options::new(cache_dir, &fleet.out().join("target")) };
             let (cm, _) = legionc::strategy::cost_model(&fleet, &m, &opts).context("the cost model needs the profiles `legionc compile` measured")?;
             let groups: Vec<_> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();

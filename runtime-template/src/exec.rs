@@ -254,7 +254,7 @@ pub fn section_graph(model: &Model, from: usize, to: usize) -> Result<TypedModel
 
 /// Optimise and make runnable.
 pub fn runnable(graph: TypedModel) -> Result<Runnable> {
-    Ok(graph.into_optimized()?.into_runnable()?)
+    graph.into_optimized()?.into_runnable()
 }
 
 /// Run a runnable on one tensor.

@@ -246,11 +246,11 @@ impl Model {
         let last = self.last_use();
         let mut cuts = Vec::new();
         let mut reach = 0; // max last use over values < v
-        for v in 0..self.nodes.len() {
+        for (v, &l) in last.iter().enumerate() {
             if reach <= v {
                 cuts.push(v);
             }
-            reach = reach.max(last[v]);
+            reach = reach.max(l);
         }
         cuts
     }

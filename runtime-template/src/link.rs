@@ -5,9 +5,10 @@
 //! as behind one switch port) for `bytes / min(coordinator, worker bandwidth)`, then waits the
 //! link latency. Compute is stretched by the thread's CPU time, not wall time, so emulated
 //! boards sharing this machine's cores do not slow each other. An emulated computation also
-//! holds one of the machine's compute slots (one per core, `emulation_slot`), so boards never
-//! time-slice a core: each switch would evict the other board's caches and inflate its CPU
-//! time. Waiting for a slot is inside the twin's time, which the board sleeps out anyway.
+//! holds one of the machine's compute slots (`emulation_slot`; one per core but one, see
+//! [`default_slots`]), so boards never time-slice a core: each switch would evict the other
+//! board's caches and inflate its CPU time. Waiting for a slot is inside the twin's time,
+//! which the board sleeps out anyway.
 
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
@@ -120,14 +121,25 @@ pub fn compute<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration) {
     }
 }
 
+/// Compute slots on this machine: one core fewer than it has (at least one). The core left
+/// over runs what is not computation: the boards' transfers, the coordinator's split and
+/// gather, legionc. With every core computing, those threads preempted the computations, and
+/// two computations at once slowed each other: on a 2-core machine a band's CPU time then
+/// varied from frame to frame by up to 1.8×; on one slot, by ±3 %. The twins do not lose by
+/// taking turns: a twin is ≥ 10× slower than this machine's core, so a board waiting for the
+/// slot while up to 5 others compute still has its result before its twin time is up.
+pub fn default_slots() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).saturating_sub(1).max(1)
+}
+
 /// A machine-wide compute slot of emulated boards (and probes): an exclusive `flock` on one of
-/// N lock files, N the cores of this machine, in `$LEGION_EMULATION_DIR` (default
-/// `<tmp>/legion-emulation`). Released on drop. None if the lock files cannot be used (then
-/// the computation runs unslotted).
+/// N lock files in `$LEGION_EMULATION_DIR` (default `<tmp>/legion-emulation`); N is
+/// `$LEGION_EMULATION_SLOTS`, else [`default_slots`]. Released on drop. None if the lock files
+/// cannot be used (then the computation runs unslotted).
 pub struct EmulationSlot(#[allow(dead_code)] std::fs::File);
 
 pub fn emulation_slot() -> Option<EmulationSlot> {
-    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let n = std::env::var("LEGION_EMULATION_SLOTS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(default_slots);
     let dir = std::env::var_os("LEGION_EMULATION_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("legion-emulation"));
     emulation_slot_in(&dir, n)
 }

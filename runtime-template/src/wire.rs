@@ -116,9 +116,9 @@ impl Message {
 
     pub fn to_tensor(&self) -> Result<Tensor> {
         let n: usize = self.header.shape.iter().product();
-        ensure!(self.header.shape.len() > 0 && self.payload.len() == 4 * n, "payload of {} bytes for shape {:?}", self.payload.len(), self.header.shape);
+        ensure!(!self.header.shape.is_empty() && self.payload.len() == 4 * n, "payload of {} bytes for shape {:?}", self.payload.len(), self.header.shape);
         let data: Vec<f32> = self.payload.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-        Ok(Tensor::from_shape(&self.header.shape, &data)?)
+        Tensor::from_shape(&self.header.shape, &data)
     }
 
     fn encode_header(&self) -> [u8; HEADER_LEN] {
