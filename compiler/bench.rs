@@ -253,15 +253,26 @@ pub fn strategies(
     }
     let dir = fleet.out().join("bench");
     std::fs::create_dir_all(&dir)?;
+    // The model file with every weight, named after what it is made from (the ONNX file, the
+    // input shape, this legionc): written once, not on every call (550 MB for VGG-16).
+    let key = format!("{} {:?} {}", m.sha256, m.ir.user_input_shape(), env!("CARGO_PKG_VERSION"));
+    let name = format!("{}-{}.bin", m.ir.name, &legion_runtime::plan::hex(&<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()))[..16]);
     let model_file = match boards {
-        Boards::Compiled => dir.join("model-full.bin"),
-        Boards::Generic { models, .. } => models.join(format!("{}-{}.bin", m.ir.name, &m.sha256[..16])),
+        Boards::Compiled => dir.join(name),
+        Boards::Generic { models, .. } => models.join(name),
     };
-    if !model_file.exists() || matches!(boards, Boards::Compiled) {
-        std::fs::create_dir_all(model_file.parent().unwrap())?;
-        let tmp = model_file.with_extension("tmp~");
-        std::fs::write(&tmp, legion_runtime::modelfile::write(&m.ir, &|_| true)).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &model_file)?;
+    if !model_file.exists() {
+        let parent = model_file.parent().unwrap();
+        std::fs::create_dir_all(parent)?;
+        if let Boards::Compiled = boards {
+            // One model per fleet: an earlier model's file goes.
+            for e in std::fs::read_dir(parent)?.flatten() {
+                if e.path().extension().is_some_and(|x| x == "bin") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        crate::write_atomic(&model_file, &legion_runtime::modelfile::write(&m.ir, &|_| true))?;
     }
     let x = reference::random_input(&m.ir.user_input_shape(), 1);
     let expected = reference::run(&m.onnx, &x)?;

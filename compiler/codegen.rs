@@ -59,26 +59,49 @@ pub fn needed_nodes(model: &legion_runtime::ir::Model, plan: &Plan, board: usize
     keep
 }
 
+/// Board `index`'s runtime configuration for `plan`: compiled into its crate as constants, or
+/// read from JSON by the generic board binary.
+pub fn board_config(fleet: &Fleet, plan: &Plan, index: usize, model_file_sha256: &str) -> legion_runtime::board::BoardConfig {
+    use legion_runtime::board::{BoardConfig, Peer};
+    let b = &fleet.boards[index];
+    BoardConfig {
+        board: b.name.clone(),
+        index,
+        plan: plan.clone(),
+        peers: fleet.boards.iter().map(|p| Peer { name: p.name.clone(), addr: p.addr(), link: p.link }).collect(),
+        coordinator: fleet.coordinator,
+        speed: match b.kind {
+            crate::fleet::BoardKind::Emulated { speed } => Some(speed),
+            _ => None,
+        },
+        threads: b.threads,
+        model_sha256: model_file_sha256.into(),
+        deadline_ms: (fleet.deadline_s * 1000.0) as u64,
+    }
+}
+
 /// Every file of the compiled fleet: `plan.json` and one crate per board.
 pub fn render(fleet: &Fleet, model: &LoadedModel, plan: &Plan) -> Result<Vec<OutFile>> {
     let tera = tera()?;
     let plan_hash = plan.hash();
     let runtime = runtime_dir();
     let mut files = vec![OutFile { path: "plan.json".into(), bytes: [serde_json::to_vec_pretty(plan)?, b"\n".to_vec()].concat() }];
-    let peers: Vec<PeerCtx> = fleet
-        .boards
-        .iter()
-        .map(|b| PeerCtx {
-            name: b.name.clone(),
-            addr: b.addr(),
-            bandwidth_mbps: format!("{:?}", b.link.bandwidth_mbps),
-            latency_ms: format!("{:?}", b.link.latency_ms),
-        })
-        .collect();
     for (i, b) in fleet.boards.iter().enumerate() {
         let dir = PathBuf::from(b.slug());
         let keep = needed_nodes(&model.ir, plan, i, i == fleet.coordinator);
         let model_file = modelfile::write(&model.ir, &|id| keep.contains(&id));
+        // The same configuration the generic board reads from JSON, rendered as constants.
+        let cfg = board_config(fleet, plan, i, &hex(&Sha256::digest(&model_file)));
+        let peers: Vec<PeerCtx> = cfg
+            .peers
+            .iter()
+            .map(|p| PeerCtx {
+                name: p.name.clone(),
+                addr: p.addr.clone(),
+                bandwidth_mbps: format!("{:?}", p.link.bandwidth_mbps),
+                latency_ms: format!("{:?}", p.link.latency_ms),
+            })
+            .collect();
         let mut cx = tera::Context::new();
         cx.insert("legionc_version", env!("CARGO_PKG_VERSION"));
         cx.insert("board", &b.name);
@@ -87,18 +110,12 @@ pub fn render(fleet: &Fleet, model: &LoadedModel, plan: &Plan) -> Result<Vec<Out
         cx.insert("fleet_slug", &crate::fleet::slug(&fleet.name));
         cx.insert("plan", plan);
         cx.insert("plan_hash", &plan_hash);
-        cx.insert("index", &i);
-        cx.insert("coordinator", &fleet.coordinator);
-        cx.insert(
-            "speed",
-            &match b.kind {
-                crate::fleet::BoardKind::Emulated { speed } => format!("Some({speed:?})"),
-                _ => "None".into(),
-            },
-        );
-        cx.insert("threads", &b.threads);
-        cx.insert("deadline_ms", &((fleet.deadline_s * 1000.0) as u64));
-        cx.insert("model_file_sha256", &hex(&Sha256::digest(&model_file)));
+        cx.insert("index", &cfg.index);
+        cx.insert("coordinator", &cfg.coordinator);
+        cx.insert("speed", &cfg.speed.map_or("None".into(), |s| format!("Some({s:?})")));
+        cx.insert("threads", &cfg.threads);
+        cx.insert("deadline_ms", &cfg.deadline_ms);
+        cx.insert("model_file_sha256", &cfg.model_sha256);
         cx.insert("peers", &peers);
         cx.insert("runtime_dir", &runtime);
         for (template, path) in [("Cargo.toml.tera", "Cargo.toml"), ("main.rs.tera", "src/main.rs"), ("plan.rs.tera", "src/plan.rs")] {

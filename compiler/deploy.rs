@@ -72,26 +72,6 @@ pub enum Launch<'a> {
     Generic { exe: &'a Path, model: &'a Path },
 }
 
-/// The configuration a board's binary holds, for `plan` on `fleet`.
-pub fn board_config(fleet: &Fleet, plan: &Plan, index: usize, model_file_sha256: &str) -> legion_runtime::board::BoardConfig {
-    use legion_runtime::board::{BoardConfig, Peer};
-    let b = &fleet.boards[index];
-    BoardConfig {
-        board: b.name.clone(),
-        index,
-        plan: plan.clone(),
-        peers: fleet.boards.iter().map(|p| Peer { name: p.name.clone(), addr: p.addr(), link: p.link }).collect(),
-        coordinator: fleet.coordinator,
-        speed: match b.kind {
-            crate::fleet::BoardKind::Emulated { speed } => Some(speed),
-            _ => None,
-        },
-        threads: b.threads,
-        model_sha256: model_file_sha256.into(),
-        deadline_ms: (fleet.deadline_s * 1000.0) as u64,
-    }
-}
-
 /// Start the emulated boards with `plan`, launched as `launch` says.
 pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool) -> Result<()> {
     let hash = plan.hash();
@@ -135,7 +115,7 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
                 let sha = generic_model_sha.as_deref().expect("hashed above for the generic launch");
                 let index = fleet.boards.iter().position(|x| x.name == b.name).expect("a board of the fleet");
                 let cfg = run_dir(fleet).join(format!("{}.board.json", b.slug()));
-                std::fs::write(&cfg, serde_json::to_vec_pretty(&board_config(fleet, plan, index, sha))?)?;
+                std::fs::write(&cfg, serde_json::to_vec_pretty(&crate::codegen::board_config(fleet, plan, index, sha))?)?;
                 cmd.arg("--config").arg(cfg).arg("--model").arg(model)
             }
         };

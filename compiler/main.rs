@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use legionc::model::{self, reference, zoo, Group};
-use legionc::{cargo_build, codegen, deploy, fleet};
+use legionc::{cargo_build, codegen, deploy, fleet, write_atomic};
 use legionc::runtime::plan::LocalFleet;
 use legionc::solve::{self, Fusion};
 use legionc::strategy::Strategy;
@@ -319,13 +319,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Write `bytes` to `path` atomically: a temporary file beside it, then a rename.
-fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
 }
 
 fn run(cli: Cli) -> Result<()> {

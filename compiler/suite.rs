@@ -227,6 +227,8 @@ pub fn run(o: &SuiteOptions) -> Result<Suite> {
         gantt: None,
     };
     let mut exe: Option<PathBuf> = None;
+    // Per fleet run: its board names and coordinator, as parsed, for the Gantt chart.
+    let mut fleets: Vec<(String, Vec<String>, String)> = Vec::new();
     let total = o.models.len() * mixes.len();
     let mut n = 0;
     for model in &o.models {
@@ -235,6 +237,9 @@ pub fn run(o: &SuiteOptions) -> Result<Suite> {
         for &mix in &mixes {
             n += 1;
             let fleet = grid_fleet(o, model, mix)?;
+            if !fleets.iter().any(|f| f.0 == mix.name()) {
+                fleets.push((mix.name(), fleet.boards.iter().map(|b| b.name.clone()).collect(), fleet.coordinator().name.clone()));
+            }
             if exe.is_none() {
                 eprintln!("building the generic board binary (legion-board) in {}", o.profile.target_dir.display());
                 exe = Some(crate::cargo_build::build_generic_board(&o.work_dir, &o.profile.target_dir, &fleet.boards[0])?);
@@ -247,27 +252,21 @@ pub fn run(o: &SuiteOptions) -> Result<Suite> {
                 suite.rows.push(SuiteRow { model: model.clone(), fleet: mix.name(), boards: mix.boards(), single_latency_s: single, row });
             }
             suite.summary = summarise(&suite.rows);
-            suite.gantt = pick_gantt(&suite.rows, &fleet_names(&mixes));
+            suite.gantt = pick_gantt(&suite.rows, &fleets);
             write_outputs(&suite, &o.out)?;
         }
     }
     Ok(suite)
 }
 
-fn fleet_names(mixes: &[Mix]) -> Vec<(String, Vec<String>)> {
-    mixes
-        .iter()
-        .map(|m| (m.name(), (1..=m.firefly).map(|i| format!("firefly-{i}")).chain((1..=m.odroid).map(|i| format!("odroid-{i}"))).collect()))
-        .collect()
-}
-
 /// The Gantt chart shows legion's median frame on the largest fleet of the first model.
-fn pick_gantt(rows: &[SuiteRow], fleets: &[(String, Vec<String>)]) -> Option<Gantt> {
+/// `fleets`: per fleet name, its board names and coordinator.
+fn pick_gantt(rows: &[SuiteRow], fleets: &[(String, Vec<String>, String)]) -> Option<Gantt> {
     let model = &rows.first()?.model;
     let r = rows.iter().filter(|r| &r.model == model && r.row.strategy == "legion").max_by_key(|r| r.boards)?;
-    let boards = fleets.iter().find(|f| f.0 == r.fleet).map(|f| f.1.clone()).unwrap_or_default();
+    let (_, boards, coordinator) = fleets.iter().find(|f| f.0 == r.fleet)?.clone();
     Some(Gantt {
-        coordinator: boards.first().cloned().unwrap_or_default(),
+        coordinator,
         model: r.model.clone(),
         fleet: r.fleet.clone(),
         strategy: r.row.strategy.clone(),
@@ -286,15 +285,9 @@ fn grid_fleet(o: &SuiteOptions, model: &str, mix: Mix) -> Result<Fleet> {
     fleet::parse(&text, &path, Some(&dir.join(&slug)))
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
-}
-
 /// suite.json, suite.md, speedup-MODEL.svg, gantt.svg.
 pub fn write_outputs(s: &Suite, out: &Path) -> Result<()> {
-    write_atomic(&out.join("suite.json"), &[serde_json::to_vec_pretty(s)?, b"\n".to_vec()].concat())?;
+    crate::write_atomic(&out.join("suite.json"), &[serde_json::to_vec_pretty(s)?, b"\n".to_vec()].concat())?;
     let mut models: Vec<&str> = Vec::new();
     for r in &s.rows {
         if !models.contains(&r.model.as_str()) {
@@ -303,12 +296,12 @@ pub fn write_outputs(s: &Suite, out: &Path) -> Result<()> {
     }
     for m in &models {
         let svg = crate::figures::speedup_bars(s, m)?;
-        write_atomic(&out.join(format!("speedup-{m}.svg")), svg.as_bytes())?;
+        crate::write_atomic(&out.join(format!("speedup-{m}.svg")), svg.as_bytes())?;
     }
     if let Some(g) = &s.gantt {
-        write_atomic(&out.join("gantt.svg"), crate::figures::gantt(g)?.as_bytes())?;
+        crate::write_atomic(&out.join("gantt.svg"), crate::figures::gantt(g)?.as_bytes())?;
     }
-    write_atomic(&out.join("suite.md"), markdown(s, "").as_bytes())
+    crate::write_atomic(&out.join("suite.md"), markdown(s, "").as_bytes())
 }
 
 fn f3(v: Option<f64>) -> String {
@@ -401,5 +394,5 @@ pub fn update_readme(readme: &Path, s: &Suite, out: &Path) -> Result<()> {
     let rel = out.strip_prefix(&base).with_context(|| format!("--out {} is not inside the README's folder {}", out.display(), base.display()))?;
     let prefix = format!("{}/", rel.display());
     let new = format!("{}{README_BEGIN}\n{}{}", &text[..a], markdown(s, &prefix), &text[b..]);
-    write_atomic(readme, new.as_bytes())
+    crate::write_atomic(readme, new.as_bytes())
 }

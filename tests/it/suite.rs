@@ -93,6 +93,19 @@ fn suite_runs_verifies_and_writes_its_report() {
     let md = std::fs::read_to_string(&readme).unwrap();
     assert!(md.starts_with("# x\n\nbefore\n") && md.ends_with("\n\nafter\n") && !md.contains("\nold\n"), "{md}");
     assert!(md.contains("(figures/speedup-vgg16-tiny.svg)") && md.contains("| 1F+1O |"), "{md}");
+    // explain --plan gives a strategy's plan the prediction the suite reported, from the same
+    // profiles; a plan for other boards is refused, naming the file
+    let fleets = d.path("work").join("fleets");
+    let one = rows.iter().find(|r| r["strategy"] == "one-group" && r["fleet"] == "1F+1O").unwrap();
+    let explain = |fleet: &str, plan: &str| legionc().arg("explain").arg(fleets.join(fleet)).arg("--plan").arg(fleets.join(plan)).output().unwrap();
+    let o = explain("vgg16-tiny-1F-1O.yaml", "vgg16-tiny-1F-1O/bench/one-group.plan.json");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    let total: f64 = text.lines().find_map(|l| l.strip_prefix("predicted total: ")?.strip_suffix(" ms")).unwrap().parse().unwrap();
+    assert!((total - one["predicted_latency_s"].as_f64().unwrap() * 1e3).abs() < 0.051, "{total} ms vs {one}");
+    let o = explain("vgg16-tiny-1F-1O.yaml", "vgg16-tiny-2F/bench/one-group.plan.json");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("one-group.plan.json: a plan for boards"), "{err}");
     // nothing is left running
     for port in 48800..48802 {
         assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still answers");
