@@ -293,7 +293,7 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
         return Err(cx.err("boards", 0, "field 'boards': a fleet needs at least one board".into()));
     }
     let d = &raw.defaults;
-    let base_port = d.runtime_port.unwrap_or(47000);
+    let base_port = d.runtime_port.unwrap_or(27000);
     let mut boards = Vec::new();
     for (i, b) in raw.boards.iter().enumerate() {
         let needle = format!("name: {}", b.name);

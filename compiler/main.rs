@@ -238,7 +238,7 @@ enum Command {
         #[arg(long, default_value = "target/boards")]
         target_dir: PathBuf,
         /// Port of each fleet's first board (the others listen on the next ones)
-        #[arg(long, default_value_t = 47300)]
+        #[arg(long, default_value_t = 27300)]
         port: u16,
         /// Profile cache directory (default: $LEGION_CACHE_DIR, else ~/.cache/legionc)
         #[arg(long)]

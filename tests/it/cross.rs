@@ -2,7 +2,7 @@
 //! answer a distributed frame that matches tract. Needs the cross toolchains: LEGION_CROSS=1
 //! (CI installs them; see .ci/run).
 
-use crate::fleet_run::{boards_target_dir, TestFleet};
+use crate::fleet_run::{cross_target_dir, TestFleet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,9 +24,9 @@ fn cross_built_boards_answer_under_qemu() {
     }
     let f = TestFleet::write(
         "cross",
-        "fleet: cross\nmodel: vgg16-tiny\nstrategy: proportional\ndefaults:\n  user: legion\n  runtime_port: 48500\nnetwork:\n  bandwidth_mbps: 1000\n  latency_ms: 0.1\n  deadline_s: 120\noutput: out\nboards:\n  - name: rk\n    host: 127.0.0.1\n    target: firefly-rk3399\n  - name: xu4\n    host: 127.0.0.1\n    target: odroid-xu4\n",
+        "fleet: cross\nmodel: vgg16-tiny\nstrategy: proportional\ndefaults:\n  user: legion\n  runtime_port: 28500\nnetwork:\n  bandwidth_mbps: 1000\n  latency_ms: 0.1\n  deadline_s: 120\noutput: out\nboards:\n  - name: rk\n    host: 127.0.0.1\n    target: firefly-rk3399\n  - name: xu4\n    host: 127.0.0.1\n    target: odroid-xu4\n",
     );
-    let o = f.legionc(&["compile", "--target-dir", boards_target_dir().to_str().unwrap()]);
+    let o = f.legionc(&["compile", "--target-dir", cross_target_dir().to_str().unwrap()]);
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     let fleet = f.fleet();
     let mut children = Kill(vec![]);

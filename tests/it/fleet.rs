@@ -47,7 +47,7 @@ fn a_good_fleet_resolves_defaults_and_targets() {
         k => panic!("{k:?}"),
     }
     assert_eq!(f.boards[2].triple(), "aarch64-unknown-linux-gnu");
-    assert_eq!(f.boards[1].runtime_port, 47001);
+    assert_eq!(f.boards[1].runtime_port, 27001);
     assert_eq!(f.output, Path::new("out/t"));
 }
 

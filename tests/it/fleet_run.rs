@@ -6,9 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-/// Shared target directory of the board crates built by the tests (tract built once).
+/// Shared target directory of the host board crates built by the tests (tract built once).
 pub fn boards_target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("boards")
+}
+
+/// Target directory of the cross-built board crates. Not the host boards' one: cargo locks a
+/// target dir's host folder for the whole of a cross build, and the other tests' host builds
+/// would wait out both tract cross builds behind it.
+pub fn cross_target_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("boards-cross")
 }
 
 fn text(o: &Output) -> String {
@@ -166,7 +173,7 @@ fn every_tiny_model_verifies_on_a_three_board_emulated_fleet() {
     for (i, name) in TINY.iter().enumerate() {
         // The coordinator (b0) is the slowest: solved plans may give it no rows in a group,
         // and then it holds none of that group's weights while it splits and gathers it.
-        let mut f = TestFleet::emulated(&format!("e2e-{name}"), name, 48000 + 10 * i as u16, &[0.25, 0.5, 1.0]);
+        let mut f = TestFleet::emulated(&format!("e2e-{name}"), name, 28000 + 10 * i as u16, &[0.25, 0.5, 1.0]);
         f.compile();
         f.up();
         let o = f.legionc(&["run", "--random", "3", "--verify"]);
@@ -203,7 +210,7 @@ fn every_tiny_model_verifies_on_a_three_board_emulated_fleet() {
 #[test]
 fn a_worker_killed_mid_frame_fails_the_frame_within_two_seconds_naming_it() {
     // Slow twins: a frame takes seconds, the worker dies in the middle of it.
-    let mut f = TestFleet::emulated("killed", "vgg16-tiny", 48100, &[0.0005, 0.0005, 0.0005]).with_strategy("proportional");
+    let mut f = TestFleet::emulated("killed", "vgg16-tiny", 28100, &[0.0005, 0.0005, 0.0005]).with_strategy("proportional");
     f.compile();
     f.up();
     let fleet = f.fleet();
@@ -227,10 +234,10 @@ fn a_worker_killed_mid_frame_fails_the_frame_within_two_seconds_naming_it() {
 
 #[test]
 fn a_worker_on_another_plan_is_refused_naming_both_hashes() {
-    let mut a = TestFleet::emulated("plan-a", "vgg16-tiny", 48200, &[1.0, 1.0]).with_strategy("proportional");
+    let mut a = TestFleet::emulated("plan-a", "vgg16-tiny", 28200, &[1.0, 1.0]).with_strategy("proportional");
     a.compile();
     a.up();
-    let b = TestFleet::emulated("plan-b", "vgg16-tiny", 48200, &[1.0, 0.25]).with_strategy("proportional");
+    let b = TestFleet::emulated("plan-b", "vgg16-tiny", 28200, &[1.0, 0.25]).with_strategy("proportional");
     b.compile();
     let plan_a = legionc::deploy::compiled_plan(&a.fleet()).unwrap().hash();
     let fb = b.fleet();
@@ -261,7 +268,7 @@ fn a_worker_on_another_plan_is_refused_naming_both_hashes() {
 
 #[test]
 fn up_and_run_need_a_compiled_fleet() {
-    let f = TestFleet::emulated("uncompiled", "vgg16-tiny", 48300, &[1.0]);
+    let f = TestFleet::emulated("uncompiled", "vgg16-tiny", 28300, &[1.0]);
     let o = f.legionc(&["up"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("run `legionc compile` first"), "{}", text(&o));
@@ -275,7 +282,7 @@ fn up_and_run_need_a_compiled_fleet() {
 /// and profiling cost; the profiles come from the cache the compile filled.
 #[test]
 fn bench_compares_strategies_on_the_emulated_fleet() {
-    let f = TestFleet::emulated("bench", "resnet18-tiny", 48700, &[1.0, 0.5]);
+    let f = TestFleet::emulated("bench", "resnet18-tiny", 28700, &[1.0, 0.5]);
     f.compile();
     let o = f.legionc(&["bench", "--strategies", "legion,layerwise,proportional", "--frames", "1", "--json", "--target-dir", boards_target_dir().to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));

@@ -37,7 +37,7 @@ fn the_grid_is_the_papers() {
 #[test]
 fn grid_fleet_files_are_valid_fleets() {
     for m in grid(false) {
-        let text = fleet_yaml("resnet18", m, 47300);
+        let text = fleet_yaml("resnet18", m, 27300);
         let f = legionc::fleet::parse(&text, Path::new("suite.yaml"), Some(Path::new("/tmp/x"))).unwrap_or_else(|e| panic!("{}: {e:#}\n{text}", m.name()));
         assert_eq!(f.boards.len(), m.boards());
         assert_eq!(f.boards.iter().filter(|b| b.name.starts_with("odroid")).count(), m.odroid);
@@ -54,7 +54,7 @@ fn suite_runs_verifies_and_writes_its_report() {
     std::fs::write(&readme, format!("# x\n\nbefore\n\n{}\nold\n{}\n\nafter\n", legionc::suite::README_BEGIN, legionc::suite::README_END)).unwrap();
     let out = d.path("figures");
     let o = legionc()
-        .args(["suite", "--fleets", "2F,1F+1O", "--models", "vgg16-tiny", "--strategies", "legion,one-group,single", "--frames", "1", "--port", "48800"])
+        .args(["suite", "--fleets", "2F,1F+1O", "--models", "vgg16-tiny", "--strategies", "legion,one-group,single", "--frames", "1", "--port", "28800"])
         .arg("--out")
         .arg(&out)
         .arg("--work-dir")
@@ -107,7 +107,7 @@ fn suite_runs_verifies_and_writes_its_report() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("one-group.plan.json: a plan for boards"), "{err}");
     // nothing is left running
-    for port in 48800..48802 {
+    for port in 28800..28802 {
         assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still answers");
     }
 }

@@ -132,7 +132,7 @@ fn ssh_transport(dir: &Path, f: &legionc::fleet::Fleet) {
 /// redeployed, rolled back and stopped.
 fn deployed_fleet(yaml: &str, tmp: &TempDir) {
     use crate::fleet_run::boards_target_dir;
-    let yaml = yaml.replace("  target: x86_64-host\n", "  target: x86_64-host\n  runtime_port: 48600\n") + "output: out\n";
+    let yaml = yaml.replace("  target: x86_64-host\n", "  target: x86_64-host\n  runtime_port: 28600\n") + "output: out\n";
     let path = tmp.path("testbed.yaml");
     std::fs::write(&path, &yaml).unwrap();
     let run = |args: &[&str]| {
