@@ -36,7 +36,7 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
     let shape: Vec<usize> = shape_str.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse()).collect::<Result<_, _>>().context("npy shape")?;
     let data: Vec<f32> = bytes[start + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     ensure!(data.len() == shape.iter().product::<usize>(), "{}: {} values for shape {shape:?}", path.display(), data.len());
-    Ok(Tensor::from_shape(&shape, &data)?)
+    Tensor::from_shape(&shape, &data)
 }
 
 /// Write a `.npy` file of f32 (used by tests and for saving outputs).

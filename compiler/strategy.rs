@@ -167,7 +167,10 @@ fn measure_groups(fleet: &Fleet, m: &LoadedModel, cm: &CostModel, groups: &[(Gro
 }
 
 /// Profile the full search's groups: every contiguous group on every board at the row points.
-fn fss_group_e(fleet: &Fleet, m: &LoadedModel, cm: &CostModel, opts: &Options) -> Result<(HashMap<(Group, usize), Fit>, Stats)> {
+/// Measured run time of every contiguous group on every board (by board index).
+type GroupFits = HashMap<(Group, usize), Fit>;
+
+fn fss_group_e(fleet: &Fleet, m: &LoadedModel, cm: &CostModel, opts: &Options) -> Result<(GroupFits, Stats)> {
     let mut wants = Vec::new();
     for i in 0..cm.cuts.len() {
         for j in i + 1..cm.cuts.len() {

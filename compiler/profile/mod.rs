@@ -418,7 +418,7 @@ impl BoardRun<'_> {
         std::fs::write(&model, header)?;
         std::fs::write(&jobs, serde_json::to_vec(&self.job_file(w, Some(speed)))?)?;
         self.bar.set_message("measuring");
-        let mut child = std::process::Command::new(&exe)
+        let mut child = std::process::Command::new(exe)
             .arg("run")
             .arg("--model")
             .arg(&model)

@@ -158,12 +158,15 @@ enum Work {
 
 type Computed = Result<(Tensor, Duration)>;
 
+/// Where work is handed to the compute thread, with where its result goes.
+type ComputeQueue = std::sync::mpsc::Sender<(Work, std::sync::mpsc::Sender<Computed>)>;
+
 /// The board's compute thread: every band and the tail run on it, one at a time, for as long
 /// as the board serves. tract keeps scratch buffers per thread; on a thread started for each
 /// band they were allocated and page-faulted in again every time, which made the
 /// coordinator's own bands 1.3–1.8× slower than the same bands on a worker (whose connection
 /// thread lives on) and than the probe measured them.
-fn spawn_compute(cfg: &BoardConfig, mut exec: BandExecutor, tail: Option<Runnable>) -> Result<std::sync::mpsc::Sender<(Work, std::sync::mpsc::Sender<Computed>)>> {
+fn spawn_compute(cfg: &BoardConfig, mut exec: BandExecutor, tail: Option<Runnable>) -> Result<ComputeQueue> {
     let (tx, rx) = std::sync::mpsc::channel::<(Work, std::sync::mpsc::Sender<Computed>)>();
     let (groups, index, speed) = (cfg.plan.groups.clone(), cfg.index, cfg.speed);
     std::thread::Builder::new().name("compute".into()).spawn(move || {
@@ -194,7 +197,7 @@ struct Board {
     cfg: BoardConfig,
     plan_hash: [u8; 32],
     model: Arc<Model>,
-    compute: std::sync::mpsc::Sender<(Work, std::sync::mpsc::Sender<Computed>)>,
+    compute: ComputeQueue,
     link: Link,
     /// The coordinator's connections to the workers, one per board.
     conns: Mutex<HashMap<usize, Arc<Mutex<TcpStream>>>>,
