@@ -10,6 +10,7 @@ mod solve;
 mod split;
 mod suite;
 mod testbed;
+mod units;
 
 use std::sync::OnceLock;
 

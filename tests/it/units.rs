@@ -1,0 +1,60 @@
+//! Checks of single library functions: the profile cache's checksums, the probe hash's lock
+//! closure. (Here rather than as unit tests of the library, so that `cargo test` builds the
+//! library once.)
+
+use legionc::profile::cache::{Cache, RecordId, Settings};
+
+fn id(n: usize) -> RecordId {
+    RecordId {
+        kind: "segment".into(),
+        identity: "board".into(),
+        probe: "p".into(),
+        signature: format!("s{n}"),
+        rows: (0, n),
+        settings: Settings { warmup: 1, repeats: 3, threads: 1 },
+    }
+}
+
+#[test]
+fn corrupt_cache_lines_are_dropped_and_sound_ones_kept() {
+    let d = crate::TempDir::new("cache");
+    let dir = d.0.clone();
+    let c = Cache::open(&dir).unwrap();
+    for n in 1..=4 {
+        c.insert(id(n), serde_json::json!({ "median_s": n as f64 })).unwrap();
+    }
+    // values that do not round-trip through a float parser exactly are still sound
+    c.insert(id(5), serde_json::json!({ "median_s": 0.1 + 0.2, "x": 1.0 / 3.0, "y": 2.0e-7 * 3.0 })).unwrap();
+    let path = c.path().to_path_buf();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    lines[1] = lines[1].replace("\"median_s\":2.0", "\"median_s\":9.0"); // value changed
+    let half = lines[2].len() / 2;
+    lines[2].truncate(half); // torn write
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let c = Cache::open(&dir).unwrap();
+    assert_eq!(c.corrupt, 2);
+    assert!(c.get(&id(1)).is_some() && c.get(&id(4)).is_some() && c.get(&id(5)).is_some());
+    assert!(c.get(&id(2)).is_none() && c.get(&id(3)).is_none());
+    assert_eq!(Cache::open(&dir).unwrap().corrupt, 0, "the file is rewritten without them");
+}
+
+#[test]
+fn the_probe_hash_depends_on_the_runtimes_dependencies_only() {
+    use legionc::codegen::lock_closure;
+    let lock = include_str!("../../Cargo.lock");
+    let closure = lock_closure(lock, "legion-runtime");
+    for needed in ["name = \"legion-runtime\"", "name = \"tract-core\"", "name = \"tract-linalg\"", "name = \"serde_json\"", "name = \"sha2\""] {
+        assert!(closure.contains(needed), "{needed}");
+    }
+    for compiler_only in ["name = \"plotters\"", "name = \"ssh2\"", "name = \"tera\"", "name = \"clap\"", "name = \"legionc\""] {
+        assert!(!closure.contains(compiler_only), "{compiler_only}");
+    }
+    // A package added to the lock that the runtime does not use leaves the closure as is;
+    // a changed version of one it uses does not.
+    let added = format!("{lock}\n[[package]]\nname = \"zzz-unused\"\nversion = \"1.0.0\"\n");
+    assert_eq!(lock_closure(&added, "legion-runtime"), closure);
+    let bumped = lock.replacen("name = \"sha2\"\nversion = \"0.10.", "name = \"sha2\"\nversion = \"0.10.99", 1);
+    assert_ne!(bumped, lock);
+    assert_ne!(lock_closure(&bumped, "legion-runtime"), closure);
+}
