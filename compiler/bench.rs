@@ -60,7 +60,12 @@ pub struct DriftBench {
     /// Coefficients of variation (standard deviation ÷ mean).
     pub raw_cv: f64,
     pub corrected_cv: f64,
-    /// Pearson correlation of the raw time with the reference time measured just before it.
+    /// The same correction from the reference before the run only (what a short computation
+    /// gets), to show what timing it after a long one as well adds.
+    pub before_only_cv: f64,
+    /// Was every run long enough to be bracketed by the reference?
+    pub bracketed: bool,
+    /// Pearson correlation of the raw time with the reference time measured around it.
     pub correlation: f64,
     /// Coefficient of variation of the reference time itself.
     pub reference_cv: f64,
@@ -75,38 +80,45 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 
 /// Run the whole of `m` `runs` times on one thread with `pause` between runs (so that the runs
 /// span the machine's slow and fast spells), each time as an emulated board does: the
-/// reference convolution, then the model, timed by CPU time.
+/// reference convolution, the model, timed by CPU time, and (the model being long) the
+/// reference again ([`drift::timed`]).
 pub fn drift(m: &LoadedModel, runs: usize, pause: std::time::Duration) -> Result<DriftBench> {
     use legion_runtime::exec::{run, runnable, section_graph};
-    use legion_runtime::link::{drift, thread_cpu_time};
+    use legion_runtime::link::drift;
     ensure!(runs >= 3, "--runs must be at least 3");
     let plan = runnable(section_graph(&m.ir, 0, m.ir.output())?)?;
     let input = reference::random_input(&m.ir.nodes[0].shape, 7);
     run(&plan, input.clone())?;
-    let (mut raw, mut corrected, mut inverse) = (vec![], vec![], vec![]);
+    let cal = drift::calibrated();
+    let (mut raw, mut corrected, mut before_only, mut inverse) = (vec![], vec![], vec![], vec![]);
+    let mut bracketed = true;
     for _ in 0..runs {
         std::thread::sleep(pause);
-        let scale = drift::scale_always();
-        let cpu = thread_cpu_time();
-        run(&plan, input.clone())?;
-        let t = thread_cpu_time().saturating_sub(cpu).as_secs_f64();
+        let timed = drift::timed(true, || run(&plan, input.clone()));
+        timed.result?;
+        let t = timed.cpu.as_secs_f64();
         raw.push(t);
-        corrected.push(t * scale);
-        inverse.push(1.0 / scale);
+        corrected.push(t * timed.scale);
+        before_only.push(t * drift::scale_for(cal, timed.before));
+        inverse.push(1.0 / timed.scale);
+        bracketed &= timed.after.is_some();
     }
     let (mr, sr) = mean_sd(&raw);
     let (mc, sc) = mean_sd(&corrected);
+    let (mb, sb) = mean_sd(&before_only);
     let (mi, si) = mean_sd(&inverse);
     let cov = raw.iter().zip(&inverse).map(|(a, b)| (a - mr) * (b - mi)).sum::<f64>() / runs as f64;
     Ok(DriftBench {
         runs,
         raw_cv: sr / mr,
         corrected_cv: sc / mc,
+        before_only_cv: sb / mb,
+        bracketed,
         correlation: if sr > 0.0 && si > 0.0 { cov / (sr * si) } else { 0.0 },
         reference_cv: si / mi,
         raw_median_s: median(raw),
         corrected_median_s: median(corrected),
-        calibrated_reference_s: drift::calibrated(),
+        calibrated_reference_s: cal,
     })
 }
 

@@ -653,7 +653,11 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(out, "model {}, whole model on one thread, {} runs {} ms apart", m.ir.name, r.runs, pause_ms)?;
             writeln!(out, "calibrated reference {:>9.3} ms", r.calibrated_reference_s * 1e3)?;
             writeln!(out, "raw CPU time       {:>9.1} ms median, coefficient of variation {:.1} %", r.raw_median_s * 1e3, r.raw_cv * 1e2)?;
-            writeln!(out, "drift-corrected    {:>9.1} ms median, coefficient of variation {:.1} %", r.corrected_median_s * 1e3, r.corrected_cv * 1e2)?;
+            let how = if r.bracketed { "reference before and after each run" } else { "reference before each run (runs too short to bracket)" };
+            writeln!(out, "drift-corrected    {:>9.1} ms median, coefficient of variation {:.1} % ({how})", r.corrected_median_s * 1e3, r.corrected_cv * 1e2)?;
+            if r.bracketed {
+                writeln!(out, "  from the reference before each run only: coefficient of variation {:.1} %", r.before_only_cv * 1e2)?;
+            }
             writeln!(out, "reference time: coefficient of variation {:.1} %; correlation of the run with it: {:.2}", r.reference_cv * 1e2, r.correlation)?;
             writeln!(out, "variation corrected / raw = {:.2}", r.corrected_cv / r.raw_cv)?;
         }

@@ -27,8 +27,8 @@ pub struct Settings {
 /// What a record is about (everything but the value): its key is the hash of this.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RecordId {
-    /// `segment` (one layer between cut points), `group` (a fused group on a band), `facts`,
-    /// `link`.
+    /// `segment` (one layer between cut points), `group` (a fused group on a band),
+    /// `fss-check` (a group the full search chose, measured once more), `tail`, `facts`, `link`.
     pub kind: String,
     /// The board's identity (for `facts` and `link`: its address).
     pub identity: String,

@@ -158,8 +158,10 @@ enum Work {
 
 type Computed = Result<(Tensor, Duration)>;
 
-/// Where work is handed to the compute thread, with where its result goes.
-type ComputeQueue = std::sync::mpsc::Sender<(Work, std::sync::mpsc::Sender<Computed>)>;
+/// Work for the compute thread, with where its result goes.
+type ComputeJob = (Work, std::sync::mpsc::Sender<Computed>);
+/// Where work is handed to the compute thread.
+type ComputeQueue = std::sync::mpsc::Sender<ComputeJob>;
 
 /// The board's compute thread: every band and the tail run on it, one at a time, for as long
 /// as the board serves. tract keeps scratch buffers per thread; on a thread started for each
@@ -167,7 +169,7 @@ type ComputeQueue = std::sync::mpsc::Sender<(Work, std::sync::mpsc::Sender<Compu
 /// coordinator's own bands 1.3–1.8× slower than the same bands on a worker (whose connection
 /// thread lives on) and than the probe measured them.
 fn spawn_compute(cfg: &BoardConfig, mut exec: BandExecutor, tail: Option<Runnable>) -> Result<ComputeQueue> {
-    let (tx, rx) = std::sync::mpsc::channel::<(Work, std::sync::mpsc::Sender<Computed>)>();
+    let (tx, rx) = std::sync::mpsc::channel::<ComputeJob>();
     let (groups, index, speed) = (cfg.plan.groups.clone(), cfg.index, cfg.speed);
     std::thread::Builder::new().name("compute".into()).spawn(move || {
         for (work, reply) in rx {

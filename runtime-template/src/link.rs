@@ -108,32 +108,38 @@ pub fn thread_cpu_time() -> Duration {
 /// result and that time, this machine's core at its calibrated speed.
 pub fn emulated_cpu<R>(f: impl FnOnce() -> R) -> (R, Duration) {
     let _slot = emulation_slot();
-    let scale = drift::scale();
-    let cpu = thread_cpu_time();
-    let r = f();
-    (r, thread_cpu_time().saturating_sub(cpu).mul_f64(scale))
+    let t = drift::timed(drift::enabled(), f);
+    (t.result, t.cpu.mul_f64(t.scale))
 }
 
-/// Run `f` as a board of relative `speed` would (1.0: this machine's core; 0.1: ten times
-/// slower). Returns f's result and the emulated compute time. `speed` None: a real board,
-/// wall time.
-pub fn compute<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration) {
-    let wall = Instant::now();
+/// Run `f` and return its result and the compute time of a board of relative `speed` (1.0:
+/// this machine's core; 0.1: ten times slower), without waiting that time out. `speed` None:
+/// a real board, wall time. The board's runtime ([`compute`]) and the probe both time their
+/// runs here, so that a profile measures what a plan will take.
+pub fn measure<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration) {
     match speed {
         None => {
+            let wall = Instant::now();
             let r = f();
             (r, wall.elapsed())
         }
         Some(speed) => {
             let (r, used) = emulated_cpu(f);
-            let twin = used.div_f64(speed);
-            let elapsed = wall.elapsed();
-            if twin > elapsed {
-                std::thread::sleep(twin - elapsed);
-            }
-            (r, twin.max(elapsed))
+            (r, used.div_f64(speed))
         }
     }
+}
+
+/// Run `f` as a board of relative `speed` would: [`measure`], then, for an emulated board,
+/// sleep until its twin would be done. Returns f's result and the compute time.
+pub fn compute<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration) {
+    let wall = Instant::now();
+    let (r, twin) = measure(speed, f);
+    let elapsed = wall.elapsed();
+    if twin > elapsed {
+        std::thread::sleep(twin - elapsed);
+    }
+    (r, twin.max(elapsed))
 }
 
 /// Compute slots on this machine: one core fewer than it has (at least one). The core left
@@ -201,12 +207,13 @@ pub fn tune_allocator() {
 
 /// The machine's drift, measured by a reference convolution (3×3, 48 → 48 channels on a
 /// 24 × 56 map, about 28 M multiply-adds, under a millisecond here) run just before each
-/// emulated computation on the same thread.
+/// emulated computation on the same thread (and just after it, if it is long).
 ///
 /// The machine's calibrated reference time is measured once (the fastest of 40 runs) and kept
 /// in `reference-v1.ns` in the emulation dir, so that every process on this machine (probes
 /// and boards, today and next week) scales to the same speed. An emulated computation's CPU
-/// time is multiplied by calibrated ÷ current (the fastest of 3 runs just before it), kept
+/// time is multiplied by calibrated ÷ current (the fastest of 3 runs just before it; for a
+/// computation of more than 20 reference times, the mean of that and the same after it), kept
 /// within [½, 2]. Measured on this project's 2-core VM: the whole ResNet-18 and a 2 ms conv
 /// band timed just before it correlate at 0.90 over 80 runs, and the ratio halves the
 /// coefficient of variation of the whole run (21 % → 10.7 %).
@@ -224,6 +231,8 @@ pub mod drift {
     const W: usize = 56;
     const CALIBRATION_RUNS: usize = 40;
     const RUNS: usize = 3;
+    /// Computations longer than this many reference runs are bracketed by the reference.
+    pub const LONG: f64 = 20.0;
 
     fn kernel() -> (Runnable, Tensor) {
         let det = |n: usize, k: usize| -> Vec<f32> { (0..n).map(|i| ((i * k) % 97) as f32 / 97.0 - 0.5).collect() };
@@ -302,18 +311,36 @@ pub mod drift {
         read().map_or(measured, |ns| ns as f64 * 1e-9)
     }
 
-    /// Factor for the CPU time of a computation started now on this thread: calibrated ÷
-    /// current reference time, within [½, 2]; 1 when turned off.
-    pub fn scale() -> f64 {
-        if !enabled() {
-            return 1.0;
-        }
-        scale_always()
+    /// A computation timed by [`timed`].
+    pub struct Timed<R> {
+        pub result: R,
+        /// Its CPU time on this thread.
+        pub cpu: std::time::Duration,
+        /// The reference times just before it and (if it was long) just after it; 0 and None
+        /// when not corrected.
+        pub before: f64,
+        pub after: Option<f64>,
+        /// The factor that corrects `cpu` for the machine's drift.
+        pub scale: f64,
     }
 
-    /// [`scale`], even when turned off (for `legionc bench drift`).
-    pub fn scale_always() -> f64 {
-        scale_for(calibrated(), fastest(RUNS))
+    /// Run `f` on this thread and time it: its CPU time and the factor that corrects that
+    /// time for the machine's drift: calibrated ÷ current reference time, within [½, 2] (1 if
+    /// `correct` is false). The current time is the fastest of 3 reference runs just before
+    /// `f`. A computation longer than [`LONG`] reference runs may straddle spells of
+    /// different speeds: the reference is then timed after it as well, and the mean of the
+    /// two current times taken.
+    pub fn timed<R>(correct: bool, f: impl FnOnce() -> R) -> Timed<R> {
+        let before = if correct { fastest(RUNS) } else { 0.0 };
+        let start = super::thread_cpu_time();
+        let result = f();
+        let cpu = super::thread_cpu_time().saturating_sub(start);
+        if !correct {
+            return Timed { result, cpu, before, after: None, scale: 1.0 };
+        }
+        let after = (cpu.as_secs_f64() > LONG * before).then(|| fastest(RUNS));
+        let current = after.map_or(before, |a| 0.5 * (before + a));
+        Timed { result, cpu, before, after, scale: scale_for(calibrated(), current) }
     }
 
     /// calibrated ÷ current, within [½, 2].

@@ -183,21 +183,12 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
         for round in 0..file.warmup + file.repeats {
             for (j, r) in chunk.iter().zip(ready.iter_mut()) {
                 // An emulated board's run is timed as the board's runtime times it.
-                let mut job = || match &r.whole {
+                let job = || match &r.whole {
                     Some(w) => crate::exec::run(w, r.input.clone()).map(|_| ()),
                     None => exec.run_band(j.group, j.out, r.input.clone()).map(|_| ()),
                 };
-                let (done, t) = match file.speed {
-                    Some(s) => {
-                        let (done, cpu) = crate::link::emulated_cpu(job);
-                        (done, cpu.as_secs_f64() / s)
-                    }
-                    None => {
-                        let wall = Instant::now();
-                        let done = job();
-                        (done, wall.elapsed().as_secs_f64())
-                    }
-                };
+                let (done, t) = crate::link::measure(file.speed, job);
+                let t = t.as_secs_f64();
                 done.with_context(|| format!("job {}", j.id))?;
                 r.total += t;
                 if round >= file.warmup {

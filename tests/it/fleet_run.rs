@@ -308,3 +308,29 @@ fn bench_compares_strategies_on_the_emulated_fleet() {
         assert!(legionc::deploy::health(b).is_err(), "board {} still answers", b.name);
     }
 }
+
+/// The full search predicts its plan from its chosen groups measured once more (`fss-check`
+/// records in the profile cache), not from the minimum of its own noisy measurements.
+#[test]
+fn the_full_search_predicts_its_plan_from_its_groups_measured_again() {
+    let f = TestFleet::emulated("fss", "mixed-tiny", 28900, &[1.0, 0.5]).with_strategy("fss");
+    let cache = f.dir.path("cache");
+    let o = f.legionc(&["compile", "--no-build", "--cache-dir", cache.to_str().unwrap(), "--target-dir", boards_target_dir().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.out().join("plan-report.json")).unwrap()).unwrap();
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(cache.join("profiles.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let checks: Vec<f64> = records.iter().filter(|r| r["kind"] == "fss-check").map(|r| r["value"]["median_s"].as_f64().unwrap()).collect();
+    let searched = records.iter().filter(|r| r["kind"] == "group").count();
+    let groups = report["groups"].as_array().unwrap();
+    let bands: Vec<&serde_json::Value> = groups.iter().flat_map(|g| g["bands"].as_array().unwrap()).filter(|b| b["rows"].as_u64() > Some(0)).collect();
+    assert!(!bands.is_empty() && !checks.is_empty() && checks.len() <= bands.len(), "{} checks for {} bands", checks.len(), bands.len());
+    assert!(searched > 10 * checks.len(), "{searched} group measurements, {} checks", checks.len());
+    for b in &bands {
+        let c = b["compute_s"].as_f64().unwrap();
+        assert!(checks.contains(&c), "band {b}: its compute time is not one of the checks {checks:?}");
+    }
+    let total: f64 = groups.iter().map(|g| g["latency_s"].as_f64().unwrap()).sum::<f64>() + report["tail_s"].as_f64().unwrap();
+    assert!((total - report["predicted_latency_s"].as_f64().unwrap()).abs() < 1e-12, "{report}");
+    // the checks are counted in the full search's profiling
+    assert_eq!(report["profiling"]["measured"].as_u64().unwrap() as usize, searched + checks.len(), "{report}");
+}

@@ -46,7 +46,7 @@ impl Drop for TempDir {
 
 /// The legionc binary built for these tests. Board crates it builds are compiled at
 /// opt-level 1 (tract builds much faster; the tests run tiny models and time nothing), into
-/// the shared `target/boards`.
+/// `target/boards-test` (`fleet_run::boards_target_dir`) or, cross-built (at opt-level 0), `target/boards-cross`.
 pub fn legionc() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_legionc"));
     c.env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1");
