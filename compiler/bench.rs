@@ -345,6 +345,23 @@ pub fn strategies(
         }
         crate::write_atomic(&model_file, &legion_runtime::modelfile::write(&m.ir, &|_| true))?;
     }
+    // The generic board checks its model file against the sha256 in its configuration. The
+    // file's hash is kept beside it, so that it is read once, not at every fleet start.
+    let model_sha = match boards {
+        Boards::Compiled => String::new(),
+        Boards::Generic { .. } => {
+            let side = model_file.with_extension("sha256");
+            match std::fs::read_to_string(&side).ok().filter(|t| t.trim().len() == 64) {
+                Some(t) => t.trim().to_string(),
+                None => {
+                    let bytes = std::fs::read(&model_file).with_context(|| format!("reading {}", model_file.display()))?;
+                    let sha = legion_runtime::plan::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+                    crate::write_atomic(&side, format!("{sha}\n").as_bytes())?;
+                    sha
+                }
+            }
+        }
+    };
     let x = reference::random_input(&m.ir.user_input_shape(), 1);
     let expected = reference::run(&m.onnx, &x)?;
     let mut max_rel_diff = 0f32;
@@ -355,7 +372,7 @@ pub fn strategies(
         std::fs::write(&plan_file, serde_json::to_vec_pretty(&planned.plan)?)?;
         let launch = match boards {
             Boards::Compiled => deploy::Launch::PlanFile { plan: &plan_file, model: &model_file },
-            Boards::Generic { exe, .. } => deploy::Launch::Generic { exe, model: &model_file },
+            Boards::Generic { exe, .. } => deploy::Launch::Generic { exe, model: &model_file, model_sha: &model_sha },
         };
         let up = deploy::up_emulated_with(fleet, &planned.plan, &launch, opts.quiet);
         let measured = up.and_then(|()| {

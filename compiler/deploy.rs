@@ -4,7 +4,6 @@
 use crate::fleet::{Board, Fleet};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use sha2::Digest;
 use legion_runtime::plan::Plan;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -67,9 +66,9 @@ pub enum Launch<'a> {
     /// every weight, so no rebuild per plan.
     PlanFile { plan: &'a Path, model: &'a Path },
     /// The generic board binary (`legion-board`), the fleet and plan of each board from a JSON
-    /// configuration written into `OUT/run/`, and a model file holding every weight: any
-    /// emulated fleet without a compile.
-    Generic { exe: &'a Path, model: &'a Path },
+    /// configuration written into `OUT/run/`, and a model file holding every weight, with its
+    /// sha256 (which the board checks): any emulated fleet without a compile.
+    Generic { exe: &'a Path, model: &'a Path, model_sha: &'a str },
 }
 
 /// Start the emulated boards with `plan`, launched as `launch` says.
@@ -80,15 +79,6 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
     bar.set_style(ProgressStyle::with_template("{spinner} starting [{bar:20}] {pos}/{len} {msg}").unwrap().progress_chars("=> "));
     bar.enable_steady_tick(Duration::from_millis(200));
     let mut started = Vec::new();
-    // The generic binary checks its model file against the sha256 in its configuration: hash
-    // the (large) file once for all the boards.
-    let generic_model_sha = match launch {
-        Launch::Generic { model, .. } => {
-            let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
-            Some(legion_runtime::plan::hex(&sha2::Sha256::digest(&bytes)))
-        }
-        _ => None,
-    };
     for b in fleet.boards.iter().filter(|b| b.is_emulated()) {
         bar.set_message(b.name.clone());
         if let Ok((_, _, h)) = health(b) {
@@ -111,11 +101,10 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
         match launch {
             Launch::Compiled => cmd.arg("--model").arg(fleet.out().join(b.slug()).join("model.bin")),
             Launch::PlanFile { plan, model } => cmd.arg("--model").arg(model).arg("--plan").arg(plan),
-            Launch::Generic { model, .. } => {
-                let sha = generic_model_sha.as_deref().expect("hashed above for the generic launch");
+            Launch::Generic { model, model_sha, .. } => {
                 let index = fleet.boards.iter().position(|x| x.name == b.name).expect("a board of the fleet");
                 let cfg = run_dir(fleet).join(format!("{}.board.json", b.slug()));
-                std::fs::write(&cfg, serde_json::to_vec_pretty(&crate::codegen::board_config(fleet, plan, index, sha))?)?;
+                std::fs::write(&cfg, serde_json::to_vec_pretty(&crate::codegen::board_config(fleet, plan, index, model_sha))?)?;
                 cmd.arg("--config").arg(cfg).arg("--model").arg(model)
             }
         };
