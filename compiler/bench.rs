@@ -3,6 +3,7 @@
 use crate::model::{group_band, reference, Group, LoadedModel, Rows};
 use anyhow::{ensure, Context, Result};
 use legion_runtime::exec::BandExecutor;
+use legion_runtime::stats::{mean_sd, median, median_by, min_max};
 use prost::Message;
 use std::collections::HashSet;
 use std::time::Instant;
@@ -46,10 +47,6 @@ pub fn band_onnx(m: &LoadedModel, group: Group, input_rows: usize) -> Result<Vec
     Ok(proto.encode_to_vec())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// What `bench drift` measured: the same whole-model run, timed by its raw CPU time and by
 /// the drift-corrected time emulated boards use (`legion_runtime::link::drift`).
@@ -72,11 +69,6 @@ pub struct DriftBench {
     pub calibrated_reference_s: f64,
 }
 
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let mean = v.iter().sum::<f64>() / v.len() as f64;
-    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
-    (mean, var.sqrt())
-}
 
 /// Run the whole of `m` `runs` times on one thread with `pause` between runs (so that the runs
 /// span the machine's slow and fast spells), each time as an emulated board does: the
@@ -116,8 +108,8 @@ pub fn drift(m: &LoadedModel, runs: usize, pause: std::time::Duration) -> Result
         bracketed,
         correlation: if sr > 0.0 && si > 0.0 { cov / (sr * si) } else { 0.0 },
         reference_cv: si / mi,
-        raw_median_s: median(raw),
-        corrected_median_s: median(corrected),
+        raw_median_s: median(&raw),
+        corrected_median_s: median(&corrected),
         calibrated_reference_s: cal,
     })
 }
@@ -162,15 +154,14 @@ pub fn band_vs_tract(m: &LoadedModel, group: Group, boards: usize, board: usize,
         direct.run(tvec!(input.clone().into()))?;
         tt.push(t.elapsed().as_secs_f64());
     }
-    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     Ok(BandBench {
         group,
         band,
         input_rows: gb.input.len(),
-        executor_min_s: min(&te),
-        tract_min_s: min(&tt),
-        executor_s: median(te),
-        tract_s: median(tt),
+        executor_min_s: min_max(&te).0,
+        tract_min_s: min_max(&tt).0,
+        executor_s: median(&te),
+        tract_s: median(&tt),
         max_abs_diff,
     })
 }
@@ -258,6 +249,85 @@ pub fn predict_fleet_latency(fleet: &crate::fleet::Fleet, m: &LoadedModel, plan:
     Ok(FleetPrediction { groups, tail, total })
 }
 
+/// What `bench fleet` measured on a running emulated fleet.
+pub struct FleetBench {
+    pub frames: usize,
+    pub measured_s: f64,
+    pub predicted: FleetPrediction,
+    pub single_s: f64,
+    /// Σ speeds ÷ the fastest: the speedup if nothing but compute counted.
+    pub ideal: f64,
+}
+
+/// Run `frames` frames (after a warm-up) through the running emulated fleet and compare the
+/// median with the latency its plan predicts from the emulation parameters and with the
+/// fastest single board.
+pub fn fleet(fleet: &crate::fleet::Fleet, m: &LoadedModel, plan: &legion_runtime::plan::Plan, frames: usize) -> Result<FleetBench> {
+    let x = reference::random_input(&m.ir.user_input_shape(), 1);
+    crate::run::infer(fleet, plan, &x)?; // warm-up frame
+    let lat: Vec<f64> = (0..frames.max(1)).map(|_| crate::run::infer(fleet, plan, &x).map(|r| r.2.as_secs_f64())).collect::<Result<_>>()?;
+    let fastest = fleet.boards.iter().map(|b| b.nominal_speed()).fold(0.0, f64::max);
+    Ok(FleetBench {
+        frames: lat.len(),
+        measured_s: median(&lat),
+        predicted: predict_fleet_latency(fleet, m, plan)?,
+        single_s: crate::run::single_board(m, &x, fastest)?.1,
+        ideal: fleet.boards.iter().map(|b| b.nominal_speed()).sum::<f64>() / fastest,
+    })
+}
+
+impl std::fmt::Display for FleetBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = &self.predicted;
+        let speedup = self.single_s / self.measured_s;
+        writeln!(f, "measured latency   {:>9.1} ms (median of {} frames)", self.measured_s * 1e3, self.frames)?;
+        writeln!(f, "predicted latency  {:>9.1} ms (groups {}; tail {:.1})", p.total * 1e3, p.groups.iter().map(|g| format!("{:.1}", g * 1e3)).collect::<Vec<_>>().join(" + "), p.tail * 1e3)?;
+        writeln!(f, "measured / predicted = {:.3}", self.measured_s / p.total)?;
+        writeln!(f, "single fastest board {:>9.1} ms -> speedup {:.2}x", self.single_s * 1e3, speedup)?;
+        writeln!(f, "ideal bound (sum of speeds / fastest) = {:.2}x; speedup / ideal = {:.3}", self.ideal, speedup / self.ideal)
+    }
+}
+
+impl std::fmt::Display for BandBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "group {}..{}, output rows {} (input rows {}), single thread", self.group.from, self.group.to, self.band, self.input_rows)?;
+        writeln!(f, "legionc executor  {:>9.2} ms median, {:>9.2} ms fastest", self.executor_s * 1e3, self.executor_min_s * 1e3)?;
+        writeln!(f, "tract-onnx direct {:>9.2} ms median, {:>9.2} ms fastest", self.tract_s * 1e3, self.tract_min_s * 1e3)?;
+        writeln!(f, "max |diff| {:.2e}", self.max_abs_diff)?;
+        writeln!(f, "ratio executor / tract = {:.3} median, {:.3} fastest (goal <= 1.05)", self.executor_s / self.tract_s, self.executor_min_s / self.tract_min_s)
+    }
+}
+
+impl std::fmt::Display for DriftBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "calibrated reference {:>9.3} ms", self.calibrated_reference_s * 1e3)?;
+        writeln!(f, "raw CPU time       {:>9.1} ms median, coefficient of variation {:.1} %", self.raw_median_s * 1e3, self.raw_cv * 1e2)?;
+        let how = if self.bracketed { "reference before and after each run" } else { "reference before each run (runs too short to bracket)" };
+        writeln!(f, "drift-corrected    {:>9.1} ms median, coefficient of variation {:.1} % ({how})", self.corrected_median_s * 1e3, self.corrected_cv * 1e2)?;
+        if self.bracketed {
+            writeln!(f, "  from the reference before each run only: coefficient of variation {:.1} %", self.before_only_cv * 1e2)?;
+        }
+        writeln!(f, "reference time: coefficient of variation {:.1} %; correlation of the run with it: {:.2}", self.reference_cv * 1e2, self.correlation)?;
+        writeln!(f, "variation corrected / raw = {:.2}", self.corrected_cv / self.raw_cv)
+    }
+}
+
+/// The group `bench band` times: `FROM..TO` between cut points of the splittable part, or
+/// the first fused block.
+pub fn band_group(m: &LoadedModel, spec: Option<&str>) -> Result<Group> {
+    use crate::solve::{fused_groups, Fusion};
+    let group = match spec {
+        Some(g) => {
+            let (a, b) = g.split_once("..").context("--group takes FROM..TO")?;
+            Group { from: a.parse().context("--group: FROM")?, to: b.parse().context("--group: TO")? }
+        }
+        None => Group { from: 0, to: fused_groups(&m.ir, Fusion::Blocks)[0] },
+    };
+    let cuts = m.ir.split_cut_points();
+    ensure!(cuts.contains(&group.from) && cuts.contains(&group.to) && group.from < group.to, "group {}..{} is not between cut points of the splittable part {:?}", group.from, group.to, cuts);
+    Ok(group)
+}
+
 // ---------------------------------------------------------------- strategies compared
 
 /// One strategy's plan, run for real on an emulated fleet.
@@ -319,7 +389,7 @@ pub fn strategies(
     for b in &fleet.boards {
         ensure!(deploy::health(b).is_err(), "board {} ({}) is running: run `legionc down` first", b.name, b.addr());
         if let Boards::Compiled = boards {
-            ensure!(deploy::binary(fleet, b).exists(), "board {} has no binary: run `legionc compile` first", b.name);
+            ensure!(crate::cargo_build::installed_binary(fleet, b).exists(), "board {} has no binary: run `legionc compile` first", b.name);
         }
     }
     let dir = fleet.out().join("bench");
@@ -369,7 +439,7 @@ pub fn strategies(
     for &s in list {
         let planned = strategy::plan(fleet, m, s, opts)?;
         let plan_file = dir.join(format!("{}.plan.json", s.name()));
-        std::fs::write(&plan_file, serde_json::to_vec_pretty(&planned.plan)?)?;
+        crate::write_atomic(&plan_file, &serde_json::to_vec_pretty(&planned.plan)?)?;
         let launch = match boards {
             Boards::Compiled => deploy::Launch::PlanFile { plan: &plan_file, model: &model_file },
             Boards::Generic { exe, .. } => deploy::Launch::Generic { exe, model: &model_file, model_sha: &model_sha },
@@ -378,14 +448,10 @@ pub fn strategies(
         let measured = up.and_then(|()| {
             // The warm-up frame's output is checked against tract's single run.
             let (y, _, _) = run::infer(fleet, &planned.plan, &x)?;
-            let (diff, scale) = reference::compare(&y, &expected)?;
-            ensure!(diff <= 1e-4 * scale, "the fleet's output differs from tract's single run: max |diff| {diff:e} > 1e-4 x max |output| {scale:e}");
-            max_rel_diff = max_rel_diff.max(diff / scale.max(f32::MIN_POSITIVE));
-            let mut lat: Vec<(f64, legion_runtime::board::FrameReport)> =
+            max_rel_diff = max_rel_diff.max(reference::check(&y, &expected, "the fleet's output")?.ratio());
+            let lat: Vec<(f64, legion_runtime::board::FrameReport)> =
                 (0..frames.max(1)).map(|_| run::infer(fleet, &planned.plan, &x).map(|r| (r.2.as_secs_f64(), r.1))).collect::<Result<_>>()?;
-            lat.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let mid = lat.len() / 2;
-            Ok(lat.swap_remove(mid))
+            Ok(median_by(lat, |f| f.0).expect("at least one frame"))
         });
         deploy::down(fleet)?;
         let (measured, frame) = measured.with_context(|| format!("strategy {}", s.name()))?;

@@ -9,6 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// The shared cargo target directory of a fleet's board crates when `--target-dir` is not
+/// given: `OUT/target`.
+pub fn default_target_dir(fleet: &Fleet) -> PathBuf {
+    fleet.out().join("target")
+}
+
 /// Name of a board's binary: unique per fleet and board, as board crates share a target dir.
 pub fn binary_name(fleet: &Fleet, board: &Board) -> String {
     format!("legion-{}-{}", crate::fleet::slug(&fleet.name), board.slug())
@@ -75,8 +81,28 @@ fn crate_command(manifest: &Path, target_dir: &Path, board: &Board) -> Command {
     cmd
 }
 
-/// Build every board's crate. Output of cargo goes to `OUT/build.log`.
-pub fn build(fleet: &Fleet, target_dir: &Path, quiet: bool) -> Result<()> {
+/// A board's built binary in the compiled fleet: `OUT/bin/<binary name>`.
+pub fn installed_binary(fleet: &Fleet, b: &Board) -> PathBuf {
+    fleet.out().join("bin").join(binary_name(fleet, b))
+}
+
+/// Build every board's crate and copy the binaries into `OUT/bin/` (each atomically);
+/// returns that folder. Output of cargo goes to `OUT/build.log`.
+pub fn build(fleet: &Fleet, target_dir: &Path, quiet: bool) -> Result<PathBuf> {
+    build_crates(fleet, target_dir, quiet)?;
+    let bin_dir = fleet.out().join("bin");
+    std::fs::create_dir_all(&bin_dir).with_context(|| format!("creating {}", bin_dir.display()))?;
+    for b in &fleet.boards {
+        let src = binary_path(target_dir, fleet, b);
+        let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+        let dst = installed_binary(fleet, b);
+        crate::write_atomic(&dst, &bytes)?;
+        std::fs::set_permissions(&dst, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    Ok(bin_dir)
+}
+
+fn build_crates(fleet: &Fleet, target_dir: &Path, quiet: bool) -> Result<()> {
     let out = fleet.out();
     for b in &fleet.boards {
         check_toolchain(b)?;

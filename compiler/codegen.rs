@@ -75,9 +75,32 @@ pub fn board_config(fleet: &Fleet, plan: &Plan, index: usize, model_file_sha256:
             _ => None,
         },
         threads: b.threads,
+        cores: b.cores(),
         model_sha256: model_file_sha256.into(),
         deadline_ms: (fleet.deadline_s * 1000.0) as u64,
     }
+}
+
+/// The plan of a compiled fleet (`OUT/plan.json`).
+pub fn compiled_plan(fleet: &Fleet) -> Result<Plan> {
+    let p = fleet.out().join("plan.json");
+    let bytes = std::fs::read(&p).with_context(|| format!("{} is not compiled: no {} (run `legionc compile` first)", fleet.name, p.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("reading {}", p.display()))
+}
+
+/// A plan from a JSON file (one that `bench` or `suite` wrote for a strategy), checked to be
+/// for the fleet's boards and model.
+pub fn plan_for(fleet: &Fleet, model: &LoadedModel, path: &Path) -> Result<Plan> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let plan: Plan = serde_json::from_slice(&bytes).with_context(|| format!("{}: not a plan", path.display()))?;
+    let names: Vec<&String> = fleet.boards.iter().map(|b| &b.name).collect();
+    if plan.boards.iter().collect::<Vec<_>>() != names {
+        bail!("{}: a plan for boards {:?}, the fleet has {:?}", path.display(), plan.boards, names);
+    }
+    if plan.model_sha256 != model.sha256 {
+        bail!("{}: a plan for another model (sha256 {}); {} has {}", path.display(), plan.model_sha256, fleet.model.source, model.sha256);
+    }
+    Ok(plan)
 }
 
 /// Every file of the compiled fleet: `plan.json` and one crate per board.
@@ -114,6 +137,7 @@ pub fn render(fleet: &Fleet, model: &LoadedModel, plan: &Plan) -> Result<Vec<Out
         cx.insert("coordinator", &cfg.coordinator);
         cx.insert("speed", &cfg.speed.map_or("None".into(), |s| format!("Some({s:?})")));
         cx.insert("threads", &cfg.threads);
+        cx.insert("cores", &cfg.cores);
         cx.insert("deadline_ms", &cfg.deadline_ms);
         cx.insert("model_file_sha256", &cfg.model_sha256);
         cx.insert("peers", &peers);
@@ -201,7 +225,7 @@ pub fn runtime_dir() -> String {
 pub fn probe_sha256(triple: &str) -> Result<String> {
     let mut h = Sha256::new();
     for f in render_probe()? {
-        let bytes = if f.path.ends_with("Cargo.lock") { lock_closure(std::str::from_utf8(&f.bytes)?, "legion-runtime").into_bytes() } else { f.bytes };
+        let bytes = if f.path.ends_with("Cargo.lock") { lock_closure(std::str::from_utf8(&f.bytes)?, "legion-runtime")?.into_bytes() } else { f.bytes };
         h.update(f.path.to_string_lossy().as_bytes());
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(&bytes);
@@ -210,53 +234,29 @@ pub fn probe_sha256(triple: &str) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
-/// The `[[package]]` blocks of a Cargo.lock that `root` depends on, itself included, in the
-/// file's order: what a build of `root` can use.
-pub fn lock_closure(lock: &str, root: &str) -> String {
-    struct Pkg<'a> {
-        name: &'a str,
-        version: &'a str,
-        deps: Vec<&'a str>,
-        text: &'a str,
-    }
-    let pkgs: Vec<Pkg> = lock
-        .split("[[package]]")
-        .skip(1)
-        .map(|text| {
-            let mut p = Pkg { name: "", version: "", deps: vec![], text };
-            let mut in_deps = false;
-            for line in text.lines() {
-                if let Some(v) = line.strip_prefix("name = ") {
-                    p.name = v.trim_matches('"');
-                } else if let Some(v) = line.strip_prefix("version = ") {
-                    p.version = v.trim_matches('"');
-                } else if line.starts_with("dependencies = [") {
-                    in_deps = true;
-                } else if in_deps && line.starts_with(']') {
-                    in_deps = false;
-                } else if in_deps {
-                    p.deps.push(line.trim().trim_end_matches(',').trim_matches('"'));
-                }
-            }
-            p
-        })
-        .collect();
-    // A dependency is written "name", "name version" or "name version (source)".
-    let matches = |p: &Pkg, dep: &str| {
-        let mut it = dep.split(' ');
-        it.next() == Some(p.name) && it.next().is_none_or(|v| v == p.version)
-    };
+/// The packages of a Cargo.lock that `root` depends on, itself included (what a build of
+/// `root` can use), one line each: name, version, source and checksum, sorted.
+pub fn lock_closure(lock: &str, root: &str) -> Result<String> {
+    let lock: cargo_lock::Lockfile = lock.parse().context("parsing Cargo.lock")?;
+    let pkgs = &lock.packages;
     let mut keep = vec![false; pkgs.len()];
-    let mut todo: Vec<usize> = pkgs.iter().enumerate().filter(|(_, p)| p.name == root).map(|(i, _)| i).collect();
+    let mut todo: Vec<usize> = pkgs.iter().enumerate().filter(|(_, p)| p.name.as_str() == root).map(|(i, _)| i).collect();
     while let Some(i) = todo.pop() {
         if std::mem::replace(&mut keep[i], true) {
             continue;
         }
-        for dep in &pkgs[i].deps {
-            todo.extend(pkgs.iter().enumerate().filter(|(j, p)| !keep[*j] && matches(p, dep)).map(|(j, _)| j));
+        for dep in &pkgs[i].dependencies {
+            todo.extend(pkgs.iter().enumerate().filter(|(j, p)| !keep[*j] && p.name == dep.name && p.version == dep.version).map(|(j, _)| j));
         }
     }
-    pkgs.iter().zip(keep).filter(|(_, k)| *k).map(|(p, _)| format!("[[package]]{}", p.text)).collect()
+    let mut lines: Vec<String> = pkgs
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|(p, _)| format!("{} {} {} {}\n", p.name, p.version, p.source.as_ref().map(|s| s.to_string()).unwrap_or_default(), p.checksum.as_ref().map(|c| c.to_string()).unwrap_or_default()))
+        .collect();
+    lines.sort();
+    Ok(lines.concat())
 }
 
 /// Write the files under `out`. Each board's crate and `plan.json` are replaced whole: written
@@ -264,10 +264,9 @@ pub fn lock_closure(lock: &str, root: &str) -> String {
 /// Other content of `out` (the shared build folder, run state) is kept.
 pub fn write(out: &Path, files: &[OutFile]) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let staging = out.join(".staging");
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)?;
-    }
+    // Removed on every return, also after an error.
+    let staging_dir = tempfile::Builder::new().prefix(".staging-").tempdir_in(out).with_context(|| format!("creating a staging folder in {}", out.display()))?;
+    let staging = staging_dir.path();
     for f in files {
         let p = staging.join(&f.path);
         std::fs::create_dir_all(p.parent().unwrap())?;
@@ -284,7 +283,6 @@ pub fn write(out: &Path, files: &[OutFile]) -> Result<()> {
         }
         std::fs::rename(staging.join(&top), &dst).with_context(|| format!("moving {} into place", dst.display()))?;
     }
-    std::fs::remove_dir_all(&staging)?;
     Ok(())
 }
 
@@ -311,8 +309,9 @@ pub fn check_out_dir(out: &Path) -> Result<()> {
         bail!("output {} is a file", out.display());
     }
     // What legionc itself puts there before a plan exists (profiling builds the probe first).
-    const OWN: &[&str] = &["probe", ".probe", ".staging", "target", "build.log"];
-    let foreign = out.is_dir() && std::fs::read_dir(out)?.filter_map(|e| e.ok()).any(|e| !OWN.contains(&e.file_name().to_string_lossy().as_ref()));
+    const OWN: &[&str] = &["probe", ".probe", "target", "build.log"];
+    let own = |name: &str| OWN.contains(&name) || name.starts_with(".staging-");
+    let foreign = out.is_dir() && std::fs::read_dir(out)?.filter_map(|e| e.ok()).any(|e| !own(&e.file_name().to_string_lossy()));
     if foreign && !out.join("plan.json").exists() {
         bail!("output {} is not empty and holds no compiled fleet (no plan.json): refusing to write into it", out.display());
     }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 ///
 /// Run time is close to `a + b·r` for large feature maps, so two points do: their line. On
 /// small maps (ResNet's 7-row layer 4) tract's kernels grow more than linearly with rows and a
-/// third point at the full height ([`crate::strategy::row_points`]) bends the curve there.
+/// third point at the full height ([`row_points`]) bends the curve there.
 /// The curve is made monotone (a point below its predecessor is raised to it), as the row
 /// split's deadline search needs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -285,4 +285,19 @@ impl CostModel {
         s += &format!("tail on {}: {:.1} ms\npredicted total: {:.1} ms\n", self.boards[self.coordinator].name, self.tail_s * 1e3, (total + self.tail_s) * 1e3);
         s
     }
+}
+
+/// Maps of at most this many rows are also timed at their full height.
+pub const SMALL_MAP_ROWS: usize = 8;
+
+/// Row counts at which a segment or group is timed: a quarter and a half of its output, and on
+/// small maps the whole of it (their run time grows more than linearly up to it; between two
+/// points far below, a line misses the full-height run by up to 40 %).
+pub fn row_points(h: usize) -> Vec<usize> {
+    let mut p = vec![(h / 4).max(1), (h / 2).max(1)];
+    if h <= SMALL_MAP_ROWS {
+        p.push(h);
+    }
+    p.dedup();
+    p
 }

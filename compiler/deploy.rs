@@ -5,22 +5,17 @@ use crate::fleet::{Board, Fleet};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use legion_runtime::plan::Plan;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The plan of a compiled fleet.
-pub fn compiled_plan(fleet: &Fleet) -> Result<Plan> {
-    let p = fleet.out().join("plan.json");
-    let bytes = std::fs::read(&p).with_context(|| format!("{} is not compiled: no {} (run `legionc compile` first)", fleet.name, p.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("reading {}", p.display()))
-}
+use crate::codegen::compiled_plan;
 
-/// A board's built binary in the compiled fleet.
-pub fn binary(fleet: &Fleet, b: &Board) -> PathBuf {
-    fleet.out().join("bin").join(crate::cargo_build::binary_name(fleet, b))
-}
+use crate::cargo_build::installed_binary as binary;
 
 fn run_dir(fleet: &Fleet) -> PathBuf {
     fleet.out().join("run")
@@ -39,13 +34,41 @@ fn read_pid(path: &Path) -> Option<i32> {
 }
 
 fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
+    // No signal: only checks that the process exists.
+    kill(Pid::from_raw(pid), None).is_ok()
 }
 
 /// Is a board answering with this plan? (name, runtime version, plan hash)
 pub fn health(b: &Board) -> Result<(String, String, String)> {
     legion_runtime::board::hello(&b.addr(), Duration::from_secs(2)).with_context(|| format!("board {} ({})", b.name, b.addr()))
+}
+
+/// Which boards answer, with which plan: a line per board, and how many do not answer.
+pub fn status(fleet: &Fleet) -> (String, usize) {
+    let plan = compiled_plan(fleet).ok();
+    let mut s = String::new();
+    let mut down = 0;
+    for b in &fleet.boards {
+        match health(b) {
+            Ok((_, version, hash)) => {
+                let same = plan.as_ref().is_some_and(|p| p.hash() == hash);
+                s += &format!("{:<16} {:<22} up, runtime {version}, plan {}{}\n", b.name, b.addr(), &hash[..16], if same { "" } else { " (not the compiled plan)" });
+            }
+            Err(_) => {
+                down += 1;
+                s += &format!("{:<16} {:<22} down\n", b.name, b.addr());
+            }
+        }
+    }
+    (s, down)
+}
+
+/// Stop the fleet: real boards over SSH, emulated ones started by `up`. Returns the names of
+/// the boards stopped.
+pub fn down_all(fleet: &Fleet) -> Result<Vec<String>> {
+    let mut stopped = if fleet.boards.iter().any(|b| !b.is_emulated()) { down_real(fleet, false)? } else { vec![] };
+    stopped.extend(down(fleet)?);
+    Ok(stopped)
 }
 
 /// Start every emulated board of a compiled fleet and wait until each answers with the plan.
@@ -104,7 +127,7 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
             Launch::Generic { model, model_sha, .. } => {
                 let index = fleet.boards.iter().position(|x| x.name == b.name).expect("a board of the fleet");
                 let cfg = run_dir(fleet).join(format!("{}.board.json", b.slug()));
-                std::fs::write(&cfg, serde_json::to_vec_pretty(&crate::codegen::board_config(fleet, plan, index, model_sha))?)?;
+                crate::write_atomic(&cfg, &serde_json::to_vec_pretty(&crate::codegen::board_config(fleet, plan, index, model_sha))?)?;
                 cmd.arg("--config").arg(cfg).arg("--model").arg(model)
             }
         };
@@ -115,7 +138,7 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
             .process_group(0)
             .spawn()
             .with_context(|| format!("starting board {} ({})", b.name, bin.display()))?;
-        std::fs::write(pid_file(fleet, b), format!("{}\n", child.id()))?;
+        crate::write_atomic(&pid_file(fleet, b), format!("{}\n", child.id()).as_bytes())?;
         started.push((b, child.id() as i32));
     }
     // Wait for every started board to answer (it builds its bands before listening).
@@ -145,15 +168,14 @@ pub fn down(fleet: &Fleet) -> Result<Vec<String>> {
         let pf = pid_file(fleet, b);
         let Some(pid) = read_pid(&pf) else { continue };
         if alive(pid) {
-            // SAFETY: plain signals to a process this fleet started.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
             let t = Instant::now();
             while alive(pid) && t.elapsed() < Duration::from_secs(3) {
                 reap(pid);
                 std::thread::sleep(Duration::from_millis(20));
             }
             if alive(pid) {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
             reap(pid);
             stopped.push(b.name.clone());
@@ -164,16 +186,15 @@ pub fn down(fleet: &Fleet) -> Result<Vec<String>> {
 }
 
 fn reap(pid: i32) {
-    // SAFETY: non-blocking wait on a child of ours (fails harmlessly for a non-child).
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+    // Non-blocking; fails harmlessly for a process that is not our child.
+    let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
 }
 
 /// Kill one board's process (tests of failure handling).
 pub fn kill_board(fleet: &Fleet, name: &str) -> Result<()> {
     let b = fleet.board(name)?;
     let pid = read_pid(&pid_file(fleet, b)).with_context(|| format!("board {name} has no pid file"))?;
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    Ok(())
+    kill(Pid::from_raw(pid), Signal::SIGKILL).with_context(|| format!("killing board {name} (pid {pid})"))
 }
 
 /// Starts a fleet that is not running yet and stops it again when dropped.
@@ -207,68 +228,20 @@ impl Drop for UpGuard<'_> {
 
 // ---------------------------------------------------------------- real boards over SSH
 
-use crate::fleet::BoardKind;
-use crate::profile::ssh::{shell_quote, Connection, Target};
-
-/// How to reach a real board.
-pub fn ssh_target(fleet: &Fleet, b: &Board, accept_new_host_keys: bool) -> Option<Target> {
-    match &b.kind {
-        BoardKind::Ssh { host, user, port, key_file } => Some(Target {
-            board: b.name.clone(),
-            host: host.clone(),
-            port: *port,
-            user: user.clone(),
-            key_file: key_file.clone(),
-            known_hosts: fleet.known_hosts.clone(),
-            accept_new_host_keys,
-            deadline: fleet.deadline(),
-        }),
-        BoardKind::Emulated { .. } => None,
-    }
-}
+use crate::parallel;
+use crate::ssh::{shell_quote, Connection};
 
 /// Folder of a board's runtime on the board, relative to the user's home.
 pub fn remote_dir(fleet: &Fleet, b: &Board) -> String {
     format!("legion/{}/{}", crate::fleet::slug(&fleet.name), b.slug())
 }
 
-/// Run `job` for every real board, at most 4 at once, one progress line per board.
+/// Run `job` for every real board, at most [`parallel::AT_ONCE`] at once, one progress line
+/// per board.
 fn each_real_board(fleet: &Fleet, what: &str, quiet: bool, job: &(dyn Fn(&Board, &ProgressBar) -> Result<()> + Sync)) -> Result<()> {
-    let multi = indicatif::MultiProgress::new();
-    if quiet {
-        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     let boards: Vec<&Board> = fleet.boards.iter().filter(|b| !b.is_emulated()).collect();
-    let style = ProgressStyle::with_template("{spinner} {prefix:<14} {msg}").unwrap();
-    let mut errors = Vec::new();
-    for chunk in boards.chunks(4) {
-        let results: Vec<Result<()>> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|b| {
-                    let bar = multi.add(ProgressBar::new_spinner());
-                    bar.set_style(style.clone());
-                    bar.set_prefix(b.name.clone());
-                    bar.enable_steady_tick(Duration::from_millis(200));
-                    s.spawn(move || {
-                        let r = job(b, &bar);
-                        match &r {
-                            Ok(()) => bar.finish_with_message(format!("{what}: done")),
-                            Err(e) => bar.abandon_with_message(format!("{what}: failed: {e:#}")),
-                        }
-                        r
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a {what} thread panicked")))).collect()
-        });
-        errors.extend(results.into_iter().filter_map(|r| r.err()));
-    }
-    match errors.len() {
-        0 => Ok(()),
-        1 => Err(errors.remove(0)),
-        n => Err(anyhow::anyhow!("{what} failed on {n} boards:\n{}", errors.iter().map(|e| format!("  {e:#}")).collect::<Vec<_>>().join("\n"))),
-    }
+    let bar = |b: &&Board| ProgressBar::new_spinner().with_style(parallel::style("{spinner} {prefix:<14} {msg}")).with_prefix(b.name.clone());
+    parallel::each(&boards, what, quiet, &bar, &|b, bar| job(b, bar))
 }
 
 /// The shell command that (re)starts a board's runtime detached, its log beside it.
@@ -305,7 +278,7 @@ pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<
     let plan = compiled_plan(fleet)?;
     let hash = plan.hash();
     each_real_board(fleet, "deploy", quiet, &|b, bar| {
-        let t = ssh_target(fleet, b, accept_new_host_keys).unwrap();
+        let t = fleet.ssh_target(b, accept_new_host_keys).unwrap();
         bar.set_message("connecting");
         let c = Connection::open(&t)?;
         let dir = remote_dir(fleet, b);
@@ -334,7 +307,7 @@ pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<
 /// Put back the previous binary and model of every real board and restart it.
 pub fn rollback(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<()> {
     each_real_board(fleet, "rollback", quiet, &|b, bar| {
-        let c = Connection::open(&ssh_target(fleet, b, accept_new_host_keys).unwrap())?;
+        let c = Connection::open(&fleet.ssh_target(b, accept_new_host_keys).unwrap())?;
         let dir = remote_dir(fleet, b);
         let d = shell_quote(&dir);
         bar.set_message("restoring the previous version");
@@ -348,7 +321,7 @@ pub fn rollback(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Resul
 /// Stop the runtime of every real board. Returns their names.
 pub fn down_real(fleet: &Fleet, quiet: bool) -> Result<Vec<String>> {
     each_real_board(fleet, "down", quiet, &|b, _| {
-        let c = Connection::open(&ssh_target(fleet, b, false).unwrap())?;
+        let c = Connection::open(&fleet.ssh_target(b, false).unwrap())?;
         let d = shell_quote(&remote_dir(fleet, b));
         c.exec(&format!("cd {d} 2>/dev/null && [ -f board.pid ] && kill $(cat board.pid) 2>/dev/null; rm -f board.pid; true"))?;
         Ok(())

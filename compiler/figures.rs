@@ -1,8 +1,11 @@
-//! SVG figures of a suite (plotters): speedup bars per strategy and fleet, and the Gantt
-//! chart of one measured frame (per board and group: receive, compute, send back).
+//! SVG figures (plotters) from the data their callers hand them: grouped bars (the suite's
+//! speedups per strategy and fleet) and the Gantt chart of one measured frame (per board and
+//! group: receive, compute, send back).
 
-use crate::suite::{Gantt, Suite};
+use serde::Serialize;
+
 use anyhow::{anyhow, Result};
+use legion_runtime::board::FrameReport;
 use plotters::prelude::*;
 
 /// Colours of the strategies, in the suite's order.
@@ -21,25 +24,43 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing the figure: {e:?}")
 }
 
+/// One bar: its group on the x axis (a fleet), its series (a strategy, one colour each), its
+/// height.
+pub struct Bar {
+    pub group: String,
+    pub series: String,
+    pub value: f64,
+}
+
+/// The Gantt chart's frame: which plan, on which fleet.
+#[derive(Clone, Debug, Serialize)]
+pub struct Gantt {
+    pub model: String,
+    pub fleet: String,
+    pub strategy: String,
+    pub boards: Vec<String>,
+    pub coordinator: String,
+    pub frame: FrameReport,
+}
+
 /// Grouped bars: one group per fleet, one bar per strategy, height = speedup over the single
 /// fastest board.
-pub fn speedup_bars(s: &Suite, model: &str) -> Result<String> {
-    let rows: Vec<_> = s.rows.iter().filter(|r| r.model == model).collect();
+pub fn speedup_bars(title: &str, x_desc: &str, series: &[String], bars: &[Bar]) -> Result<String> {
     let mut fleets: Vec<&str> = Vec::new();
-    for r in &rows {
-        if !fleets.contains(&r.fleet.as_str()) {
-            fleets.push(&r.fleet);
+    for b in bars {
+        if !fleets.contains(&b.group.as_str()) {
+            fleets.push(&b.group);
         }
     }
-    let top = rows.iter().map(|r| r.row.speedup).filter(|v| v.is_finite()).fold(1.0, f64::max) * 1.15;
+    let top = bars.iter().map(|b| b.value).filter(|v| v.is_finite()).fold(1.0, f64::max) * 1.15;
     let mut svg = String::new();
     {
-        let width = (160 + 70 * fleets.len() * s.strategies.len().max(1) / 2).clamp(640, 1600) as u32;
+        let width = (160 + 70 * fleets.len() * series.len().max(1) / 2).clamp(640, 1600) as u32;
         let root = SVGBackend::with_string(&mut svg, (width, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let n = fleets.len() as f64;
         let mut chart = ChartBuilder::on(&root)
-            .caption(format!("{model}: speedup over the fastest single board"), ("sans-serif", 20))
+            .caption(title, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(48)
@@ -52,20 +73,20 @@ pub fn speedup_bars(s: &Suite, model: &str) -> Result<String> {
             .x_labels(fleets.len().max(2))
             .x_label_formatter(&|v| if (v - v.round()).abs() < 1e-6 { names.get(v.round() as usize).cloned().unwrap_or_default() } else { String::new() })
             .y_desc("speedup (×)")
-            .x_desc("fleet (F: Firefly-RK3399 twin, O: Odroid-XU4 twin)")
+            .x_desc(x_desc)
             .draw()
             .map_err(err)?;
-        let k = s.strategies.len().max(1) as f64;
+        let k = series.len().max(1) as f64;
         let w = 0.8 / k;
-        for (j, st) in s.strategies.iter().enumerate() {
+        for (j, st) in series.iter().enumerate() {
             let color = PALETTE[j % PALETTE.len()];
             let bars: Vec<_> = fleets
                 .iter()
                 .enumerate()
                 .filter_map(|(i, f)| {
-                    let r = rows.iter().find(|r| r.fleet == *f && &r.row.strategy == st)?;
+                    let b = bars.iter().find(|b| b.group == *f && &b.series == st)?;
                     let x0 = i as f64 - 0.4 + j as f64 * w;
-                    Some(Rectangle::new([(x0, 0.0), (x0 + w * 0.9, r.row.speedup)], color.filled()))
+                    Some(Rectangle::new([(x0, 0.0), (x0 + w * 0.9, b.value)], color.filled()))
                 })
                 .collect();
             chart

@@ -24,7 +24,7 @@ pub struct Target {
     pub rustflags: Vec<String>,
     /// qemu-user command line to run a binary of this triple here (tests).
     pub qemu: Vec<String>,
-    /// CPUs to pin the runtime to.
+    /// CPUs a board's runtime and probe are pinned to (e.g. the big cores of big.LITTLE).
     pub cores: Vec<usize>,
     /// Threads tract may use.
     pub threads: usize,
@@ -58,6 +58,42 @@ pub fn targets() -> Result<Vec<Target>> {
 /// The host's own triple (emulated boards run here).
 pub const HOST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
 
+// ---------------------------------------------------------------- strategies
+
+/// How the plan is found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Single-layer profiles, FLC by dynamic programming, min–max rows, then the wild card.
+    Legion,
+    /// Full search: every contiguous group measured on every board, DP on the measurements.
+    Fss,
+    /// No fusion: every segment between cut points is its own group (min–max rows).
+    Layerwise,
+    /// All splittable layers in one group (min–max rows).
+    OneGroup,
+    /// FLC by DP, but every board gets the same rows (ignores heterogeneity).
+    EqualSplit,
+    /// No profiling: one group per resolution, rows in proportion to nominal speeds.
+    Proportional,
+    /// The baseline: the whole model on the one board predicted fastest (one group, no split).
+    Single,
+}
+
+impl Strategy {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Legion => "legion",
+            Strategy::Fss => "fss",
+            Strategy::Layerwise => "layerwise",
+            Strategy::OneGroup => "one-group",
+            Strategy::EqualSplit => "equal-split",
+            Strategy::Proportional => "proportional",
+            Strategy::Single => "single",
+        }
+    }
+}
+
 // ---------------------------------------------------------------- raw YAML
 
 #[derive(Debug, Deserialize)]
@@ -71,7 +107,7 @@ struct RawFleet {
     network: Option<RawNetwork>,
     output: Option<String>,
     /// How the plan is found (default `legion`).
-    strategy: Option<crate::strategy::Strategy>,
+    strategy: Option<Strategy>,
     boards: Vec<RawBoard>,
 }
 
@@ -174,6 +210,14 @@ impl Board {
             _ => 1.0,
         }
     }
+    /// CPUs a real board's runtime and probe are pinned to (its target's `cores`); none for an
+    /// emulated board, whose twin's cores are not this machine's.
+    pub fn cores(&self) -> Vec<usize> {
+        match (&self.kind, &self.target) {
+            (BoardKind::Ssh { .. }, Some(t)) => t.cores.clone(),
+            _ => vec![],
+        }
+    }
     /// Triple its binary is built for: the host's for an emulated board.
     pub fn triple(&self) -> &str {
         match (&self.kind, &self.target) {
@@ -230,7 +274,7 @@ pub struct Fleet {
     /// Host keys of the real boards (default `~/.ssh/known_hosts`).
     pub known_hosts: PathBuf,
     /// How `compile` finds the plan.
-    pub strategy: crate::strategy::Strategy,
+    pub strategy: Strategy,
 }
 
 // ---------------------------------------------------------------- loading
@@ -362,8 +406,8 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
         None => dir.join(raw.output.unwrap_or_else(|| format!("out/{}", slug(&raw.fleet)))),
     };
     let deadline_s = raw.network.as_ref().and_then(|n| n.deadline_s).unwrap_or(60.0);
-    let known_hosts = d.known_hosts.as_deref().map(|k| expand_home(k, dir)).unwrap_or_else(crate::profile::ssh::default_known_hosts);
-    let strategy = raw.strategy.unwrap_or(crate::strategy::Strategy::Legion);
+    let known_hosts = d.known_hosts.as_deref().map(|k| expand_home(k, dir)).unwrap_or_else(crate::ssh::default_known_hosts);
+    let strategy = raw.strategy.unwrap_or(Strategy::Legion);
     Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, output, known_hosts, strategy })
 }
 
@@ -398,6 +442,22 @@ impl Fleet {
     }
     pub fn board(&self, name: &str) -> Result<&Board> {
         self.boards.iter().find(|b| b.name == name).ok_or_else(|| anyhow!("fleet {} has no board '{name}'", self.name))
+    }
+    /// How to reach a real board over SSH (None for an emulated one).
+    pub fn ssh_target(&self, b: &Board, accept_new_host_keys: bool) -> Option<crate::ssh::Target> {
+        match &b.kind {
+            BoardKind::Ssh { host, user, port, key_file } => Some(crate::ssh::Target {
+                board: b.name.clone(),
+                host: host.clone(),
+                port: *port,
+                user: user.clone(),
+                key_file: key_file.clone(),
+                known_hosts: self.known_hosts.clone(),
+                accept_new_host_keys,
+                deadline: self.deadline(),
+            }),
+            BoardKind::Emulated { .. } => None,
+        }
     }
     /// Fail unless every board is emulated (what up/run can start locally).
     pub fn require_emulated(&self, what: &str) -> Result<()> {

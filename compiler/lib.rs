@@ -2,27 +2,38 @@
 //! heterogeneous edge boards. See ARCHITECTURE.md for the code map.
 
 pub mod bench;
-pub mod cost;
 pub mod cargo_build;
+pub mod cli;
 pub mod codegen;
+pub mod compile;
+pub mod cost;
 pub mod deploy;
 pub mod embedded;
 pub mod figures;
 pub mod fleet;
 pub mod model;
+pub mod parallel;
 pub mod profile;
 pub mod run;
-
-pub use legion_runtime as runtime;
 pub mod solve;
+pub mod ssh;
 pub mod strategy;
 pub mod suite;
 
-/// Write `bytes` to `path` through a temporary name beside it, renamed into place: a failure
-/// leaves the old file or none, never half of the new one.
+pub use legion_runtime as runtime;
+
+/// Write `bytes` to `path` through a temporary file beside it (a fresh name, so concurrent
+/// writers never share one), renamed into place: a failure leaves the old file or none, never
+/// half of the new one.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use anyhow::Context;
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new().prefix(".legionc-").suffix(".tmp").tempfile_in(dir).with_context(|| format!("writing {}: creating a temporary file in {}", path.display(), dir.display()))?;
+    tmp.write_all(bytes).and_then(|()| tmp.as_file().sync_data()).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
 }

@@ -1,8 +1,12 @@
-//! `legionc run`: one frame through a running fleet, its latency breakdown, the speedup over a
-//! single emulated board, and (with --verify) the comparison with tract's single run.
+//! `legionc run`: frames through a running fleet, the latency breakdown, the speedup over the
+//! single-board baseline, and (with --verify) the comparison with tract's single run; and
+//! `legionc verify`: a plan run in-process against tract's single run.
 
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Strategy};
 use crate::model::{reference, LoadedModel};
+use crate::profile::{self, Want};
+use crate::{solve, strategy};
+use legion_runtime::halo::{Group, Rows};
 use anyhow::{bail, ensure, Context, Result};
 use legion_runtime::board::FrameReport;
 use legion_runtime::exec::{run, runnable, section_graph};
@@ -19,42 +23,27 @@ pub enum InputSpec<'a> {
     Random(u64),
 }
 
-/// Read a `.npy` file of little-endian f32 (C order). Written by hand: the format is a short
-/// header and raw data, and the crates that read it pin other ndarray versions than tract's.
+/// Read a `.npy` file of float32 (C order) with npyz.
 pub fn read_npy(path: &Path) -> Result<Tensor> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    ensure!(bytes.len() > 10 && &bytes[..6] == b"\x93NUMPY", "{}: not a .npy file", path.display());
-    let (hlen, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
-        v => bail!("{}: .npy version {v} is not supported", path.display()),
-    };
-    let header = std::str::from_utf8(&bytes[start..start + hlen]).context("npy header")?;
-    ensure!(header.contains("'descr': '<f4'"), "{}: only little-endian float32 arrays are supported (header {header})", path.display());
-    ensure!(header.contains("'fortran_order': False"), "{}: only C-order arrays are supported", path.display());
-    let shape_str = header.split("'shape':").nth(1).and_then(|s| s.split('(').nth(1)).and_then(|s| s.split(')').next()).context("npy header has no shape")?;
-    let shape: Vec<usize> = shape_str.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse()).collect::<Result<_, _>>().context("npy shape")?;
-    let data: Vec<f32> = bytes[start + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let npy = npyz::NpyFile::new(bytes.as_slice()).with_context(|| format!("{}: not a .npy file", path.display()))?;
+    ensure!(npy.order() == npyz::Order::C, "{}: only C-order arrays are supported", path.display());
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let dtype = npy.dtype().descr();
+    let data: Vec<f32> = npy.into_vec().with_context(|| format!("{}: only float32 arrays are supported (this one is {dtype})", path.display()))?;
     ensure!(data.len() == shape.iter().product::<usize>(), "{}: {} values for shape {shape:?}", path.display(), data.len());
     Tensor::from_shape(&shape, &data)
 }
 
-/// Write a `.npy` file of f32 (used by tests and for saving outputs).
+/// Write a `.npy` file of f32 (C order), atomically.
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
-    let shape: Vec<String> = t.shape().iter().map(|d| d.to_string()).collect();
-    let shape = if shape.len() == 1 { format!("{},", shape[0]) } else { shape.join(", ") };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    for v in t.to_plain_array_view::<f32>()?.iter() {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+    use npyz::WriterBuilder;
+    let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
+    let mut bytes = Vec::new();
+    let mut w = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(&mut bytes).begin_nd()?;
+    w.extend(t.to_plain_array_view::<f32>()?.iter().copied())?;
+    w.finish()?;
+    crate::write_atomic(path, &bytes)
 }
 
 /// An image resized to the model's input and normalised with the fleet's mean and std.
@@ -92,6 +81,118 @@ pub fn load_input(spec: &InputSpec, fleet: &Fleet, m: &LoadedModel) -> Result<Te
     };
     ensure!(t.shape() == m.ir.user_input_shape().as_slice(), "input has shape {:?}, model {} takes {:?}", t.shape(), m.ir.name, m.ir.user_input_shape());
     Ok(t)
+}
+
+/// The single-board latency a fleet's is compared with, and where it comes from.
+pub struct Baseline {
+    pub board: String,
+    pub seconds: f64,
+    pub how: String,
+}
+
+/// The baseline of `fleet`. An emulated fleet: the whole model in this process at the fastest
+/// twin's speed, as an emulated board computes. A fleet with real boards: the whole model on
+/// the board predicted fastest from the profiles (the `single` strategy), measured there by the
+/// probe and kept in the profile cache like any profile (a rerun makes no connection).
+pub fn baseline(fleet: &Fleet, m: &LoadedModel, x: &Tensor, opts: &profile::Options) -> Result<Baseline> {
+    if fleet.boards.iter().all(|b| b.is_emulated()) {
+        let fastest = fleet.boards.iter().max_by(|a, b| a.nominal_speed().total_cmp(&b.nominal_speed())).expect("a fleet has boards");
+        let (_, seconds) = single_board(m, x, fastest.nominal_speed())?;
+        return Ok(Baseline { board: fastest.name.clone(), seconds, how: format!("emulated here at the twin's speed {}", fastest.nominal_speed()) });
+    }
+    let single = strategy::plan(fleet, m, Strategy::Single, opts).context("choosing the fastest board")?;
+    let b = single.plan.groups[0].rows.iter().position(|&r| r > 0).expect("the single plan has rows on one board");
+    let whole = Want { board: b, kind: "whole", group: Group { from: 0, to: m.ir.output() }, out: Rows::new(0, 0) };
+    let measured = profile::measure(fleet, m, &[whole], opts).with_context(|| format!("measuring the whole model on board {}", fleet.boards[b].name))?;
+    let r = &measured.results[0];
+    let how = format!("the whole model measured on the board by the probe: median of {} runs{}", r.repeats, if measured.stats.measured == 0 { ", from the profile cache" } else { "" });
+    Ok(Baseline { board: fleet.boards[b].name.clone(), seconds: r.median_s, how })
+}
+
+/// How `legionc run` runs.
+pub struct RunOptions<'a> {
+    pub input: InputSpec<'a>,
+    /// Frames to send, one after the other (each one's latency is printed).
+    pub frames: usize,
+    pub verify: bool,
+    pub save: Option<&'a Path>,
+    /// For the baseline of a fleet with real boards.
+    pub profile: profile::Options,
+}
+
+/// `legionc run`: frames through the running fleet; prints the output, the last frame's
+/// breakdown, every frame's latency, the baseline and (with `verify`) the comparison.
+pub fn run_frames(fleet: &Fleet, o: &RunOptions, out: &mut dyn std::io::Write) -> Result<()> {
+    let plan = crate::codegen::compiled_plan(fleet)?;
+    let m = crate::model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
+    if m.sha256 != plan.model_sha256 {
+        bail!("model {} has changed since the fleet was compiled (sha256 {} vs {}): run `legionc compile` again", fleet.model.source, &m.sha256[..16], &plan.model_sha256[..16]);
+    }
+    let x = load_input(&o.input, fleet, &m)?;
+    let mut frames = Vec::new();
+    for _ in 0..o.frames.max(1) {
+        frames.push(infer(fleet, &plan, &x)?);
+    }
+    let (y, report, _) = frames.last().expect("at least one frame");
+    writeln!(out, "fleet {}, model {}, plan {}", fleet.name, m.ir.name, &plan.hash()[..16])?;
+    writeln!(out, "{}", describe_output(y)?)?;
+    write!(out, "{}", breakdown(report, &plan))?;
+    for (i, (_, r, w)) in frames.iter().enumerate() {
+        writeln!(out, "frame {}: latency {:.1} ms end to end ({:.1} ms in the coordinator)", i + 1, w.as_secs_f64() * 1e3, r.total_s * 1e3)?;
+    }
+    let latencies: Vec<f64> = frames.iter().map(|f| f.2.as_secs_f64()).collect();
+    if frames.len() > 1 {
+        let later = legion_runtime::stats::median(&latencies[1..]);
+        writeln!(out, "first frame {:.1} ms, later frames {:.1} ms (median of {}): first / later = {:.2}", latencies[0] * 1e3, later * 1e3, frames.len() - 1, latencies[0] / later)?;
+    }
+    let typical = legion_runtime::stats::median(&latencies);
+    let base = baseline(fleet, &m, &x, &o.profile)?;
+    writeln!(out, "single board {}: {:.1} ms ({}) -> speedup {:.2}x", base.board, base.seconds * 1e3, base.how, base.seconds / typical)?;
+    if let Some(p) = o.save {
+        write_npy(p, y)?;
+    }
+    if o.verify {
+        let a = reference::check(y, &reference::run(&m.onnx, &x)?, "the fleet's output")?;
+        writeln!(out, "verified against tract's single run: max |diff| {:.2e} (max |output| {:.2e})", a.diff, a.scale)?;
+    }
+    Ok(())
+}
+
+/// What `legionc verify` found: a plan run in-process against tract's single run.
+pub struct InProcess {
+    pub plan: Plan,
+    pub reference_s: f64,
+    pub split_s: f64,
+    pub agreement: reference::Agreement,
+}
+
+/// Split `m` over boards of relative `speeds` (rows in proportion, groups fused as `fusion`
+/// says), run the plan in this process and compare with tract's single run on a seeded input.
+/// An error if they differ (the report is still returned inside it).
+pub fn verify_in_process(m: &LoadedModel, speeds: &[f64], fusion: solve::Fusion, seed: u64) -> Result<InProcess> {
+    let fleet: Vec<(String, f64)> = speeds.iter().enumerate().map(|(i, &s)| (format!("board{i}"), s)).collect();
+    let plan = solve::plan_from(&m.ir, &m.sha256, &fleet, &solve::fused_groups(&m.ir, fusion))?;
+    let input = reference::random_input(&m.ir.user_input_shape(), seed);
+    let t = std::time::Instant::now();
+    let expected = reference::run(&m.onnx, &input)?;
+    let reference_s = t.elapsed().as_secs_f64();
+    let mut local = legion_runtime::plan::LocalFleet::new(m.ir.clone(), plan.clone())?;
+    let t = std::time::Instant::now();
+    let got = local.infer(input)?;
+    let split_s = t.elapsed().as_secs_f64();
+    let (diff, scale) = reference::compare(&got, &expected)?;
+    Ok(InProcess { plan, reference_s, split_s, agreement: reference::Agreement { diff, scale } })
+}
+
+impl std::fmt::Display for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "model on {} boards, {} groups, plan {}", self.plan.boards.len(), self.plan.groups.len(), &self.plan.hash()[..16])?;
+        for (i, g) in self.plan.groups.iter().enumerate() {
+            writeln!(f, "  group {i}: values {}..{} rows {:?}", g.from, g.to, g.rows)?;
+        }
+        writeln!(f, "tract single run {:.1} ms; split in-process (first run, builds bands) {:.1} ms", self.reference_s * 1e3, self.split_s * 1e3)?;
+        writeln!(f, "max |diff| {:.3e}, max |output| {:.3e}, ratio {:.3e} (limit {:e})", self.agreement.diff, self.agreement.scale, self.agreement.ratio(), reference::TOLERANCE)
+    }
 }
 
 /// The whole model on one emulated board of `speed`, in this process, the way an emulated

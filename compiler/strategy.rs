@@ -2,7 +2,7 @@
 //! the cache), build the cost model, solve. The solving itself is pure (`solve`, `cost`); this
 //! module does the profiling around it.
 
-use crate::cost::{port_latency, BandCost, CostModel, Fit, GroupCost};
+use crate::cost::{port_latency, row_points, BandCost, CostModel, Fit, GroupCost};
 use crate::fleet::Fleet;
 use crate::model::LoadedModel;
 use crate::profile::{self, Options, Stats, Want};
@@ -14,39 +14,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Instant;
 
-/// How the plan is found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Strategy {
-    /// Single-layer profiles, FLC by dynamic programming, min–max rows, then the wild card.
-    Legion,
-    /// Full search: every contiguous group measured on every board, DP on the measurements.
-    Fss,
-    /// No fusion: every segment between cut points is its own group (min–max rows).
-    Layerwise,
-    /// All splittable layers in one group (min–max rows).
-    OneGroup,
-    /// FLC by DP, but every board gets the same rows (ignores heterogeneity).
-    EqualSplit,
-    /// No profiling: one group per resolution, rows in proportion to nominal speeds.
-    Proportional,
-    /// The baseline: the whole model on the one board predicted fastest (one group, no split).
-    Single,
-}
-
-impl Strategy {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Strategy::Legion => "legion",
-            Strategy::Fss => "fss",
-            Strategy::Layerwise => "layerwise",
-            Strategy::OneGroup => "one-group",
-            Strategy::EqualSplit => "equal-split",
-            Strategy::Proportional => "proportional",
-            Strategy::Single => "single",
-        }
-    }
-}
+pub use crate::fleet::Strategy;
 
 /// What the wild card did.
 #[derive(Clone, Debug, Serialize)]
@@ -75,21 +43,6 @@ pub struct Planned {
     /// Prediction and DP, without profiling or the wild card's runs.
     pub solve_seconds: f64,
     pub profiling: Stats,
-}
-
-/// Maps of at most this many rows are also timed at their full height.
-pub const SMALL_MAP_ROWS: usize = 8;
-
-/// Row counts at which a segment or group is timed: a quarter and a half of its output, and on
-/// small maps the whole of it (their run time grows more than linearly up to it; between two
-/// points far below, a line misses the full-height run by up to 40 %).
-pub fn row_points(h: usize) -> Vec<usize> {
-    let mut p = vec![(h / 4).max(1), (h / 2).max(1)];
-    if h <= SMALL_MAP_ROWS {
-        p.push(h);
-    }
-    p.dedup();
-    p
 }
 
 /// A centred band of r rows of h.
@@ -195,6 +148,33 @@ fn fss_group_e(fleet: &Fleet, m: &LoadedModel, cm: &CostModel, opts: &Options) -
     Ok((points.into_iter().map(|(k, p)| (k, Fit::from_points(&p))).collect(), measured.stats))
 }
 
+impl Planned {
+    /// Every group's rows and predicted latency, the wild card's measurements, the prediction.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        for (i, g) in self.plan.groups.iter().enumerate() {
+            let pred = self.groups.get(i).map(|c| format!("  predicted {:.1} ms", c.latency_s * 1e3)).unwrap_or_default();
+            s += &format!("  group {i:>2}: values {:>3}..{:<3} rows {:?}{pred}\n", g.from, g.to, g.rows);
+        }
+        if let Some(w) = &self.wild_card {
+            s += &format!(
+                "wild card: merging {}..{} and {}..{}: measured {:.1} ms merged vs {:.1} ms apart -> {}\n",
+                w.pair.0.from,
+                w.pair.0.to,
+                w.pair.1.from,
+                w.pair.1.to,
+                w.measured_merged_s * 1e3,
+                w.measured_pair_s * 1e3,
+                if w.merged_kept { "merged" } else { "kept apart" }
+            );
+        }
+        if self.predicted_latency_s.is_finite() {
+            s += &format!("predicted latency {:.1} ms (tail {:.1} ms); solved in {:.1} ms\n", self.predicted_latency_s * 1e3, self.tail_s * 1e3, self.solve_seconds * 1e3);
+        }
+        s
+    }
+}
+
 /// Find the plan of `strategy` for the fleet.
 pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) -> Result<Planned> {
     let names: Vec<String> = fleet.boards.iter().map(|b| b.name.clone()).collect();
@@ -278,4 +258,18 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
         solve_seconds,
         profiling: stats,
     })
+}
+
+/// `legionc explain`: `plan` (the compiled one if None) predicted from the cached profiles,
+/// per group and board.
+pub fn explain(fleet: &Fleet, m: &LoadedModel, plan: Option<&std::path::Path>, opts: &Options) -> Result<String> {
+    use anyhow::Context;
+    let plan = match plan {
+        None => crate::codegen::compiled_plan(fleet)?,
+        Some(p) => crate::codegen::plan_for(fleet, m, p)?,
+    };
+    let opts = Options { offline: true, quiet: true, ..opts.clone() };
+    let (cm, _) = cost_model(fleet, m, &opts).context("the cost model needs the profiles `legionc compile` measured")?;
+    let groups: Vec<_> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
+    Ok(format!("fleet {}, model {}, plan {} ({} groups)\n{}", fleet.name, m.ir.name, &plan.hash()[..16], plan.groups.len(), cm.explain(&groups)))
 }

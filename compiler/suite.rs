@@ -9,11 +9,11 @@
 //! them across fleets: the grid's profiling is mostly one pass per model and twin.
 
 use crate::bench::{self, Boards, StrategyRow};
+use crate::figures::{self, Bar, Gantt};
 use crate::fleet::{self, Fleet};
 use crate::profile::Options;
 use crate::strategy::Strategy;
 use anyhow::{bail, Context, Result};
-use legion_runtime::board::FrameReport;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -109,17 +109,6 @@ pub struct SuiteRow {
     pub row: StrategyRow,
 }
 
-/// The Gantt chart's frame: which plan, on which fleet.
-#[derive(Clone, Debug, Serialize)]
-pub struct Gantt {
-    pub model: String,
-    pub fleet: String,
-    pub strategy: String,
-    pub boards: Vec<String>,
-    pub coordinator: String,
-    pub frame: FrameReport,
-}
-
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     /// legion's measured latency ÷ fss's, over the points where both ran.
@@ -191,14 +180,13 @@ pub fn summarise(rows: &[SuiteRow]) -> Summary {
     }
     let (mean, worst) = ratio_stats(&vs_fss);
     let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let mut errors: Vec<f64> = rows.iter().filter_map(|r| r.row.prediction_ratio).map(|p| (p - 1.0).abs()).collect();
-    errors.sort_by(f64::total_cmp);
+    let errors: Vec<f64> = rows.iter().filter_map(|r| r.row.prediction_ratio).map(|p| (p - 1.0).abs()).collect();
     Summary {
         legion_vs_fss_mean: mean,
         legion_vs_fss_worst: worst,
         profiling_ratio: per_model.iter().map(|(m, bs, tr)| (m.clone(), avg(bs), avg(tr))).collect(),
         vgg16_6_boards_solve_s: rows.iter().filter(|r| r.model == "vgg16" && r.boards == 6 && r.row.strategy == "legion").map(|r| r.row.solve_seconds).reduce(f64::max),
-        median_prediction_error: (!errors.is_empty()).then(|| errors[errors.len() / 2]),
+        median_prediction_error: (!errors.is_empty()).then(|| legion_runtime::stats::median(&errors)),
     }
 }
 
@@ -281,7 +269,7 @@ fn grid_fleet(o: &SuiteOptions, model: &str, mix: Mix) -> Result<Fleet> {
     let slug = format!("{model}-{}", mix.name().replace('+', "-"));
     let path = dir.join(format!("{slug}.yaml"));
     let text = fleet_yaml(model, mix, o.port);
-    std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    crate::write_atomic(&path, text.as_bytes())?;
     fleet::parse(&text, &path, Some(&dir.join(&slug)))
 }
 
@@ -295,11 +283,12 @@ pub fn write_outputs(s: &Suite, out: &Path) -> Result<()> {
         }
     }
     for m in &models {
-        let svg = crate::figures::speedup_bars(s, m)?;
+        let bars: Vec<Bar> = s.rows.iter().filter(|r| r.model == *m).map(|r| Bar { group: r.fleet.clone(), series: r.row.strategy.clone(), value: r.row.speedup }).collect();
+        let svg = figures::speedup_bars(&format!("{m}: speedup over the fastest single board"), "fleet (F: Firefly-RK3399 twin, O: Odroid-XU4 twin)", &s.strategies, &bars)?;
         crate::write_atomic(&out.join(format!("speedup-{m}.svg")), svg.as_bytes())?;
     }
     if let Some(g) = &s.gantt {
-        crate::write_atomic(&out.join("gantt.svg"), crate::figures::gantt(g)?.as_bytes())?;
+        crate::write_atomic(&out.join("gantt.svg"), figures::gantt(g)?.as_bytes())?;
     }
     crate::write_atomic(&out.join("suite.md"), markdown(s, "").as_bytes())
 }

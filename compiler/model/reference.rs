@@ -41,3 +41,33 @@ pub fn compare(a: &Tensor, b: &Tensor) -> Result<(f32, f32)> {
     let scale = b.iter().map(|x| x.abs()).fold(0f32, f32::max);
     Ok((diff, scale))
 }
+
+/// The tolerance of every comparison with tract's single run: max |diff| ≤ 1e-4 × max |output|.
+pub const TOLERANCE: f32 = 1e-4;
+
+/// How far an output is from tract's single run.
+#[derive(Clone, Copy, Debug)]
+pub struct Agreement {
+    /// max |got − expected|.
+    pub diff: f32,
+    /// max |expected|.
+    pub scale: f32,
+}
+
+impl Agreement {
+    /// diff ÷ scale.
+    pub fn ratio(&self) -> f32 {
+        self.diff / self.scale.max(f32::MIN_POSITIVE)
+    }
+}
+
+/// Compare `got` (what `what` computed) with tract's single run `expected`: an error giving
+/// both figures when they differ by more than [`TOLERANCE`].
+pub fn check(got: &Tensor, expected: &Tensor, what: &str) -> Result<Agreement> {
+    let (diff, scale) = compare(got, expected)?;
+    anyhow::ensure!(
+        diff <= TOLERANCE * scale,
+        "{what} differs from tract's single run: max |diff| {diff:e} > {TOLERANCE:e} x max |output| {scale:e}"
+    );
+    Ok(Agreement { diff, scale })
+}

@@ -22,6 +22,9 @@ pub struct Settings {
     pub warmup: usize,
     pub repeats: usize,
     pub threads: usize,
+    /// CPUs the probe is pinned to (a real board's target's `cores`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cores: Vec<usize>,
 }
 
 /// What a record is about (everything but the value): its key is the hash of this.
@@ -146,9 +149,7 @@ impl Cache {
             serde_json::to_writer(&mut text, r)?;
             text.push(b'\n');
         }
-        let tmp = self.path.with_extension("jsonl.tmp~");
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path).with_context(|| format!("replacing {}", self.path.display()))
+        crate::write_atomic(&self.path, &text)
     }
 }
 

@@ -5,17 +5,17 @@
 //! 4 at once, one progress bar each). Boards with the same identity share records, and a
 //! measurement two boards of one identity need is made once, by the less loaded one. Emulated
 //! boards run the probe as a local process (twin time, not slept out); real boards over SSH, in
-//! a temporary folder removed afterwards, also after an error or Ctrl-C. `ssh` is the only place
-//! that speaks SSH.
+//! a temporary folder removed afterwards, also after an error or Ctrl-C, through `crate::ssh`.
 
 pub mod cache;
-pub mod ssh;
 
 use crate::fleet::{Board, BoardKind, Fleet};
 use crate::model::LoadedModel;
+use crate::parallel;
+use crate::ssh;
 use anyhow::{anyhow, bail, Context, Result};
 use cache::{Cache, RecordId, Settings};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use legion_runtime::halo::{Group, Rows};
 use legion_runtime::ir::Model;
 use legion_runtime::link::LinkSpec;
@@ -28,22 +28,30 @@ use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::time::{Duration, Instant};
 
 /// Set by Ctrl-C while profiling: every board stops, cleans up and reports `interrupted`.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub static INTERRUPTED: std::sync::LazyLock<std::sync::Arc<AtomicBool>> = std::sync::LazyLock::new(Default::default);
 
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-    // A second Ctrl-C kills at once.
-    // SAFETY: signal() is async-signal-safe.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+/// Ctrl-C caught (for as long as this lives), so that profiling can remove its temporary
+/// files on the boards; a second Ctrl-C kills at once.
+pub struct Interrupts(Vec<signal_hook::SigId>);
+
+pub fn catch_interrupts() -> Interrupts {
+    use signal_hook::{consts::SIGINT, flag};
+    // Actions run in the order registered: the shutdown only if the first Ctrl-C set the flag.
+    let ids = [flag::register_conditional_shutdown(SIGINT, 130, INTERRUPTED.clone()), flag::register(SIGINT, INTERRUPTED.clone())];
+    Interrupts(ids.into_iter().filter_map(|r| r.ok()).collect())
 }
 
-/// Catch Ctrl-C so that profiling can remove its temporary files on the boards.
-pub fn catch_interrupts() {
-    // SAFETY: installs a handler that only stores to an atomic and resets itself.
-    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+impl Drop for Interrupts {
+    fn drop(&mut self) {
+        for id in self.0.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
 }
 
 /// How to profile.
@@ -96,6 +104,23 @@ impl Stats {
     pub fn total_board_seconds(&self) -> f64 {
         self.board_seconds + self.cached_board_seconds
     }
+    /// What `compile` prints of a profiling pass.
+    pub fn describe(&self, cache_dir: &Path) -> String {
+        let mut s = format!(
+            "profiling: {} measurements ({} cached, {} measured now: {} probe runs, {:.1} board-s), {} SSH connections, cache {}\n",
+            self.trials(),
+            self.cached,
+            self.measured,
+            self.probe_runs,
+            self.board_seconds,
+            self.ssh_connections,
+            cache_dir.join("profiles.jsonl").display()
+        );
+        if self.corrupt_records > 0 {
+            s += &format!("profiling: {} corrupt cache records were dropped and measured again\n", self.corrupt_records);
+        }
+        s
+    }
     pub fn add(&mut self, o: &Stats) {
         self.cached += o.cached;
         self.measured += o.measured;
@@ -134,7 +159,7 @@ pub fn signature(model: &Model, group: Group) -> String {
 
 /// How measurements are made on a board.
 pub fn settings(b: &Board) -> Settings {
-    Settings { warmup: 1, repeats: 3, threads: if b.is_emulated() { 1 } else { b.threads } }
+    Settings { warmup: 1, repeats: 3, threads: if b.is_emulated() { 1 } else { b.threads }, cores: b.cores() }
 }
 
 /// The identity of an emulated board: its twin on this machine's CPU, at the machine's
@@ -219,7 +244,7 @@ pub fn measure(fleet: &Fleet, model: &LoadedModel, wants: &[Want], opts: &Option
         if opts.offline {
             bail!("--offline: the profile cache {} has no facts for board(s) {}: run once without --offline", cache.path().display(), missing.join(", "));
         }
-        let s = run_boards(fleet, model, &mut work, &probes, &cache, opts, "facts")?;
+        let s = run_boards(fleet, model, &work, &probes, &cache, opts, "facts")?;
         stats.add(&s);
         for (i, b) in fleet.boards.iter().enumerate() {
             if work[i].facts {
@@ -271,7 +296,7 @@ pub fn measure(fleet: &Fleet, model: &LoadedModel, wants: &[Want], opts: &Option
             let boards: Vec<&str> = fleet.boards.iter().zip(&work).filter(|(_, w)| !w.jobs.is_empty() || w.link).map(|(b, _)| b.name.as_str()).collect();
             bail!("--offline: the profile cache {} lacks {n} measurement(s) (boards {}): run once without --offline", cache.path().display(), boards.join(", "));
         }
-        let s = run_boards(fleet, model, &mut work, &probes, &cache, opts, "profiling")?;
+        let s = run_boards(fleet, model, &work, &probes, &cache, opts, "profiling")?;
         stats.add(&s);
     }
     let results = ids
@@ -296,8 +321,8 @@ pub fn measure(fleet: &Fleet, model: &LoadedModel, wants: &[Want], opts: &Option
     Ok(Measured { results, identities, links, stats })
 }
 
-/// Run every board's work, at most 4 boards at once, one progress bar each.
-fn run_boards(fleet: &Fleet, model: &LoadedModel, work: &mut [BoardWork], probes: &[String], cache: &Cache, opts: &Options, what: &str) -> Result<Stats> {
+/// Run every board's work, at most [`parallel::AT_ONCE`] boards at once, one progress bar each.
+fn run_boards(fleet: &Fleet, model: &LoadedModel, work: &[BoardWork], probes: &[String], cache: &Cache, opts: &Options, what: &str) -> Result<Stats> {
     let busy: Vec<usize> = (0..fleet.boards.len()).filter(|&i| work[i].facts || work[i].link || !work[i].jobs.is_empty()).collect();
     // Build the probe for every triple that needs it.
     let mut binaries: BTreeMap<String, (PathBuf, Vec<u8>)> = BTreeMap::new();
@@ -311,55 +336,27 @@ fn run_boards(fleet: &Fleet, model: &LoadedModel, work: &mut [BoardWork], probes
         }
     }
     let header = legion_runtime::modelfile::write(&model.ir, &|_| false);
-    let multi = MultiProgress::new();
-    if opts.quiet {
-        multi.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    let style = ProgressStyle::with_template("{spinner} {prefix:<14} [{bar:20}] {pos}/{len} {msg} ({elapsed})").unwrap().progress_chars("=> ");
-    catch_interrupts();
+    let style = parallel::style("{spinner} {prefix:<14} [{bar:20}] {pos}/{len} {msg} ({elapsed})");
+    let bar = |&i: &usize| ProgressBar::new(work[i].jobs.len() as u64).with_style(style.clone()).with_prefix(fleet.boards[i].name.clone());
+    let interrupts = catch_interrupts();
     let stats = Mutex::new(Stats::default());
-    let mut errors = Vec::new();
-    for chunk in busy.chunks(4) {
-        let results: Vec<Result<()>> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|&i| {
-                    let b = &fleet.boards[i];
-                    let w = &work[i];
-                    let bar = multi.add(ProgressBar::new(w.jobs.len() as u64));
-                    bar.set_style(style.clone());
-                    bar.set_prefix(b.name.clone());
-                    bar.enable_steady_tick(Duration::from_millis(200));
-                    let (binaries, header, stats) = (&binaries, &header, &stats);
-                    s.spawn(move || {
-                        let mut board = BoardRun { fleet, board: b, probe: &probes[i], cache, bar: &bar, stats: Stats::default(), measured_here: AtomicUsize::new(0) };
-                        let r = match b.kind {
-                            BoardKind::Emulated { speed } => board.emulated(speed, &binaries[b.triple()].0, header, w),
-                            BoardKind::Ssh { .. } => board.ssh(&binaries[b.triple()].1, header, w, opts),
-                        };
-                        match &r {
-                            Ok(()) => bar.finish_with_message(format!("{what}: done")),
-                            Err(e) => bar.abandon_with_message(format!("{what}: failed: {e:#}")),
-                        }
-                        stats.lock().unwrap().add(&board.stats);
-                        r
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a profiling thread panicked")))).collect()
-        });
-        errors.extend(results.into_iter().filter_map(|r| r.err()));
-    }
-    // SAFETY: back to the default action.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+    let work = &*work;
+    let r = parallel::each(&busy, what, opts.quiet, &bar, &|&i, bar| {
+        let b = &fleet.boards[i];
+        let w = &work[i];
+        let mut board = BoardRun { fleet, board: b, probe: &probes[i], cache, bar, stats: Stats::default(), measured_here: AtomicUsize::new(0) };
+        let r = match b.kind {
+            BoardKind::Emulated { speed } => board.emulated(speed, &binaries[b.triple()].0, &header, w),
+            BoardKind::Ssh { .. } => board.ssh(&binaries[b.triple()].1, &header, w, opts),
+        };
+        stats.lock().unwrap().add(&board.stats);
+        r
+    });
+    drop(interrupts);
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted: profiling stopped, temporary files removed; the {} records measured so far are kept in {}", stats.lock().unwrap().measured, cache.path().display());
     }
-    match errors.len() {
-        0 => Ok(stats.into_inner().unwrap()),
-        1 => Err(errors.remove(0)),
-        n => Err(anyhow!("{what} failed on {n} boards:\n{}", errors.iter().map(|e| format!("  {e:#}")).collect::<Vec<_>>().join("\n"))),
-    }
+    r.map(|()| stats.into_inner().unwrap())
 }
 
 struct BoardRun<'a> {
@@ -379,6 +376,7 @@ impl BoardRun<'_> {
             warmup: s.warmup,
             repeats: s.repeats,
             threads: s.threads,
+            cores: s.cores,
             speed,
             jobs: w.jobs.iter().map(|(id, g, out)| Job { id: id.key(), group: *g, out: *out }).collect(),
         }
@@ -436,8 +434,7 @@ impl BoardRun<'_> {
             s.spawn(|| {
                 while !done.load(Ordering::SeqCst) {
                     if INTERRUPTED.load(Ordering::SeqCst) {
-                        // SAFETY: our own child.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(50));
@@ -476,7 +473,7 @@ impl BoardRun<'_> {
 
     /// A real board over SSH: upload the probe into a temporary folder, run it, remove it.
     fn ssh(&mut self, probe: &[u8], header: &[u8], w: &BoardWork, opts: &Options) -> Result<()> {
-        let t = crate::deploy::ssh_target(self.fleet, self.board, opts.accept_new_host_keys).expect("a real board");
+        let t = self.fleet.ssh_target(self.board, opts.accept_new_host_keys).expect("a real board");
         self.bar.set_message("connecting");
         let c = ssh::Connection::open(&t)?;
         self.stats.ssh_connections += 1;

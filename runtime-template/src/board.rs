@@ -43,6 +43,9 @@ pub struct BoardConfig {
     pub speed: Option<f64>,
     /// Threads tract may use for this board's matrix products.
     pub threads: usize,
+    /// CPUs the runtime is pinned to (a real board's target's `cores`); none for an emulated
+    /// board.
+    pub cores: Vec<usize>,
     /// sha256 of the model file this board must load.
     pub model_sha256: String,
     /// Deadline on every read, write and connect.
@@ -68,6 +71,7 @@ pub struct StaticConfig {
     pub coordinator: usize,
     pub speed: Option<f64>,
     pub threads: usize,
+    pub cores: &'static [usize],
     pub deadline_ms: u64,
     /// Default model file (next to the binary, else in the working directory).
     pub model_file: &'static str,
@@ -111,6 +115,7 @@ impl StaticConfig {
             coordinator: self.coordinator,
             speed: self.speed,
             threads: self.threads,
+            cores: self.cores.to_vec(),
             model_sha256: self.model_file_sha256.into(),
             deadline_ms: self.deadline_ms,
         })
@@ -168,10 +173,25 @@ type ComputeQueue = std::sync::mpsc::Sender<ComputeJob>;
 /// band they were allocated and page-faulted in again every time, which made the
 /// coordinator's own bands 1.3–1.8× slower than the same bands on a worker (whose connection
 /// thread lives on) and than the probe measured them.
-fn spawn_compute(cfg: &BoardConfig, mut exec: BandExecutor, tail: Option<Runnable>) -> Result<ComputeQueue> {
+///
+/// Before it takes work, the thread builds and runs once every band this board has in the plan
+/// and the tail (on zeros), so that tract's lazily made state (scratch buffers, packed
+/// weights, the pages behind them) exists before the first frame: the first frame then costs
+/// what the next ones do. Returns once that is done, with how long it took.
+fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: Option<Runnable>) -> Result<(ComputeQueue, Duration)> {
     let (tx, rx) = std::sync::mpsc::channel::<ComputeJob>();
     let (groups, index, speed) = (cfg.plan.groups.clone(), cfg.index, cfg.speed);
+    let (model, threads) = (model.clone(), cfg.threads);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Duration>>();
     std::thread::Builder::new().name("compute".into()).spawn(move || {
+        let t = Instant::now();
+        let mut exec = BandExecutor::with_threads(model.clone(), threads);
+        let warm = warm_up(&mut exec, &model, &groups, index, tail.as_ref(), speed.is_some());
+        let failed = warm.is_err();
+        let _ = ready_tx.send(warm.map(|()| t.elapsed()));
+        if failed {
+            return;
+        }
         for (work, reply) in rx {
             let done = match work {
                 Work::Band { group, input } => match groups.get(group) {
@@ -192,7 +212,29 @@ fn spawn_compute(cfg: &BoardConfig, mut exec: BandExecutor, tail: Option<Runnabl
             let _ = reply.send(done);
         }
     })?;
-    Ok(tx)
+    let took = ready_rx.recv().map_err(|_| anyhow!("board {}: the compute thread stopped while warming up", cfg.board))??;
+    Ok((tx, took))
+}
+
+/// Build and run once, on zeros, every band of board `index` in `groups` and the tail. An
+/// emulated board warms up holding a compute slot, as its computations do.
+fn warm_up(exec: &mut BandExecutor, model: &Model, groups: &[crate::plan::PlanGroup], index: usize, tail: Option<&Runnable>, emulated: bool) -> Result<()> {
+    let _slot = if emulated { crate::link::emulation_slot() } else { None };
+    let zeros = |shape: &[usize]| Tensor::zero::<f32>(shape);
+    for g in groups {
+        let band = g.bands()[index];
+        if band.is_empty() {
+            continue;
+        }
+        let rows = exec.prepare(g.group(), band)?.0.input.len();
+        let mut shape = model.nodes[g.from].shape.clone();
+        shape[2] = rows;
+        exec.run_band(g.group(), band, zeros(&shape)?).with_context(|| format!("warming up group {}..{} rows {band}", g.from, g.to))?;
+    }
+    if let Some(t) = tail {
+        run(t, zeros(&model.nodes[model.split_end()].shape)?).context("warming up the tail")?;
+    }
+    Ok(())
 }
 
 struct Board {
@@ -208,6 +250,7 @@ struct Board {
 
 /// Serve on `listen` until a Shutdown message arrives.
 pub fn serve(cfg: BoardConfig, model: Model, listen: &str) -> Result<()> {
+    crate::pin::pin_to(&cfg.cores).with_context(|| format!("board {}", cfg.board))?;
     let model = Arc::new(model);
     cfg.plan.validate(&model)?;
     let hash = cfg.plan.hash();
@@ -216,17 +259,11 @@ pub fn serve(cfg: BoardConfig, model: Model, listen: &str) -> Result<()> {
     } else {
         None
     };
-    // Build the runnable of every band this board has in the plan before serving.
-    let mut exec = BandExecutor::with_threads(model.clone(), cfg.threads);
-    for g in &cfg.plan.groups {
-        let band = g.bands()[cfg.index];
-        if !band.is_empty() {
-            exec.prepare(g.group(), band)?;
-        }
-    }
+    // Every band this board has in the plan, and the tail, built and run once before serving.
+    let (compute, warm) = spawn_compute(&cfg, &model, tail)?;
     let board = Arc::new(Board {
         plan_hash: plan_bytes(&hash),
-        compute: spawn_compute(&cfg, exec, tail)?,
+        compute,
         model,
         link: Link::new(cfg.peers[cfg.index].link),
         conns: Mutex::new(HashMap::new()),
@@ -234,7 +271,8 @@ pub fn serve(cfg: BoardConfig, model: Model, listen: &str) -> Result<()> {
         cfg,
     });
     let listener = TcpListener::bind(listen).with_context(|| format!("board {}: listening on {listen}", board.cfg.board))?;
-    eprintln!("legion board {} (plan {}, runtime {}) listening on {listen}", board.cfg.board, &hash[..16], RUNTIME_VERSION);
+    let pinned = if board.cfg.cores.is_empty() { String::new() } else { format!(", pinned to CPUs {:?}", board.cfg.cores) };
+    eprintln!("legion board {} (plan {}, runtime {}{pinned}) warmed up in {:.1} ms, listening on {listen}", board.cfg.board, &hash[..16], RUNTIME_VERSION, warm.as_secs_f64() * 1e3);
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let b = board.clone();
@@ -465,54 +503,44 @@ pub fn shutdown(addr: &str, plan_hash: &str, deadline: Duration) -> Result<()> {
 /// `info`.
 pub fn main_with(constants: &StaticConfig) -> std::process::ExitCode {
     crate::link::tune_allocator();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = (|| -> Result<()> {
-        let cfg = constants.resolve()?;
-        let mut cfg = cfg;
-        let mut plan_file: Option<std::path::PathBuf> = None;
-        let mut listen = cfg.peers[cfg.index].addr.clone();
+    exit_code((|| -> Result<()> {
+        let mut cfg = constants.resolve()?;
+        let usage = format!("legion-... (board {}) serve [--listen ADDR] [--model FILE] [--plan PLAN.json] | info", cfg.board);
+        let args = crate::args::Args::parse(&usage, &["serve", "info"], &["listen", "model", "plan"])?;
         let beside_exe = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join(constants.model_file)));
-        let mut model = beside_exe.filter(|p| p.exists()).unwrap_or_else(|| constants.model_file.into());
-        let mut it = args.iter().skip(1);
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "--listen" => listen = it.next().context("--listen takes ADDR")?.clone(),
-                "--model" => model = it.next().context("--model takes FILE")?.into(),
-                "--plan" => plan_file = Some(it.next().context("--plan takes FILE")?.into()),
-                other => bail!("unknown argument '{other}'"),
-            }
+        let default_model = beside_exe.filter(|p| p.exists()).unwrap_or_else(|| constants.model_file.into());
+        let model = args.path("model").unwrap_or(default_model);
+        if args.command == "info" {
+            println!("{}", serde_json::to_string_pretty(&cfg)?);
+            return Ok(());
         }
-        match args.first().map(String::as_str) {
-            Some("serve") => {
-                let m = match &plan_file {
-                    // Another plan than the compiled one (benchmarks compare plans without a
-                    // rebuild): the model file must then hold every weight that plan needs.
-                    Some(p) => {
-                        let bytes = std::fs::read(p).with_context(|| format!("reading plan {}", p.display()))?;
-                        let plan: Plan = serde_json::from_slice(&bytes).with_context(|| format!("plan {}", p.display()))?;
-                        ensure!(plan.boards.get(cfg.index).map(String::as_str) == Some(cfg.board.as_str()), "plan {} does not have board {} at index {}", p.display(), cfg.board, cfg.index);
-                        cfg.plan = plan;
-                        let bytes = std::fs::read(&model).with_context(|| format!("reading model file {}", model.display()))?;
-                        let m = crate::modelfile::read(&bytes).with_context(|| format!("model file {}", model.display()))?;
-                        for g in cfg.plan.groups.iter().filter(|g| g.rows.get(cfg.index).is_some_and(|&r| r > 0)) {
-                            for id in g.group().layers() {
-                                let missing = m.nodes[id].op.clone().weights_mut().iter().any(|w| w.len() != w.volume());
-                                ensure!(!missing, "model file {} lacks the weights of node {id}, which plan {} needs", model.display(), p.display());
-                            }
-                        }
-                        m
+        let listen = args.get("listen").map(String::from).unwrap_or_else(|| cfg.peers[cfg.index].addr.clone());
+        let m = match args.path("plan") {
+            // Another plan than the compiled one (benchmarks compare plans without a
+            // rebuild): the model file must then hold every weight that plan needs.
+            Some(p) => {
+                let bytes = std::fs::read(&p).with_context(|| format!("reading plan {}", p.display()))?;
+                let plan: Plan = serde_json::from_slice(&bytes).with_context(|| format!("plan {}", p.display()))?;
+                ensure!(plan.boards.get(cfg.index).map(String::as_str) == Some(cfg.board.as_str()), "plan {} does not have board {} at index {}", p.display(), cfg.board, cfg.index);
+                cfg.plan = plan;
+                let bytes = std::fs::read(&model).with_context(|| format!("reading model file {}", model.display()))?;
+                let m = crate::modelfile::read(&bytes).with_context(|| format!("model file {}", model.display()))?;
+                for g in cfg.plan.groups.iter().filter(|g| g.rows.get(cfg.index).is_some_and(|&r| r > 0)) {
+                    for id in g.group().layers() {
+                        let missing = m.nodes[id].op.clone().weights_mut().iter().any(|w| w.len() != w.volume());
+                        ensure!(!missing, "model file {} lacks the weights of node {id}, which plan {} needs", model.display(), p.display());
                     }
-                    None => load_model(&cfg, &model)?,
-                };
-                serve(cfg.clone(), m, &listen)
+                }
+                m
             }
-            Some("info") => {
-                println!("{}", serde_json::to_string_pretty(&cfg)?);
-                Ok(())
-            }
-            _ => bail!("usage: {} serve [--listen ADDR] [--model FILE] [--plan PLAN.json] | info", cfg.board),
-        }
-    })();
+            None => load_model(&cfg, &model)?,
+        };
+        serve(cfg, m, &listen)
+    })())
+}
+
+/// The exit code of a runtime binary's `main`: the error printed once, with its causes.
+pub fn exit_code(result: Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

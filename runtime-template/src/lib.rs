@@ -2,14 +2,17 @@
 //! they share with the compiler. legionc links this crate to run plans in-process; generated
 //! board crates carry a copy of its sources.
 
+pub mod args;
 pub mod board;
 pub mod exec;
 pub mod halo;
 pub mod ir;
 pub mod link;
 pub mod modelfile;
+pub mod pin;
 pub mod plan;
 pub mod probe;
+pub mod stats;
 pub mod wire;
 
 pub use tract_core;

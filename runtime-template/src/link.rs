@@ -97,10 +97,9 @@ impl Link {
 
 /// CPU time of the calling thread.
 pub fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    use nix::time::{clock_gettime, ClockId};
+    // The thread CPU-time clock exists on every Linux; a zero would only make one timing 0.
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map(Duration::from).unwrap_or_default()
 }
 
 /// Run `f` on this machine's core as an emulated computation: holding a compute slot, and
@@ -153,7 +152,7 @@ pub fn default_slots() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).saturating_sub(1).max(1)
 }
 
-/// A machine-wide compute slot of emulated boards (and probes): an exclusive `flock` on one of
+/// A machine-wide compute slot of emulated boards (and probes): an exclusive file lock (flock) on one of
 /// N lock files in `$LEGION_EMULATION_DIR` (default `<tmp>/legion-emulation`); N is
 /// `$LEGION_EMULATION_SLOTS`, else [`default_slots`]. Released on drop. None if the lock files
 /// cannot be used (then the computation runs unslotted).
@@ -172,22 +171,19 @@ pub fn emulation_dir() -> std::path::PathBuf {
 
 /// One of `n` slots whose lock files are in `dir`; waits while all are held.
 pub fn emulation_slot_in(dir: &std::path::Path, n: usize) -> Option<EmulationSlot> {
-    use std::os::fd::AsRawFd;
     let n = n.max(1);
     std::fs::create_dir_all(dir).ok()?;
     let open = |i: usize| std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(format!("core-{i}.lock"))).ok();
     for i in 0..n {
         if let Some(f) = open(i) {
-            // SAFETY: flock on a descriptor we own.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            if f.try_lock().is_ok() {
                 return Some(EmulationSlot(f));
             }
         }
     }
     // Every slot is taken: wait for one.
     let f = open(std::process::id() as usize % n)?;
-    // SAFETY: as above.
-    (unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0).then_some(EmulationSlot(f))
+    f.lock().ok().map(|()| EmulationSlot(f))
 }
 
 /// Make glibc keep freed memory for reuse: one arena for every thread, large buffers from the

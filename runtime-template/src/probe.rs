@@ -38,6 +38,9 @@ pub struct JobFile {
     pub warmup: usize,
     pub repeats: usize,
     pub threads: usize,
+    /// CPUs to pin the probe to (a real board's target's `cores`, where its runtime runs).
+    #[serde(default)]
+    pub cores: Vec<usize>,
     /// An emulated twin's speed: report CPU time ÷ speed instead of wall time.
     pub speed: Option<f64>,
     pub jobs: Vec<Job>,
@@ -196,10 +199,9 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
                 }
             }
         }
-        for (j, mut r) in chunk.iter().zip(ready) {
-            r.times.sort_by(f64::total_cmp);
-            let median = r.times[r.times.len() / 2];
-            let (min, max) = (r.times[0], r.times[r.times.len() - 1]);
+        for (j, r) in chunk.iter().zip(ready) {
+            let median = crate::stats::median(&r.times);
+            let (min, max) = crate::stats::min_max(&r.times);
             emit(Measurement {
                 id: j.id.clone(),
                 median_s: median,
@@ -254,40 +256,21 @@ fn echo(listen: &str, deadline: Duration) -> Result<()> {
 /// `facts` | `run --model FILE --jobs FILE` | `echo [--listen ADDR] [--deadline-s S]`.
 pub fn main() -> std::process::ExitCode {
     crate::link::tune_allocator();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = (|| -> Result<()> {
-        let mut model_file = None;
-        let mut jobs_file = None;
-        let mut listen = "0.0.0.0:0".to_string();
-        let mut deadline = 30.0;
-        let mut it = args.iter().skip(1);
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "--model" => model_file = Some(it.next().context("--model takes FILE")?.clone()),
-                "--jobs" => jobs_file = Some(it.next().context("--jobs takes FILE")?.clone()),
-                "--listen" => listen = it.next().context("--listen takes ADDR")?.clone(),
-                "--deadline-s" => deadline = it.next().context("--deadline-s takes seconds")?.parse()?,
-                other => bail!("unknown argument '{other}'"),
-            }
-        }
-        match args.first().map(String::as_str) {
-            Some("facts") => print_line(&Line::Facts(facts())),
-            Some("run") => {
-                let (m, j) = (model_file.context("run needs --model")?, jobs_file.context("run needs --jobs")?);
-                let model = crate::modelfile::read(&std::fs::read(&m).with_context(|| format!("reading {m}"))?)?;
-                let jobs: JobFile = serde_json::from_slice(&std::fs::read(&j).with_context(|| format!("reading {j}"))?).with_context(|| format!("job file {j}"))?;
+    crate::board::exit_code((|| -> Result<()> {
+        let usage = "legion-probe facts | run --model FILE --jobs FILE | echo [--listen ADDR] [--deadline-s S]";
+        let args = crate::args::Args::parse(usage, &["facts", "run", "echo"], &["model", "jobs", "listen", "deadline-s"])?;
+        match args.command.as_str() {
+            "facts" => print_line(&Line::Facts(facts())),
+            "run" => {
+                let (m, j) = (args.required("model")?, args.required("jobs")?);
+                let model = crate::modelfile::read(&std::fs::read(m).with_context(|| format!("reading {m}"))?)?;
+                let jobs: JobFile = serde_json::from_slice(&std::fs::read(j).with_context(|| format!("reading {j}"))?).with_context(|| format!("job file {j}"))?;
+                // A real board's probe runs where its runtime will: on the target's cores.
+                crate::pin::pin_to(&jobs.cores)?;
                 print_line(&Line::Facts(facts()))?;
                 run_jobs(model, &jobs, |m| print_line(&Line::Measurement(m)))
             }
-            Some("echo") => echo(&listen, Duration::from_secs_f64(deadline)),
-            _ => bail!("usage: legion-probe facts | run --model FILE --jobs FILE | echo [--listen ADDR] [--deadline-s S]"),
+            _ => echo(args.get("listen").unwrap_or("0.0.0.0:0"), Duration::from_secs_f64(args.number("deadline-s")?.unwrap_or(30.0))),
         }
-    })();
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    })())
 }

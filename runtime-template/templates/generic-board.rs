@@ -3,40 +3,21 @@
 //! Benchmarks use it to run many emulated fleets and plans with one build; it runs the same
 //! legion-runtime code as the generated board crates.
 
-use anyhow::{bail, Context, Result};
-use legion_runtime::board::{load_model, serve, BoardConfig};
-use std::path::PathBuf;
+use anyhow::{Context, Result};
+use legion_runtime::args::Args;
+use legion_runtime::board::{exit_code, load_model, serve, BoardConfig};
 
 fn run() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) != Some("serve") {
-        bail!("usage: legion-board serve --config BOARD.json --model FILE [--listen ADDR]");
-    }
-    let (mut config, mut model, mut listen): (Option<PathBuf>, Option<PathBuf>, Option<String>) = (None, None, None);
-    let mut it = args.iter().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--config" => config = Some(it.next().context("--config takes FILE")?.into()),
-            "--model" => model = Some(it.next().context("--model takes FILE")?.into()),
-            "--listen" => listen = Some(it.next().context("--listen takes ADDR")?.clone()),
-            other => bail!("unknown argument '{other}'"),
-        }
-    }
-    let config = config.context("--config is required")?;
+    let args = Args::parse("legion-board serve --config BOARD.json --model FILE [--listen ADDR]", &["serve"], &["config", "model", "listen"])?;
+    let config = args.path("config").context("--config is required")?;
     let bytes = std::fs::read(&config).with_context(|| format!("reading {}", config.display()))?;
     let cfg: BoardConfig = serde_json::from_slice(&bytes).with_context(|| format!("board configuration {}", config.display()))?;
-    let m = load_model(&cfg, &model.context("--model is required")?)?;
-    let listen = listen.unwrap_or_else(|| cfg.peers[cfg.index].addr.clone());
+    let m = load_model(&cfg, &args.path("model").context("--model is required")?)?;
+    let listen = args.get("listen").map(String::from).unwrap_or_else(|| cfg.peers[cfg.index].addr.clone());
     serve(cfg, m, &listen)
 }
 
 fn main() -> std::process::ExitCode {
     legion_runtime::link::tune_allocator();
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit_code(run())
 }

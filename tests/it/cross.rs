@@ -38,7 +38,7 @@ fn cross_built_boards_answer_under_qemu() {
     let fleet = f.fleet();
     let mut children = Kill(vec![]);
     for b in &fleet.boards {
-        let bin = legionc::deploy::binary(&fleet, b);
+        let bin = legionc::cargo_build::installed_binary(&fleet, b);
         let file = Command::new("file").arg(&bin).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
         let arch = if b.name == "rk" { "aarch64" } else { "ARM" };
         assert!(file.is_empty() || file.contains(arch), "{} is not an {arch} binary: {file}", bin.display());

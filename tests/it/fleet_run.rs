@@ -241,15 +241,15 @@ fn a_worker_on_another_plan_is_refused_naming_both_hashes() {
     a.up();
     let b = TestFleet::emulated("plan-b", "vgg16-tiny", 28200, &[1.0, 0.25]).with_strategy("proportional");
     b.compile();
-    let plan_a = legionc::deploy::compiled_plan(&a.fleet()).unwrap().hash();
+    let plan_a = legionc::codegen::compiled_plan(&a.fleet()).unwrap().hash();
     let fb = b.fleet();
-    let plan_b = legionc::deploy::compiled_plan(&fb).unwrap().hash();
+    let plan_b = legionc::codegen::compiled_plan(&fb).unwrap().hash();
     assert_ne!(plan_a, plan_b);
     // Replace a's coordinator with b's: b's coordinator now talks to a's worker.
     legionc::deploy::kill_board(&a.fleet(), "b0").unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let coord = &fb.boards[0];
-    let mut child = std::process::Command::new(legionc::deploy::binary(&fb, coord))
+    let mut child = std::process::Command::new(legionc::cargo_build::installed_binary(&fb, coord))
         .arg("serve")
         .arg("--model")
         .arg(b.out().join("b0/model.bin"))

@@ -6,6 +6,7 @@ mod cross;
 mod fleet;
 mod fleet_run;
 mod import;
+mod layers;
 mod solve;
 mod split;
 mod suite;

@@ -69,7 +69,7 @@ fn testbed_hosts_answer_over_ssh_with_their_own_limits() {
 /// legionc's SSH transport against the testbed's real sshd: each error kind ends within its
 /// deadline with its own message.
 fn ssh_transport(dir: &Path, f: &legionc::fleet::Fleet) {
-    use legionc::profile::ssh::{Connection, SshError, Target};
+    use legionc::ssh::{Connection, SshError, Target};
     use std::time::{Duration, Instant};
     let legionc::fleet::BoardKind::Ssh { host, user, key_file, .. } = &f.boards[0].kind else { panic!() };
     let good = Target {
@@ -233,7 +233,7 @@ fn probe_killed_and_interrupted(yaml: &str, tmp: &TempDir) {
             sh(Command::new("pkill").args(["-KILL", "-f", "/tmp/legion-probe.*/legion-probe run"]));
         } else {
             // SAFETY: signalling our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT);
         }
         let t = Instant::now();
         let o = child.wait_with_output().unwrap();

@@ -11,7 +11,7 @@ fn id(n: usize) -> RecordId {
         probe: "p".into(),
         signature: format!("s{n}"),
         rows: (0, n),
-        settings: Settings { warmup: 1, repeats: 3, threads: 1 },
+        settings: Settings { warmup: 1, repeats: 3, threads: 1, cores: vec![] },
     }
 }
 
@@ -43,18 +43,19 @@ fn corrupt_cache_lines_are_dropped_and_sound_ones_kept() {
 fn the_probe_hash_depends_on_the_runtimes_dependencies_only() {
     use legionc::codegen::lock_closure;
     let lock = include_str!("../../Cargo.lock");
-    let closure = lock_closure(lock, "legion-runtime");
-    for needed in ["name = \"legion-runtime\"", "name = \"tract-core\"", "name = \"tract-linalg\"", "name = \"serde_json\"", "name = \"sha2\""] {
-        assert!(closure.contains(needed), "{needed}");
+    let closure = lock_closure(lock, "legion-runtime").unwrap();
+    let names: Vec<&str> = closure.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    for needed in ["legion-runtime", "tract-core", "tract-linalg", "serde_json", "sha2"] {
+        assert!(names.contains(&needed), "{needed}");
     }
-    for compiler_only in ["name = \"plotters\"", "name = \"ssh2\"", "name = \"tera\"", "name = \"clap\"", "name = \"legionc\""] {
-        assert!(!closure.contains(compiler_only), "{compiler_only}");
+    for compiler_only in ["plotters", "ssh2", "tera", "clap", "legionc", "tract-onnx"] {
+        assert!(!names.contains(&compiler_only), "{compiler_only}");
     }
     // A package added to the lock that the runtime does not use leaves the closure as is;
     // a changed version of one it uses does not.
     let added = format!("{lock}\n[[package]]\nname = \"zzz-unused\"\nversion = \"1.0.0\"\n");
-    assert_eq!(lock_closure(&added, "legion-runtime"), closure);
+    assert_eq!(lock_closure(&added, "legion-runtime").unwrap(), closure);
     let bumped = lock.replacen("name = \"sha2\"\nversion = \"0.10.", "name = \"sha2\"\nversion = \"0.10.99", 1);
     assert_ne!(bumped, lock);
-    assert_ne!(lock_closure(&bumped, "legion-runtime"), closure);
+    assert_ne!(lock_closure(&bumped, "legion-runtime").unwrap(), closure);
 }
