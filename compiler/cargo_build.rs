@@ -9,10 +9,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// The shared cargo target directory of a fleet's board crates when `--target-dir` is not
-/// given: `OUT/target`.
+/// The shared cargo target directory of a fleet's board crates (and of the probe and the
+/// generic board) when `--target-dir` is not given: legionc's own when it runs from a cargo
+/// target dir (`cargo run`, a checkout's `target/release/legionc`), so that host board crates
+/// share legionc's build of tract (same profile, same features: see `codegen::RELEASE_PROFILE`
+/// and legion-runtime's Cargo.toml); else `OUT/target`.
 pub fn default_target_dir(fleet: &Fleet) -> PathBuf {
-    fleet.out().join("target")
+    own_target_dir().unwrap_or_else(|| fleet.out().join("target"))
+}
+
+/// The cargo target directory legionc's binary was built in, if it runs from one (cargo marks
+/// its target dirs with `CACHEDIR.TAG`).
+pub fn own_target_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors().skip(1).take(3).find(|d| d.join("CACHEDIR.TAG").is_file()).map(Path::to_path_buf)
 }
 
 /// Name of a board's binary: unique per fleet and board, as board crates share a target dir.

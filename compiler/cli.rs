@@ -86,7 +86,8 @@ pub enum Command {
         /// Render the crates only, do not build them
         #[arg(long)]
         no_build: bool,
-        /// Shared cargo target directory of the board crates (default: OUT/target)
+        /// Shared cargo target directory of the board crates (default: legionc's own target dir
+        /// when it runs from one, sharing its build of tract; else OUT/target)
         #[arg(long)]
         target_dir: Option<PathBuf>,
         /// Fail (listing the files) if the compiled output on disk differs from what would be
@@ -245,9 +246,10 @@ pub enum Command {
         /// Fleet files, board logs, plan and model files of the runs
         #[arg(long, default_value = "target/legion-suite")]
         work_dir: PathBuf,
-        /// Shared cargo target directory (the probe and the generic board binary are built there)
-        #[arg(long, default_value = "target/boards")]
-        target_dir: PathBuf,
+        /// Shared cargo target directory (the probe and the generic board binary are built
+        /// there; default: legionc's own, else target/boards)
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
         /// Port of each fleet's first board (the others listen on the next ones)
         #[arg(long, default_value_t = 27300)]
         port: u16,
@@ -279,7 +281,7 @@ pub struct BenchArgs {
     /// Profile cache directory (default: $LEGION_CACHE_DIR, else ~/.cache/legionc)
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// Shared cargo target directory (where the probe is built; default OUT/target)
+    /// Shared cargo target directory (where the probe is built; default as for compile)
     #[arg(long)]
     pub target_dir: Option<PathBuf>,
 }

@@ -122,7 +122,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Suite { quick, fleets, models, strategies, frames, out: out_dir, work_dir, target_dir, port, cache_dir, readme } => {
             let models = models.unwrap_or_else(|| (if quick { suite::QUICK_MODELS } else { suite::MODELS }).iter().map(|m| m.to_string()).collect());
-            let o = suite::SuiteOptions { quick, fleets, models, strategies, frames, out: out_dir.clone(), work_dir, port, profile: profile::Options::new(cache_dir, &target_dir) };
+            let o = suite::SuiteOptions { quick, fleets, models, strategies, frames, out: out_dir.clone(), work_dir, port, profile: profile::Options::new(cache_dir, &target_dir.or_else(cargo_build::own_target_dir).unwrap_or_else(|| "target/boards".into())) };
             let s = suite::run(&o)?;
             if let Some(r) = readme {
                 suite::update_readme(&r, &s, &out_dir)?;

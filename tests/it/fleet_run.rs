@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-/// Shared target directory of the host board crates built by the tests (tract built once).
-/// Not `target/boards`, the commands' default: the tests build boards at opt-level 1, and
-/// sharing the folder would make cargo rebuild tract there after every test run.
+/// Shared target directory of the host board crates built by the tests: the workspace's own,
+/// where `cargo test --release` built tract for legionc; host board crates share that build
+/// (their profile and tract's features are legionc's), so the tests build tract no more.
 pub fn boards_target_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("boards-test")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target")
 }
 
 /// Target directory of the cross-built board crates. Not the host boards' one: cargo locks a

@@ -4,6 +4,7 @@
 mod cli;
 mod cross;
 mod fleet;
+mod first_run;
 mod fleet_run;
 mod import;
 mod layers;
@@ -45,12 +46,11 @@ impl Drop for TempDir {
     }
 }
 
-/// The legionc binary built for these tests. Board crates it builds are compiled at
-/// opt-level 1 (tract builds much faster; the tests run tiny models and time nothing), into
-/// `target/boards-test` (`fleet_run::boards_target_dir`) or, cross-built (at opt-level 0), `target/boards-cross`.
+/// The legionc binary built for these tests. Host board crates it builds go into the
+/// workspace's target dir (`fleet_run::boards_target_dir`), sharing the tests' build of tract;
+/// cross-built ones (at opt-level 0) into `target/boards-cross`.
 pub fn legionc() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_legionc"));
-    c.env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1");
     // profiles of this test run only (tests that check the cache pass their own --cache-dir)
     c.env("LEGION_CACHE_DIR", std::env::temp_dir().join(format!("legionc-test-cache-{}", std::process::id())));
     c
