@@ -127,6 +127,9 @@ pub enum Command {
         /// Start the fleet first if it is not running, stop it afterwards
         #[arg(long)]
         up: bool,
+        /// Do not measure the single-board baseline (no speedup is printed)
+        #[arg(long)]
+        no_baseline: bool,
         /// Profile cache directory, where the baseline of a fleet with real boards is kept
         /// (default: $LEGION_CACHE_DIR, else ~/.cache/legionc)
         #[arg(long)]

@@ -505,8 +505,12 @@ pub fn main_with(constants: &StaticConfig) -> std::process::ExitCode {
     crate::link::tune_allocator();
     exit_code((|| -> Result<()> {
         let mut cfg = constants.resolve()?;
-        let usage = format!("legion-... (board {}) serve [--listen ADDR] [--model FILE] [--plan PLAN.json] | info", cfg.board);
-        let args = crate::args::Args::parse(&usage, &["serve", "info"], &["listen", "model", "plan"])?;
+        let usage = format!("legion-... (board {}) serve [--listen ADDR] [--model FILE] [--plan PLAN.json] [--cores LIST|none] | info", cfg.board);
+        let args = crate::args::Args::parse(&usage, &["serve", "info"], &["listen", "model", "plan", "cores"])?;
+        // Other CPUs than the target's (e.g. `none` under qemu-user on a machine without them).
+        if let Some(c) = args.get("cores") {
+            cfg.cores = parse_cores(c)?;
+        }
         let beside_exe = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join(constants.model_file)));
         let default_model = beside_exe.filter(|p| p.exists()).unwrap_or_else(|| constants.model_file.into());
         let model = args.path("model").unwrap_or(default_model);
@@ -537,6 +541,14 @@ pub fn main_with(constants: &StaticConfig) -> std::process::ExitCode {
         };
         serve(cfg, m, &listen)
     })())
+}
+
+/// A CPU list as `--cores` takes it: `4,5`, or `none`.
+pub fn parse_cores(text: &str) -> Result<Vec<usize>> {
+    if text == "none" {
+        return Ok(vec![]);
+    }
+    text.split(',').map(|c| c.trim().parse::<usize>().with_context(|| format!("--cores: '{c}' is not a CPU number (give e.g. 4,5 or none)"))).collect()
 }
 
 /// The exit code of a runtime binary's `main`: the error printed once, with its causes.
