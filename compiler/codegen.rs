@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 
 /// The release profile of every generated crate: legionc's own (the workspace's
 /// `[profile.release]`, checked by a test), so that a host crate built in legionc's target dir
-/// shares legionc's build of tract (cargo keys a crate's build by its profile, too).
-pub const RELEASE_PROFILE: &str = "[profile.release]\ndebug = false\nincremental = true\n";
+/// shares legionc's build of tract (cargo keys a crate's build by its profile, too). All but
+/// `incremental`, which cargo applies to local crates only (it keys no build of tract) and
+/// which would build a board's own code in many small codegen units.
+pub const RELEASE_PROFILE: &str = "[profile.release]\ndebug = false\n";
 
 /// The templates, by their names in `runtime-template/templates/`.
 pub const TEMPLATES: &[&str] = &["Cargo.toml.tera", "main.rs.tera", "plan.rs.tera"];
