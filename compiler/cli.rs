@@ -11,7 +11,12 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "legionc", version, about = "Legion plan compiler: split one CNN inference across a fleet of edge boards")]
+#[command(
+    name = "legionc",
+    version,
+    about = "Legion plan compiler: split one CNN inference across a fleet of edge boards",
+    after_help = "Exit codes: 0 success, 1 error, 2 bad usage, 3 --offline and the profile cache lacks a measurement."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -90,12 +95,28 @@ pub enum Command {
         /// when it runs from one, sharing its build of tract; else OUT/target)
         #[arg(long)]
         target_dir: Option<PathBuf>,
+        /// Print one JSON object (plan hash, prediction, cache key, profiling counts, every
+        /// board's binary with its sha256) on stdout for the next CI step; the report goes to
+        /// stderr
+        #[arg(long)]
+        json: bool,
         /// Fail (listing the files) if the compiled output on disk differs from what would be
         /// generated, writing nothing (profiles come from the cache only)
         #[arg(long)]
         check: bool,
         #[command(flatten)]
         profiling: ProfilingArgs,
+    },
+    /// Print the key of the profiles this fleet's compile uses, for a CI cache to restore
+    /// (see README: legionc in your CI). The model's structure, the boards' kinds and
+    /// identities, the probe and the strategy enter it; board names, order and runtime ports
+    /// do not
+    CacheKey {
+        #[command(flatten)]
+        fleet: FleetArg,
+        /// The strategy of the compile (default: the fleet file's)
+        #[arg(long, value_enum)]
+        strategy: Option<Strategy>,
     },
     /// Start a compiled fleet (local processes for emulated boards) and wait until it answers
     Up {

@@ -5,8 +5,11 @@ use crate::fleet::{Fleet, Strategy};
 use crate::model::LoadedModel;
 use crate::profile::Options;
 use crate::{cargo_build, codegen, strategy};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::io::Write;
+use std::path::PathBuf;
 
 /// How to compile.
 pub struct CompileOptions {
@@ -20,8 +23,55 @@ pub struct CompileOptions {
     pub profile: Options,
 }
 
-/// Compile `fleet` for model `m`, printing the plan and what was done to `out`.
-pub fn compile(fleet: &Fleet, m: &LoadedModel, o: &CompileOptions, out: &mut dyn Write) -> Result<()> {
+/// What `compile --json` prints: one object for the next CI step. The field names are part of
+/// legionc's interface: they change only with `version`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompileSummary {
+    /// Version of this summary's fields.
+    pub version: u32,
+    pub fleet: String,
+    pub out_dir: PathBuf,
+    pub strategy: String,
+    pub plan_hash: String,
+    /// None for a strategy without a cost model (`proportional`).
+    pub predicted_latency_s: Option<f64>,
+    /// `legionc cache-key` of this compile.
+    pub cache_key: String,
+    /// `compile --check` found the output up to date (false: the output was written).
+    pub up_to_date: bool,
+    pub profiling: ProfilingSummary,
+    pub boards: Vec<BoardBinary>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfilingSummary {
+    /// Measurements the plan rests on, answered from the cache.
+    pub cached: usize,
+    /// Measurements made now.
+    pub measured_now: usize,
+    pub probe_runs: usize,
+    /// Board time spent measuring now.
+    pub board_seconds: f64,
+    pub ssh_connections: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardBinary {
+    pub name: String,
+    pub triple: String,
+    /// `OUT/bin/…` (absolute), None when not built (`--no-build`, or `--check` before a build).
+    pub binary: Option<PathBuf>,
+    pub sha256: Option<String>,
+}
+
+pub const SUMMARY_VERSION: u32 = 1;
+
+/// Compile `fleet` for model `m`, printing the plan and what was done to `out`; returns the
+/// summary `--json` prints.
+pub fn compile(fleet: &Fleet, m: &LoadedModel, o: &CompileOptions, out: &mut dyn Write) -> Result<CompileSummary> {
     let out_dir = fleet.out();
     let mut opts = o.profile.clone();
     opts.offline |= o.check;
@@ -39,7 +89,7 @@ pub fn compile(fleet: &Fleet, m: &LoadedModel, o: &CompileOptions, out: &mut dyn
             bail!("{} is stale, these files differ from what `legionc compile` generates:\n{}", out_dir.display(), list.join("\n"));
         }
         writeln!(out, "{}: up to date (plan {})", out_dir.display(), &plan.hash()[..16])?;
-        return Ok(());
+        return summary(fleet, m, strategy, &planned, true);
     }
     codegen::write(out_dir, &files)?;
     // How the plan was found (predictions, wild card, profiling cost): not part of what
@@ -56,5 +106,35 @@ pub fn compile(fleet: &Fleet, m: &LoadedModel, o: &CompileOptions, out: &mut dyn
         let bin_dir = cargo_build::build(fleet, &opts.target_dir, false)?;
         writeln!(out, "built {} board binaries -> {}", fleet.boards.len(), bin_dir.display())?;
     }
-    Ok(())
+    summary(fleet, m, strategy, &planned, false)
+}
+
+fn summary(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, planned: &strategy::Planned, up_to_date: bool) -> Result<CompileSummary> {
+    let st = &planned.profiling;
+    let boards = fleet
+        .boards
+        .iter()
+        .map(|b| {
+            let bin = cargo_build::installed_binary(fleet, b);
+            let sha = match std::fs::read(&bin) {
+                Ok(bytes) => Some(legion_runtime::plan::hex(&Sha256::digest(bytes))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", bin.display())),
+            };
+            let binary = sha.as_ref().map(|_| std::path::absolute(&bin)).transpose()?;
+            Ok(BoardBinary { name: b.name.clone(), triple: b.triple().into(), binary, sha256: sha })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(CompileSummary {
+        version: SUMMARY_VERSION,
+        fleet: fleet.name.clone(),
+        out_dir: std::path::absolute(fleet.out())?,
+        strategy: strategy.name().into(),
+        plan_hash: planned.plan_hash.clone(),
+        predicted_latency_s: planned.predicted_latency_s.is_finite().then_some(planned.predicted_latency_s),
+        cache_key: crate::profile::cache_key(fleet, m, strategy)?,
+        up_to_date,
+        profiling: ProfilingSummary { cached: st.cached, measured_now: st.measured, probe_runs: st.probe_runs, board_seconds: st.board_seconds, ssh_connections: st.ssh_connections },
+        boards,
+    })
 }

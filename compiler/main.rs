@@ -1,6 +1,6 @@
 //! The `legionc` command line: parses it (`legionc::cli`), calls the library, prints.
 //! Exit codes: 0 success, 1 failure (the error is printed once, with its causes), 2 bad usage
-//! (clap).
+//! (clap), 3 `--offline` and the profile cache lacks a measurement.
 
 use anyhow::{bail, Result};
 use clap::Parser;
@@ -19,6 +19,9 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {e:#}");
+            if e.chain().any(|c| c.is::<profile::MissingProfiles>()) {
+                return ExitCode::from(profile::EXIT_MISSING_PROFILES);
+            }
             ExitCode::FAILURE
         }
     }
@@ -27,12 +30,24 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Compile { fleet, no_build, target_dir, check, profiling } => {
+        Command::Compile { fleet, no_build, target_dir, check, json, profiling } => {
             let fleet = fleet.load()?;
             let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
             let target_dir = target_dir.unwrap_or_else(|| cargo_build::default_target_dir(&fleet));
             let o = compile::CompileOptions { strategy: profiling.strategy, no_build, check, profile: profiling.options(&target_dir) };
-            compile::compile(&fleet, &m, &o, &mut out)?;
+            if json {
+                // The report goes to stderr, the summary alone to stdout.
+                let summary = compile::compile(&fleet, &m, &o, &mut std::io::stderr())?;
+                serde_json::to_writer_pretty(&mut out, &summary)?;
+                writeln!(out)?;
+            } else {
+                compile::compile(&fleet, &m, &o, &mut out)?;
+            }
+        }
+        Command::CacheKey { fleet, strategy } => {
+            let fleet = fleet.load()?;
+            let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
+            writeln!(out, "{}", profile::cache_key(&fleet, &m, strategy.unwrap_or(fleet.strategy))?)?;
         }
         Command::Up { fleet } => {
             let fleet = fleet.load()?;

@@ -11,7 +11,7 @@ pub mod cache;
 
 use crate::fleet::{Board, BoardKind, Fleet};
 use crate::model::LoadedModel;
-use crate::parallel;
+use crate::{codegen, parallel};
 use crate::ssh;
 use anyhow::{anyhow, bail, Context, Result};
 use cache::{Cache, RecordId, Settings};
@@ -35,24 +35,51 @@ use std::time::{Duration, Instant};
 /// Set by Ctrl-C while profiling: every board stops, cleans up and reports `interrupted`.
 pub static INTERRUPTED: std::sync::LazyLock<std::sync::Arc<AtomicBool>> = std::sync::LazyLock::new(Default::default);
 
-/// Ctrl-C caught (for as long as this lives), so that profiling can remove its temporary
-/// files on the boards; a second Ctrl-C kills at once.
-pub struct Interrupts(Vec<signal_hook::SigId>);
+/// True while no profiling runs: Ctrl-C then ends legionc at once, as by default.
+static IDLE: std::sync::LazyLock<std::sync::Arc<AtomicBool>> = std::sync::LazyLock::new(|| std::sync::Arc::new(AtomicBool::new(true)));
+
+/// Ctrl-C caught while this lives, so that profiling can remove its temporary files on the
+/// boards; a second Ctrl-C ends legionc at once, and so does one when nothing is profiled.
+pub struct Interrupts(());
 
 pub fn catch_interrupts() -> Interrupts {
     use signal_hook::{consts::SIGINT, flag};
-    // Actions run in the order registered: the shutdown only if the first Ctrl-C set the flag.
-    let ids = [flag::register_conditional_shutdown(SIGINT, 130, INTERRUPTED.clone()), flag::register(SIGINT, INTERRUPTED.clone())];
-    Interrupts(ids.into_iter().filter_map(|r| r.ok()).collect())
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Actions run in the order registered: end (with the shell's code for Ctrl-C) when
+        // idle or already interrupted, else only set the flag.
+        for r in [flag::register_conditional_shutdown(SIGINT, 130, IDLE.clone()), flag::register_conditional_shutdown(SIGINT, 130, INTERRUPTED.clone()), flag::register(SIGINT, INTERRUPTED.clone())] {
+            if let Err(e) = r {
+                eprintln!("warning: Ctrl-C cannot be caught ({e}): an interrupted profiling run leaves its temporary files on the boards");
+            }
+        }
+    });
+    IDLE.store(false, Ordering::SeqCst);
+    Interrupts(())
 }
 
 impl Drop for Interrupts {
     fn drop(&mut self) {
-        for id in self.0.drain(..) {
-            signal_hook::low_level::unregister(id);
-        }
+        IDLE.store(true, Ordering::SeqCst);
     }
 }
+
+/// `--offline` and the profile cache lacks a measurement: its own error, so that the command
+/// line exits with its own code ([`EXIT_MISSING_PROFILES`]) and a CI workflow can fall back to a
+/// profiling job that reaches the boards.
+#[derive(Debug)]
+pub struct MissingProfiles(pub String);
+
+impl std::fmt::Display for MissingProfiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MissingProfiles {}
+
+/// The exit code of a command that failed with [`MissingProfiles`].
+pub const EXIT_MISSING_PROFILES: u8 = 3;
 
 /// How to profile.
 #[derive(Clone, Debug)]
@@ -157,6 +184,39 @@ pub fn signature(model: &Model, group: Group) -> String {
     hex(&Sha256::digest(text))[..32].to_string()
 }
 
+/// The version of what [`cache_key`] is made of: raised when its inputs change meaning.
+const CACHE_KEY_VERSION: u32 = 1;
+
+/// A short stable key for the profiles `fleet`'s compile with `strategy` uses, for a CI cache
+/// to restore exactly those (`legionc cache-key`). Made of what profile records are keyed by,
+/// known before any board is reached:
+/// - per board: an emulated board's identity (its twin's target or speed, this machine's CPU
+///   model and calibrated reference: profiles of emulated boards hold for this machine only);
+///   a real board's SSH address (its identity comes from facts cached by address), target,
+///   threads and cores; its measurement settings and the probe's hash for its triple;
+/// - the coordinator's entry (the tail is measured there);
+/// - the model's structure: every layer's op, parameters and shapes, not its weights (a model
+///   retrained on other data keeps its profiles);
+/// - the strategy (it decides which groups are measured).
+///
+/// The boards' entries are sorted, so the order of the boards, their names and their runtime
+/// ports do not enter: profiles do not depend on them.
+pub fn cache_key(fleet: &Fleet, model: &LoadedModel, strategy: crate::fleet::Strategy) -> Result<String> {
+    let entry = |b: &Board| -> Result<String> {
+        let who = match (&b.kind, &b.target) {
+            (BoardKind::Emulated { speed }, _) => emulated_identity(b, *speed),
+            (BoardKind::Ssh { .. }, t) => format!("{} target {} threads {} cores {:?}", address(b), t.as_ref().map_or("-", |t| t.name.as_str()), b.threads, b.cores()),
+        };
+        Ok(format!("{who} | settings {} | probe {}", serde_json::to_string(&settings(b))?, codegen::probe_sha256(b.triple())?))
+    };
+    let mut lines = fleet.boards.iter().map(entry).collect::<Result<Vec<_>>>()?;
+    lines.sort();
+    lines.push(format!("coordinator {}", entry(fleet.coordinator())?));
+    lines.push(format!("model {}", signature(&model.ir, Group { from: 0, to: model.ir.output() })));
+    lines.push(format!("strategy {} version {CACHE_KEY_VERSION}", strategy.name()));
+    Ok(format!("legionc-profiles-{}", &hex(&Sha256::digest(lines.join("\n")))[..20]))
+}
+
 /// How measurements are made on a board.
 pub fn settings(b: &Board) -> Settings {
     Settings { warmup: 1, repeats: 3, threads: if b.is_emulated() { 1 } else { b.threads }, cores: b.cores() }
@@ -222,7 +282,7 @@ struct BoardWork {
 pub fn measure(fleet: &Fleet, model: &LoadedModel, wants: &[Want], opts: &Options) -> Result<Measured> {
     let cache = Cache::open(&opts.cache_dir)?;
     let mut stats = Stats { corrupt_records: cache.corrupt, ..Default::default() };
-    let probes: Vec<String> = fleet.boards.iter().map(|b| crate::codegen::probe_sha256(b.triple())).collect::<Result<_>>()?;
+    let probes: Vec<String> = fleet.boards.iter().map(|b| codegen::probe_sha256(b.triple())).collect::<Result<_>>()?;
     let mut work: Vec<BoardWork> = fleet.boards.iter().map(|_| BoardWork::default()).collect();
     // Phase 1: identities. A real board's comes from its facts, cached by address.
     let mut identities: Vec<Option<String>> = vec![None; fleet.boards.len()];
@@ -242,7 +302,7 @@ pub fn measure(fleet: &Fleet, model: &LoadedModel, wants: &[Want], opts: &Option
     if work.iter().any(|w| w.facts) {
         let missing: Vec<&str> = fleet.boards.iter().zip(&work).filter(|(_, w)| w.facts).map(|(b, _)| b.name.as_str()).collect();
         if opts.offline {
-            bail!("--offline: the profile cache {} has no facts for board(s) {}: run once without --offline", cache.path().display(), missing.join(", "));
+            return Err(MissingProfiles(format!("--offline: the profile cache {} has no facts for board(s) {}: run once without --offline", cache.path().display(), missing.join(", "))).into());
         }
         let s = run_boards(fleet, model, &work, &probes, &cache, opts, "facts")?;
         stats.add(&s);
@@ -294,7 +354,7 @@ pub fn measure(fleet: &Fleet, model: &LoadedModel, wants: &[Want], opts: &Option
         if opts.offline {
             let n: usize = work.iter().map(|w| w.jobs.len()).sum();
             let boards: Vec<&str> = fleet.boards.iter().zip(&work).filter(|(_, w)| !w.jobs.is_empty() || w.link).map(|(b, _)| b.name.as_str()).collect();
-            bail!("--offline: the profile cache {} lacks {n} measurement(s) (boards {}): run once without --offline", cache.path().display(), boards.join(", "));
+            return Err(MissingProfiles(format!("--offline: the profile cache {} lacks {n} measurement(s) (boards {}): run once without --offline", cache.path().display(), boards.join(", "))).into());
         }
         let s = run_boards(fleet, model, &work, &probes, &cache, opts, "profiling")?;
         stats.add(&s);

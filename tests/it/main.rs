@@ -1,6 +1,7 @@
 //! legionc's integration tests: one binary, a module per feature.
 //! Full-size models run with LEGION_FULL=1 (CI sets it); the default run uses the tiny zoo.
 
+mod ci_recipe;
 mod cli;
 mod cross;
 mod fleet;
