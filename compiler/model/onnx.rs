@@ -389,7 +389,7 @@ impl Importer {
                 let x = self.value(&node.input[0])?;
                 let b = a.int("blocksize", 0) as usize;
                 let s = self.shape(x).to_vec();
-                ensure!(b > 0 && s[2] % b == 0 && s[3] % b == 0, "blocksize {b} does not divide {}×{}", s[2], s[3]);
+                ensure!(b > 0 && s[2].is_multiple_of(b) && s[3].is_multiple_of(b), "blocksize {b} does not divide {}×{}", s[2], s[3]);
                 self.push(out, name, Op::SpaceToDepth { block: b }, vec![x], vec![1, s[1] * b * b, s[2] / b, s[3] / b]);
             }
             "Transpose" => {

@@ -400,7 +400,6 @@ fn run_boards(fleet: &Fleet, model: &LoadedModel, work: &[BoardWork], probes: &[
     let bar = |&i: &usize| ProgressBar::new(work[i].jobs.len() as u64).with_style(style.clone()).with_prefix(fleet.boards[i].name.clone());
     let interrupts = catch_interrupts();
     let stats = Mutex::new(Stats::default());
-    let work = &*work;
     let r = parallel::each(&busy, what, opts.quiet, &bar, &|&i, bar| {
         let b = &fleet.boards[i];
         let w = &work[i];
