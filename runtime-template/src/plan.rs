@@ -145,6 +145,66 @@ impl LocalFleet {
     }
 }
 
+impl LocalFleet {
+    /// Run one input through the plan as a mesh: the coordinator sends each board its input
+    /// rows of the first group; between groups every board keeps what it needs of its own
+    /// output and receives the rest from the boards that computed it
+    /// ([`crate::mesh::redistribution`]); the last group's bands are gathered for the tail.
+    pub fn infer_mesh(&mut self, input: Tensor) -> Result<Tensor> {
+        let x = to_nchw(&self.model, input)?;
+        let groups = self.plan.groups.clone();
+        // Per board: its band of the previous group's output and that band's tensor.
+        let mut held: Vec<Option<(Rows, Tensor)>> = vec![None; self.boards.len()];
+        for (gi, g) in groups.iter().enumerate() {
+            let outs = g.bands();
+            let inputs: Vec<Option<Tensor>> = if gi == 0 {
+                outs.iter().enumerate().map(|(b, out)| -> Result<Option<Tensor>> {
+                    if out.is_empty() {
+                        return Ok(None);
+                    }
+                    let need = self.boards[b].prepare(g.group(), *out)?.0.input;
+                    Ok(Some(x.slice(2, need.start, need.end)?))
+                }).collect::<Result<_>>()?
+            } else {
+                let r = crate::mesh::redistribution(&self.model, &groups[gi - 1].rows, g.group(), &g.rows)?;
+                let piece = |from: usize, rows: Rows| -> Result<(Rows, Tensor)> {
+                    let (own, t) = held[from].as_ref().ok_or_else(|| anyhow::anyhow!("board {} holds no rows", self.plan.boards[from]))?;
+                    Ok((rows, t.slice(2, rows.start - own.start, rows.end - own.start)?))
+                };
+                (0..self.boards.len())
+                    .map(|b| -> Result<Option<Tensor>> {
+                        if r.needs[b].is_empty() {
+                            return Ok(None);
+                        }
+                        let mut pieces = Vec::new();
+                        if !r.keeps[b].is_empty() {
+                            pieces.push(piece(b, r.keeps[b])?);
+                        }
+                        for t in r.transfers.iter().filter(|t| t.to == b) {
+                            pieces.push(piece(t.from, t.rows)?);
+                        }
+                        Ok(Some(crate::mesh::assemble(r.needs[b], pieces)?))
+                    })
+                    .collect::<Result<_>>()?
+            };
+            let mut next = vec![None; self.boards.len()];
+            for (b, input) in inputs.into_iter().enumerate() {
+                if let Some(input) = input {
+                    let y = self.boards[b].run_band(g.group(), outs[b], input).with_context(|| format!("group {gi} on board {}", self.plan.boards[b]))?;
+                    next[b] = Some((outs[b], y));
+                }
+            }
+            held = next;
+        }
+        let parts: Vec<Tensor> = held.into_iter().flatten().map(|(_, t)| t).collect();
+        let x = Tensor::stack_tensors(2, &parts)?;
+        match &self.tail {
+            Some(t) => run(t, x),
+            None => Ok(x),
+        }
+    }
+}
+
 /// The whole model on one board, unsplit, through the same executor.
 pub fn single_board(model: &Model) -> Result<Runnable> {
     runnable(section_graph(model, 0, model.output())?)

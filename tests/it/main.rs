@@ -9,6 +9,7 @@ mod first_run;
 mod fleet_run;
 mod import;
 mod layers;
+mod mesh;
 mod solve;
 mod split;
 mod suite;

@@ -11,13 +11,13 @@ use proptest::test_runner::{Config, TestRunner};
 
 /// What a model's outputs must be: tract-onnx's whole-model run, and the unsplit output of the
 /// splittable part through legionc's executor.
-struct Expected {
-    input: Tensor,
-    output: Tensor,
-    splittable: Tensor,
+pub struct Expected {
+    pub input: Tensor,
+    pub output: Tensor,
+    pub splittable: Tensor,
 }
 
-fn expected(m: &LoadedModel, seed: u64) -> Expected {
+pub fn expected(m: &LoadedModel, seed: u64) -> Expected {
     let input = reference::random_input(&m.ir.user_input_shape(), seed);
     let output = reference::run(&m.onnx, &input).unwrap();
     let whole = runnable(section_graph(&m.ir, 0, m.ir.split_end()).unwrap()).unwrap();
@@ -25,7 +25,7 @@ fn expected(m: &LoadedModel, seed: u64) -> Expected {
     Expected { input, output, splittable }
 }
 
-fn assert_close(what: &str, got: &Tensor, want: &Tensor) -> Result<(), TestCaseError> {
+pub fn assert_close(what: &str, got: &Tensor, want: &Tensor) -> Result<(), TestCaseError> {
     let (diff, scale) = reference::compare(got, want).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert!(diff <= 1e-4 * scale, "{what}: max |diff| {diff:e} > 1e-4 × max |output| {scale:e}");
     Ok(())
@@ -68,7 +68,7 @@ fn rows_strategy(h: usize, boards: usize) -> impl Strategy<Value = Vec<usize>> {
     ]
 }
 
-fn plan_strategy(m: &'static LoadedModel) -> impl Strategy<Value = Plan> {
+pub fn plan_strategy(m: &'static LoadedModel) -> impl Strategy<Value = Plan> {
     let cuts = m.ir.split_cut_points();
     (1..=8usize, flc_strategy(cuts)).prop_flat_map(move |(boards, ends)| {
         let per_group: Vec<_> = ends.iter().map(|&to| rows_strategy(m.ir.rows(to), boards)).collect();

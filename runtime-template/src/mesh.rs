@@ -1,0 +1,106 @@
+//! Redistribution between fused groups without the coordinator (the mesh): after a board
+//! computes its band of group g, it keeps the rows of its output it needs as input of group g+1
+//! and sends every other board exactly the rows that board needs (its halo, and the rows that
+//! change owner because g+1 splits differently). A pure function of the two groups' row splits
+//! and the band math; [`assemble`] puts a board's pieces back together.
+
+use crate::halo::{bands, group_band, Group, Rows};
+use crate::ir::Model;
+use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+use tract_core::internal::*;
+
+/// Rows of a value that board `from` sends board `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Transfer {
+    pub from: usize,
+    pub to: usize,
+    pub rows: Rows,
+}
+
+/// Where every board's input of a group comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redistribution {
+    /// Per board: the input rows it needs for its band of the group (empty: no band).
+    pub needs: Vec<Rows>,
+    /// Per board: the part of its own previous output it keeps (a part of its need).
+    pub keeps: Vec<Rows>,
+    /// Everything else, board to board, ordered by receiver, then rows.
+    pub transfers: Vec<Transfer>,
+}
+
+/// The overlap of two row ranges (empty if they do not meet).
+pub fn intersect(a: Rows, b: Rows) -> Rows {
+    let (start, end) = (a.start.max(b.start), a.end.min(b.end));
+    if start < end {
+        Rows::new(start, end)
+    } else {
+        Rows::new(0, 0)
+    }
+}
+
+/// The exchange between a group whose output (value `next.from`) is split as `prev_rows` and
+/// the next group, `next`, split as `next_rows` (rows per board, in plan order).
+pub fn redistribution(model: &Model, prev_rows: &[usize], next: Group, next_rows: &[usize]) -> Result<Redistribution> {
+    ensure!(prev_rows.len() == next_rows.len(), "{} boards before, {} after", prev_rows.len(), next_rows.len());
+    let h = model.rows(next.from);
+    ensure!(prev_rows.iter().sum::<usize>() == h, "the previous split covers {} rows of value {}, which has {h}", prev_rows.iter().sum::<usize>(), next.from);
+    ensure!(next_rows.iter().sum::<usize>() == model.rows(next.to), "the split covers {} rows of value {}, which has {}", next_rows.iter().sum::<usize>(), next.to, model.rows(next.to));
+    let held = bands(prev_rows);
+    let needs: Vec<Rows> = bands(next_rows).into_iter().map(|out| if out.is_empty() { out } else { group_band(model, next, out).input }).collect();
+    let keeps: Vec<Rows> = needs.iter().zip(&held).map(|(&need, &own)| intersect(need, own)).collect();
+    let mut transfers = Vec::new();
+    for (to, &need) in needs.iter().enumerate() {
+        for (from, &own) in held.iter().enumerate() {
+            let rows = intersect(need, own);
+            if from != to && !rows.is_empty() {
+                transfers.push(Transfer { from, to, rows });
+            }
+        }
+    }
+    transfers.sort_by_key(|t| (t.to, t.rows.start));
+    Ok(Redistribution { needs, keeps, transfers })
+}
+
+/// A board's input from its pieces (rows of the value, and their tensors, rows on axis 2):
+/// they must tile `need` exactly, in any order.
+pub fn assemble(need: Rows, mut pieces: Vec<(Rows, Tensor)>) -> Result<Tensor> {
+    pieces.retain(|(r, _)| !r.is_empty());
+    pieces.sort_by_key(|(r, _)| r.start);
+    let mut at = need.start;
+    for (r, t) in &pieces {
+        if r.start != at {
+            bail!("rows {at}..{} missing from the pieces of {need}", r.start);
+        }
+        ensure!(t.shape()[2] == r.len(), "a piece of rows {r} has {} rows", t.shape()[2]);
+        at = r.end;
+    }
+    ensure!(at == need.end, "rows {at}..{} missing from the pieces of {need}", need.end);
+    match pieces.len() {
+        0 => bail!("no piece of {need}"),
+        1 => Ok(pieces.remove(0).1),
+        _ => Ok(Tensor::stack_tensors(2, &pieces.into_iter().map(|p| p.1).collect::<Vec<_>>())?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlaps() {
+        assert_eq!(intersect(Rows::new(2, 8), Rows::new(5, 12)), Rows::new(5, 8));
+        assert!(intersect(Rows::new(2, 5), Rows::new(5, 12)).is_empty());
+        assert!(intersect(Rows::new(0, 0), Rows::new(0, 3)).is_empty());
+    }
+
+    #[test]
+    fn pieces_tile_the_need_or_fail() {
+        let t = |r: usize| Tensor::zero::<f32>(&[1, 1, r, 2]).unwrap();
+        let got = assemble(Rows::new(3, 9), vec![(Rows::new(5, 9), t(4)), (Rows::new(3, 5), t(2))]).unwrap();
+        assert_eq!(got.shape(), &[1, 1, 6, 2]);
+        assert!(assemble(Rows::new(3, 9), vec![(Rows::new(3, 5), t(2)), (Rows::new(6, 9), t(3))]).is_err(), "a gap");
+        assert!(assemble(Rows::new(3, 9), vec![(Rows::new(3, 5), t(2))]).is_err(), "short");
+        assert!(assemble(Rows::new(3, 9), vec![(Rows::new(3, 9), t(5))]).is_err(), "wrong height");
+    }
+}

@@ -1,0 +1,105 @@
+//! The mesh's redistribution between groups: every board receives exactly the rows it needs,
+//! from the boards that hold them, and a plan run as a mesh answers as tract does.
+
+use crate::split::{assert_close, expected, plan_strategy};
+use crate::{zoo_model, TINY};
+use legionc::runtime::halo::{bands, group_band, Group, Rows};
+use legionc::runtime::mesh::{redistribution, Redistribution};
+use legionc::runtime::plan::{LocalFleet, Plan};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+/// Every property of one exchange, for the groups `gi - 1` and `gi` of `plan`.
+fn check_exchange(m: &legionc::model::LoadedModel, plan: &Plan, gi: usize, r: &Redistribution) -> Result<(), TestCaseError> {
+    let (prev, next) = (&plan.groups[gi - 1], &plan.groups[gi]);
+    let held = bands(&prev.rows);
+    for (b, out) in bands(&next.rows).into_iter().enumerate() {
+        let need = r.needs[b];
+        if out.is_empty() {
+            prop_assert!(need.is_empty() && r.keeps[b].is_empty(), "board {b} has no band but needs {need}");
+            prop_assert!(!r.transfers.iter().any(|t| t.to == b), "board {b} has no band but receives");
+            continue;
+        }
+        prop_assert_eq!(need, group_band(&m.ir, next.group(), out).input);
+        // What it keeps and what it receives tile its need exactly, each piece from its holder.
+        let mut pieces: Vec<(Rows, usize)> = r.transfers.iter().filter(|t| t.to == b).map(|t| (t.rows, t.from)).collect();
+        if !r.keeps[b].is_empty() {
+            pieces.push((r.keeps[b], b));
+        }
+        pieces.sort();
+        let mut at = need.start;
+        for (rows, from) in pieces {
+            prop_assert!(!rows.is_empty() && rows.start == at, "board {b}: pieces of {need} do not tile it ({rows} at {at})");
+            prop_assert!(held[from].contains(&rows), "board {from} sends {rows} but holds {}", held[from]);
+            at = rows.end;
+        }
+        prop_assert_eq!(at, need.end, "board {} lacks rows {}..{}", b, at, need.end);
+        // It keeps all it holds of its need: nothing it has is sent to it.
+        prop_assert!(r.keeps[b] == legionc::runtime::mesh::intersect(need, held[b]));
+    }
+    for t in &r.transfers {
+        prop_assert!(t.from != t.to && !t.rows.is_empty(), "{t:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn every_board_receives_exactly_the_rows_it_needs() {
+    for name in TINY {
+        let m = zoo_model(name);
+        let mut runner = TestRunner::new(Config { cases: 64, failure_persistence: None, ..Config::default() });
+        runner
+            .run(&plan_strategy(m), |plan| {
+                for gi in 1..plan.groups.len() {
+                    let (prev, next) = (&plan.groups[gi - 1], &plan.groups[gi]);
+                    let r = redistribution(&m.ir, &prev.rows, next.group(), &next.rows).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+                    check_exchange(m, &plan, gi, &r)?;
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+/// One board needs rows held by three or more others: every one of them sends its part.
+#[test]
+fn a_need_spanning_several_boards_is_sent_by_each() {
+    let m = zoo_model("vgg16-tiny");
+    let cuts = m.ir.split_cut_points();
+    // The first two segments; the first split into 1-row bands, the second all on board 0.
+    let (a, b) = (Group { from: cuts[0], to: cuts[1] }, Group { from: cuts[1], to: cuts[2] });
+    let h = m.ir.rows(a.to);
+    let boards = 6;
+    let mut prev = vec![1; boards - 1];
+    prev.push(h - (boards - 1));
+    let mut next = vec![0; boards];
+    next[0] = m.ir.rows(b.to);
+    let r = redistribution(&m.ir, &prev, b, &next).unwrap();
+    let senders: Vec<usize> = r.transfers.iter().filter(|t| t.to == 0).map(|t| t.from).collect();
+    assert_eq!(senders, (1..boards).collect::<Vec<_>>(), "{r:?}");
+    assert_eq!(r.keeps[0], Rows::new(0, 1));
+    assert!(r.transfers.iter().all(|t| t.to == 0));
+    // A split that does not add up is refused, naming the value.
+    let e = redistribution(&m.ir, &prev[1..], b, &next[1..]).unwrap_err().to_string();
+    assert!(e.contains("previous split covers"), "{e}");
+}
+
+/// Random plans run as a mesh give the star's answer and tract's.
+#[test]
+fn random_plans_run_as_a_mesh_match_tract() {
+    for name in TINY {
+        let m = zoo_model(name);
+        let want = expected(m, 13);
+        let mut runner = TestRunner::new(Config { cases: 10, failure_persistence: None, ..Config::default() });
+        runner
+            .run(&plan_strategy(m), |plan| {
+                let mut fleet = LocalFleet::new(m.ir.clone(), plan).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+                let mesh = fleet.infer_mesh(want.input.clone()).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+                assert_close("mesh vs tract-onnx", &mesh, &want.output)?;
+                let star = fleet.infer(want.input.clone()).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+                assert_close("mesh vs star", &mesh, &star)?;
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
