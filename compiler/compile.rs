@@ -62,7 +62,7 @@ pub struct ProfilingSummary {
 pub struct BoardBinary {
     pub name: String,
     pub triple: String,
-    /// `OUT/bin/…` (absolute), None when not built (`--no-build`, or `--check` before a build).
+    /// `OUT/bin/…` (absolute), None when this compile built nothing (`--no-build`, `--check`).
     pub binary: Option<PathBuf>,
     pub sha256: Option<String>,
 }
@@ -89,7 +89,7 @@ pub fn compile(fleet: &Fleet, m: &LoadedModel, o: &CompileOptions, out: &mut dyn
             bail!("{} is stale, these files differ from what `legionc compile` generates:\n{}", out_dir.display(), list.join("\n"));
         }
         writeln!(out, "{}: up to date (plan {})", out_dir.display(), &plan.hash()[..16])?;
-        return summary(fleet, m, strategy, &planned, true);
+        return summary(fleet, m, strategy, &planned, true, false);
     }
     codegen::write(out_dir, &files)?;
     // How the plan was found (predictions, wild card, profiling cost): not part of what
@@ -106,20 +106,22 @@ pub fn compile(fleet: &Fleet, m: &LoadedModel, o: &CompileOptions, out: &mut dyn
         let bin_dir = cargo_build::build(fleet, &opts.target_dir, false)?;
         writeln!(out, "built {} board binaries -> {}", fleet.boards.len(), bin_dir.display())?;
     }
-    summary(fleet, m, strategy, &planned, false)
+    summary(fleet, m, strategy, &planned, false, !o.no_build)
 }
 
-fn summary(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, planned: &strategy::Planned, up_to_date: bool) -> Result<CompileSummary> {
+fn summary(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, planned: &strategy::Planned, up_to_date: bool, built: bool) -> Result<CompileSummary> {
     let st = &planned.profiling;
     let boards = fleet
         .boards
         .iter()
         .map(|b| {
             let bin = cargo_build::installed_binary(fleet, b);
-            let sha = match std::fs::read(&bin) {
-                Ok(bytes) => Some(legion_runtime::plan::hex(&Sha256::digest(bytes))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(e).with_context(|| format!("reading {}", bin.display())),
+            // Only what this compile installed: OUT/bin may hold an earlier plan's binaries.
+            let sha = if built {
+                let bytes = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
+                Some(legion_runtime::plan::hex(&Sha256::digest(bytes)))
+            } else {
+                None
             };
             let binary = sha.as_ref().map(|_| std::path::absolute(&bin)).transpose()?;
             Ok(BoardBinary { name: b.name.clone(), triple: b.triple().into(), binary, sha256: sha })

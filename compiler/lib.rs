@@ -32,7 +32,15 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> 
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => std::path::Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new().prefix(".legionc-").suffix(".tmp").tempfile_in(dir).with_context(|| format!("writing {}: creating a temporary file in {}", path.display(), dir.display()))?;
+    // The file keeps its permissions; a new one is readable by all, as `std::fs::write` makes it
+    // (tempfile's own default, 0600, would hide a README or a model from other users).
+    let mode = std::fs::metadata(path).map(|m| m.permissions()).unwrap_or_else(|_| std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".legionc-")
+        .suffix(".tmp")
+        .permissions(mode)
+        .tempfile_in(dir)
+        .with_context(|| format!("writing {}: creating a temporary file in {}", path.display(), dir.display()))?;
     tmp.write_all(bytes).and_then(|()| tmp.as_file().sync_data()).with_context(|| format!("writing {}", path.display()))?;
     tmp.persist(path).map_err(|e| e.error).with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())

@@ -172,6 +172,7 @@ pub fn run_frames(fleet: &Fleet, o: &RunOptions, out: &mut dyn std::io::Write) -
         let typical = legion_runtime::stats::median(&in_coordinator);
         match baseline(fleet, &m, &x, &o.profile) {
             Ok(b) => writeln!(out, "single board {}: {:.1} ms ({}) -> speedup {:.2}x (against the fleet's {:.1} ms in the coordinator)", b.board, b.seconds * 1e3, b.how, b.seconds / typical, typical * 1e3)?,
+            Err(e) if profile::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) => return Err(e),
             Err(e) => writeln!(out, "single-board baseline not measured (no speedup): {e:#}")?,
         }
     }

@@ -46,9 +46,9 @@ pub fn catch_interrupts() -> Interrupts {
     use signal_hook::{consts::SIGINT, flag};
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // Actions run in the order registered: end (with the shell's code for Ctrl-C) when
-        // idle or already interrupted, else only set the flag.
-        for r in [flag::register_conditional_shutdown(SIGINT, 130, IDLE.clone()), flag::register_conditional_shutdown(SIGINT, 130, INTERRUPTED.clone()), flag::register(SIGINT, INTERRUPTED.clone())] {
+        // Actions run in the order registered: the default action (the process ends by the
+        // signal, as the shell expects) when idle or already interrupted, else only the flag.
+        for r in [flag::register_conditional_default(SIGINT, IDLE.clone()), flag::register_conditional_default(SIGINT, INTERRUPTED.clone()), flag::register(SIGINT, INTERRUPTED.clone())] {
             if let Err(e) = r {
                 eprintln!("warning: Ctrl-C cannot be caught ({e}): an interrupted profiling run leaves its temporary files on the boards");
             }

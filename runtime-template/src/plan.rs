@@ -151,8 +151,12 @@ impl LocalFleet {
     /// output and receives the rest from the boards that computed it
     /// ([`crate::mesh::redistribution`]); the last group's bands are gathered for the tail.
     pub fn infer_mesh(&mut self, input: Tensor) -> Result<Tensor> {
-        let x = to_nchw(&self.model, input)?;
         let groups = self.plan.groups.clone();
+        if groups.is_empty() {
+            // Nothing splittable: as `infer` (the tail takes the input as it is).
+            return self.infer(input);
+        }
+        let x = to_nchw(&self.model, input)?;
         // Per board: its band of the previous group's output and that band's tensor.
         let mut held: Vec<Option<(Rows, Tensor)>> = vec![None; self.boards.len()];
         for (gi, g) in groups.iter().enumerate() {

@@ -58,7 +58,9 @@ fn a_restored_profile_cache_compiles_offline_to_the_same_plan_and_binaries() {
         assert!(bin.is_file() && b.sha256.as_ref().is_some_and(|s| s.len() == 64), "{b:?}");
         assert_eq!(b.triple, "x86_64-unknown-linux-gnu");
     }
-    // The cache saved as a tarball, everything else gone (a new CI job on a fresh checkout).
+    // The cache saved as a tarball, everything else gone (a new CI job on a fresh checkout, on
+    // the same runner machine: emulated profiles hold for this machine's calibration, which
+    // stays in $LEGION_EMULATION_DIR).
     sh(&d.0, "tar czf profiles.tgz cache && rm -rf cache out home && mkdir home");
     assert!(!d.path("cache").exists());
     sh(&d.0, "tar xzf profiles.tgz");

@@ -21,7 +21,8 @@ fn layers() -> BTreeMap<String, usize> {
     map
 }
 
-/// Source text without comments (line comments, doc comments) and string literals' contents.
+/// Source text without line and doc comments (a line is cut at its first `//`; no `crate::`
+/// path follows a string holding `//` on the same line in this code).
 fn code(text: &str) -> String {
     text.lines().map(|l| l.split("//").next().unwrap()).collect::<Vec<_>>().join("\n")
 }
