@@ -389,10 +389,17 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
         if link.bandwidth_mbps <= 0.0 || link.latency_ms < 0.0 {
             return Err(cx.err(&needle, 0, format!("board '{}': link needs a positive bandwidth and a non-negative latency", b.name)));
         }
-        let threads = b.threads.or(d.threads).unwrap_or(match &kind {
-            BoardKind::Emulated { .. } => 1,
-            _ => target.as_ref().map_or(1, |t| t.threads),
-        });
+        // An emulated board's time is its compute thread's CPU time: tract's extra threads
+        // would compute uncounted, making the twin faster than it is. One thread, always.
+        let threads = match &kind {
+            BoardKind::Emulated { .. } => match b.threads {
+                Some(t) if t != 1 => {
+                    return Err(cx.err(&needle, 0, format!("board '{}': threads: {t}: an emulated board computes on one thread (its time is that thread's CPU time, scaled to the twin); remove the field", b.name)));
+                }
+                _ => 1,
+            },
+            _ => b.threads.or(d.threads).unwrap_or(target.as_ref().map_or(1, |t| t.threads)),
+        };
         boards.push(Board { name: b.name.clone(), kind, target, link, runtime_port, threads });
     }
     let coordinator = match &raw.coordinator {

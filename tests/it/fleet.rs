@@ -126,3 +126,13 @@ fn every_target_file_parses() {
     assert_eq!(names, ["firefly-rk3399", "odroid-xu4", "raspberry-pi-4", "x86_64-host"]);
     assert!(t.iter().all(|t| t.emulated.speed > 0.0 && t.emulated.link.bandwidth_mbps > 0.0));
 }
+
+/// An emulated board computes on one thread: `defaults.threads` is for real boards, and an
+/// emulated board asking for more is refused (tract's other threads would compute uncounted).
+#[test]
+fn emulated_boards_compute_on_one_thread() {
+    let f = parse(&GOOD.replace("  target: raspberry-pi-4\n", "  target: raspberry-pi-4\n  threads: 3\n")).unwrap();
+    assert_eq!(f.boards.iter().map(|b| b.threads).collect::<Vec<_>>(), vec![1, 1, 3]);
+    let e = err(&GOOD.replace("    emulated: firefly-rk3399\n", "    emulated: firefly-rk3399\n    threads: 2\n"));
+    assert!(e.starts_with("fleet.yaml:11") && e.contains("board 'a': threads: 2") && e.contains("one thread"), "{e}");
+}
