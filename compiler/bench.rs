@@ -214,26 +214,21 @@ pub fn predict_fleet_latency(fleet: &crate::fleet::Fleet, m: &LoadedModel, plan:
                 remote.push((b, HEADER_LEN + band.input.len() * row_bytes(in_shape), HEADER_LEN + out.len() * row_bytes(out_shape), compute));
             }
         }
-        let link = |b: usize| {
-            let l = &fleet.boards[b].link;
-            (coord.link.bandwidth_mbps.min(l.bandwidth_mbps) * 1e6 / 8.0, coord.link.latency_ms.max(l.latency_ms) / 1e3)
-        };
+        let path = |b: usize| coord.link.between(&fleet.boards[b].link);
         let mut tx_free = 0.0f64;
         let mut done: Vec<(f64, usize, usize)> = remote
             .iter()
             .map(|&(b, bytes_in, bytes_out, compute)| {
-                let (bw, lat) = link(b);
-                tx_free += bytes_in as f64 / bw;
-                (tx_free + lat + compute, b, bytes_out)
+                tx_free += path(b).busy_s(bytes_in);
+                (tx_free + path(b).latency_s() + compute, b, bytes_out)
             })
             .collect();
         done.sort_by(|a, b| a.0.total_cmp(&b.0));
         let mut rx_free = 0.0f64;
         let mut finish = coord_compute;
         for (ready, b, bytes_out) in done {
-            let (bw, lat) = link(b);
-            rx_free = rx_free.max(ready) + bytes_out as f64 / bw;
-            finish = finish.max(rx_free + lat);
+            rx_free = rx_free.max(ready) + path(b).busy_s(bytes_out);
+            finish = finish.max(rx_free + path(b).latency_s());
         }
         groups.push(finish);
     }

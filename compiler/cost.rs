@@ -147,9 +147,7 @@ impl CostModel {
         if b == self.coordinator || bytes == 0 {
             return 0.0;
         }
-        let c = &self.boards[self.coordinator].link;
-        let l = &self.boards[b].link;
-        (bytes + HEADER_LEN) as f64 * 8.0 / (c.bandwidth_mbps.min(l.bandwidth_mbps) * 1e6) + c.latency_ms.max(l.latency_ms) / 1e3
+        self.boards[self.coordinator].link.between(&self.boards[b].link).seconds(bytes + HEADER_LEN)
     }
 
     /// Rows of each segment's output a band computes (the A matrix times the band), and the

@@ -28,9 +28,21 @@ pub struct LinkSpec {
 }
 
 impl LinkSpec {
-    /// Seconds to move `bytes` over this link (latency included).
+    /// The path between two boards' links: the slower bandwidth, the longer latency.
+    pub fn between(&self, peer: &LinkSpec) -> LinkSpec {
+        LinkSpec { bandwidth_mbps: self.bandwidth_mbps.min(peer.bandwidth_mbps), latency_ms: self.latency_ms.max(peer.latency_ms) }
+    }
+    /// Seconds `bytes` occupy this link (the transfer time without the latency). The one
+    /// transfer-time formula: the emulation, the cost model and the bench's prediction use it.
+    pub fn busy_s(&self, bytes: usize) -> f64 {
+        bytes as f64 * 8.0 / (self.bandwidth_mbps * 1e6)
+    }
+    pub fn latency_s(&self) -> f64 {
+        self.latency_ms / 1e3
+    }
+    /// Seconds to move `bytes` over this link, latency included.
     pub fn seconds(&self, bytes: usize) -> f64 {
-        bytes as f64 * 8.0 / (self.bandwidth_mbps * 1e6) + self.latency_ms / 1e3
+        self.busy_s(bytes) + self.latency_s()
     }
 }
 
@@ -75,10 +87,8 @@ impl Link {
     }
 
     fn durations(&self, peer: &LinkSpec, bytes: usize) -> (Duration, Duration) {
-        let mbps = self.spec.bandwidth_mbps.min(peer.bandwidth_mbps);
-        let busy = Duration::from_secs_f64(bytes as f64 * 8.0 / (mbps * 1e6));
-        let latency = Duration::from_secs_f64((self.spec.latency_ms.max(peer.latency_ms)) / 1e3);
-        (busy, latency)
+        let path = self.spec.between(peer);
+        (Duration::from_secs_f64(path.busy_s(bytes)), Duration::from_secs_f64(path.latency_s()))
     }
 
     /// Send `bytes` to a peer whose link is `peer`: returns when they have arrived.
