@@ -333,6 +333,14 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
         std: if model.std.is_empty() { vec![0.229, 0.224, 0.225] } else { model.std },
         ..model
     };
+    for (field, values) in [("mean", &model.mean), ("std", &model.std)] {
+        if values.len() != 3 {
+            return Err(cx.err(&format!("{field}:"), 0, format!("field 'model.{field}': {} values; images are normalised per RGB channel, so give 3", values.len())));
+        }
+    }
+    if model.std.iter().any(|&s| !(s > 0.0 && s.is_finite())) {
+        return Err(cx.err("std:", 0, format!("field 'model.std': {:?}: every value must be positive", model.std)));
+    }
     if raw.boards.is_empty() {
         return Err(cx.err("boards", 0, "field 'boards': a fleet needs at least one board".into()));
     }

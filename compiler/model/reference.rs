@@ -32,11 +32,17 @@ pub fn random_input(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_shape(shape, &data).expect("shape and data agree")
 }
 
-/// Max |a − b| and max |b|, for `a` and `b` of the same shape.
+/// Max |a − b| and max |b|, for `a` and `b` of the same shape. A NaN or an infinity in
+/// either is an error (a max over floats would pass over a NaN), naming which and where.
 pub fn compare(a: &Tensor, b: &Tensor) -> Result<(f32, f32)> {
     anyhow::ensure!(a.shape() == b.shape(), "shapes differ: {:?} vs {:?}", a.shape(), b.shape());
     let a = a.to_plain_array_view::<f32>()?;
     let b = b.to_plain_array_view::<f32>()?;
+    for (what, t) in [("the output compared", &a), ("the reference output", &b)] {
+        if let Some((i, v)) = t.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            anyhow::bail!("{what} holds {v} (at flat index {i} of shape {:?})", t.shape());
+        }
+    }
     let diff = a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     let scale = b.iter().map(|x| x.abs()).fold(0f32, f32::max);
     Ok((diff, scale))

@@ -136,3 +136,15 @@ fn emulated_boards_compute_on_one_thread() {
     let e = err(&GOOD.replace("    emulated: firefly-rk3399\n", "    emulated: firefly-rk3399\n    threads: 2\n"));
     assert!(e.starts_with("fleet.yaml:11") && e.contains("board 'a': threads: 2") && e.contains("one thread"), "{e}");
 }
+
+/// Image normalisation takes one mean and one std per RGB channel: anything else is refused
+/// at parse time, naming the field (a short list would have panicked on the first image).
+#[test]
+fn mean_and_std_have_three_usable_values() {
+    let full = GOOD.replace("model: vgg16-tiny\n", "model:\n  source: vgg16-tiny\n  mean: [0.5, 0.5]\n  std: [0.2, 0.2, 0.2]\n");
+    let e = err(&full);
+    assert!(e.starts_with("fleet.yaml:4") && e.contains("model.mean") && e.contains("2 values"), "{e}");
+    let e = err(&full.replace("mean: [0.5, 0.5]", "mean: [0.5, 0.5, 0.5]").replace("std: [0.2, 0.2, 0.2]", "std: [0.2, 0.0, 0.2]"));
+    assert!(e.contains("model.std") && e.contains("positive"), "{e}");
+    assert!(parse(&full.replace("mean: [0.5, 0.5]", "mean: [0.5, 0.5, 0.5]")).is_ok());
+}

@@ -59,3 +59,18 @@ fn the_probe_hash_depends_on_the_runtimes_dependencies_only() {
     assert_ne!(bumped, lock);
     assert_ne!(lock_closure(&bumped, "legion-runtime").unwrap(), closure);
 }
+
+/// A NaN or an infinity never passes a comparison with tract (a float max would skip a NaN).
+#[test]
+fn comparisons_refuse_nan_and_infinity() {
+    use legionc::model::reference::{check, compare};
+    use legionc::runtime::tract_core::prelude::Tensor;
+    let good = Tensor::from_shape(&[1, 3], &[1.0f32, 2.0, 3.0]).unwrap();
+    assert!(check(&good, &good, "x").is_ok());
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let t = Tensor::from_shape(&[1, 3], &[1.0f32, bad, 3.0]).unwrap();
+        let e = check(&t, &good, "the fleet's output").unwrap_err().to_string();
+        assert!(e.contains("the output compared holds") && e.contains("index 1"), "{e}");
+        assert!(compare(&good, &t).unwrap_err().to_string().contains("the reference output holds"));
+    }
+}
