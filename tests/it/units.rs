@@ -74,3 +74,20 @@ fn comparisons_refuse_nan_and_infinity() {
         assert!(compare(&good, &t).unwrap_err().to_string().contains("the reference output holds"));
     }
 }
+
+/// A `.npy` input cut short, or not a `.npy` at all, is an error naming the file, never a panic.
+#[test]
+fn a_truncated_npy_is_an_error() {
+    use legionc::runtime::tract_core::prelude::Tensor;
+    let d = crate::TempDir::new("npy");
+    let t = Tensor::from_shape(&[1, 3, 4, 4], &(0..48).map(|i| i as f32).collect::<Vec<_>>()).unwrap();
+    let p = d.path("x.npy");
+    legionc::run::write_npy(&p, &t).unwrap();
+    assert_eq!(legionc::run::read_npy(&p).unwrap(), t);
+    let bytes = std::fs::read(&p).unwrap();
+    for cut in [bytes.len() - 3, bytes.len() / 2, 20, 5, 0] {
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        let e = format!("{:#}", legionc::run::read_npy(&p).unwrap_err());
+        assert!(e.contains("x.npy"), "cut at {cut}: {e}");
+    }
+}
