@@ -266,7 +266,7 @@ pub fn fleet(fleet: &crate::fleet::Fleet, m: &LoadedModel, plan: &legion_runtime
         frames: lat.len(),
         measured_s: median(&lat),
         predicted: predict_fleet_latency(fleet, m, plan)?,
-        single_s: crate::run::single_board(m, &x, fastest)?.1,
+        single_s: crate::run::emulated_baseline(fleet, m, &x)?.seconds,
         ideal: fleet.boards.iter().map(|b| b.nominal_speed()).sum::<f64>() / fastest,
     })
 }
@@ -475,8 +475,7 @@ pub fn strategies(
     let single = match rows.iter().find(|r| r.strategy == "single") {
         Some(r) => r.measured_latency_s,
         None => {
-            let fastest = fleet.boards.iter().map(|b| b.nominal_speed()).fold(0.0, f64::max);
-            run::single_board(m, &x, fastest)?.1
+            run::emulated_baseline(fleet, m, &x)?.seconds
         }
     };
     for r in &mut rows {

@@ -5,7 +5,7 @@
 use anyhow::{bail, Result};
 use clap::Parser;
 use legionc::cli::{BenchArgs, BenchCommand, Cli, Command};
-use legionc::model::{self, reference, zoo};
+use legionc::model::{self, zoo};
 use legionc::{bench, cargo_build, codegen, compile, deploy, fleet, profile, run, strategy, suite, write_atomic};
 use std::io::Write;
 use std::process::ExitCode;
@@ -129,10 +129,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 write_atomic(&p, &serde_json::to_vec_pretty(&r.plan)?)?;
             }
             write!(out, "{} {r}", m.ir.name)?;
-            let a = r.agreement;
-            if a.diff > reference::TOLERANCE * a.scale {
-                bail!("split output differs from tract's single run: max |diff| {:e} > {:e} x {:e}", a.diff, reference::TOLERANCE, a.scale);
-            }
+            r.agreement.ensure_within("the split output")?;
             writeln!(out, "verified")?;
         }
         Command::Suite { quick, fleets, models, strategies, frames, out: out_dir, work_dir, target_dir, port, cache_dir, readme } => {

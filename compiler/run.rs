@@ -96,9 +96,7 @@ pub struct Baseline {
 /// probe and kept in the profile cache like any profile (a rerun makes no connection).
 pub fn baseline(fleet: &Fleet, m: &LoadedModel, x: &Tensor, opts: &profile::Options) -> Result<Baseline> {
     if fleet.boards.iter().all(|b| b.is_emulated()) {
-        let fastest = fleet.boards.iter().max_by(|a, b| a.nominal_speed().total_cmp(&b.nominal_speed())).expect("a fleet has boards");
-        let (_, seconds) = single_board(m, x, fastest.nominal_speed())?;
-        return Ok(Baseline { board: fastest.name.clone(), seconds, how: format!("emulated here at the twin's speed {}", fastest.nominal_speed()) });
+        return emulated_baseline(fleet, m, x);
     }
     let single = strategy::plan(fleet, m, Strategy::Single, opts).context("choosing the fastest board")?;
     let b = single.plan.groups[0].rows.iter().position(|&r| r > 0).expect("the single plan has rows on one board");
@@ -107,6 +105,14 @@ pub fn baseline(fleet: &Fleet, m: &LoadedModel, x: &Tensor, opts: &profile::Opti
     let r = &measured.results[0];
     let how = format!("the whole model measured on the board by the probe: median of {} runs{}", r.repeats, if measured.stats.measured == 0 { ", from the profile cache" } else { "" });
     Ok(Baseline { board: fleet.boards[b].name.clone(), seconds: r.median_s, how })
+}
+
+/// The baseline of an emulated fleet: the whole model in this process at the fastest twin's
+/// speed, as an emulated board computes.
+pub fn emulated_baseline(fleet: &Fleet, m: &LoadedModel, x: &Tensor) -> Result<Baseline> {
+    let fastest = fleet.boards.iter().max_by(|a, b| a.nominal_speed().total_cmp(&b.nominal_speed())).expect("a fleet has boards");
+    let (_, seconds) = single_board(m, x, fastest.nominal_speed())?;
+    Ok(Baseline { board: fastest.name.clone(), seconds, how: format!("emulated here at the twin's speed {}", fastest.nominal_speed()) })
 }
 
 /// How `legionc run` runs.
@@ -189,7 +195,7 @@ pub struct InProcess {
 
 /// Split `m` over boards of relative `speeds` (rows in proportion, groups fused as `fusion`
 /// says), run the plan in this process and compare with tract's single run on a seeded input.
-/// An error if they differ (the report is still returned inside it).
+/// The caller judges the agreement (`Agreement::ensure_within`), after printing the report.
 pub fn verify_in_process(m: &LoadedModel, speeds: &[f64], fusion: solve::Fusion, seed: u64) -> Result<InProcess> {
     let fleet: Vec<(String, f64)> = speeds.iter().enumerate().map(|(i, &s)| (format!("board{i}"), s)).collect();
     let plan = solve::plan_from(&m.ir, &m.sha256, &fleet, &solve::fused_groups(&m.ir, fusion))?;

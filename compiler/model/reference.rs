@@ -61,6 +61,13 @@ pub struct Agreement {
 }
 
 impl Agreement {
+    /// An error giving both figures if `what` differs from tract's single run by more than
+    /// [`TOLERANCE`].
+    pub fn ensure_within(&self, what: &str) -> Result<()> {
+        let (diff, scale) = (self.diff, self.scale);
+        anyhow::ensure!(diff <= TOLERANCE * scale, "{what} differs from tract's single run: max |diff| {diff:e} > {TOLERANCE:e} x max |output| {scale:e}");
+        Ok(())
+    }
     /// diff ÷ scale.
     pub fn ratio(&self) -> f32 {
         self.diff / self.scale.max(f32::MIN_POSITIVE)
@@ -71,9 +78,7 @@ impl Agreement {
 /// both figures when they differ by more than [`TOLERANCE`].
 pub fn check(got: &Tensor, expected: &Tensor, what: &str) -> Result<Agreement> {
     let (diff, scale) = compare(got, expected)?;
-    anyhow::ensure!(
-        diff <= TOLERANCE * scale,
-        "{what} differs from tract's single run: max |diff| {diff:e} > {TOLERANCE:e} x max |output| {scale:e}"
-    );
-    Ok(Agreement { diff, scale })
+    let a = Agreement { diff, scale };
+    a.ensure_within(what)?;
+    Ok(a)
 }
