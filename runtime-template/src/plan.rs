@@ -116,97 +116,104 @@ impl LocalFleet {
     /// Run one input (in the user's layout) through the plan.
     pub fn infer(&mut self, input: Tensor) -> Result<Tensor> {
         let x = self.infer_splittable(input)?;
-        match &self.tail {
-            Some(t) => run(t, x),
-            None => Ok(x),
-        }
+        self.tail(x)
     }
 
     /// Run the split groups only: the gathered output of the splittable part, before the tail.
     pub fn infer_splittable(&mut self, input: Tensor) -> Result<Tensor> {
         let mut x = to_nchw(&self.model, input)?;
-        for (gi, g) in self.plan.groups.iter().enumerate() {
-            let mut parts = Vec::new();
-            for (b, out) in g.bands().into_iter().enumerate() {
-                if out.is_empty() {
-                    continue;
-                }
-                let exec = &mut self.boards[b];
-                let need = exec.prepare(g.group(), out)?.0.input;
-                let band_in = x.slice(2, need.start, need.end)?;
-                let y = exec
-                    .run_band(g.group(), out, band_in)
-                    .with_context(|| format!("group {gi} on board {}", self.plan.boards[b]))?;
-                parts.push(y);
-            }
-            x = Tensor::stack_tensors(2, &parts)?;
+        for gi in 0..self.plan.groups.len() {
+            let inputs = self.scatter(gi, &x)?;
+            x = gather(self.run_bands(gi, inputs)?)?;
         }
         Ok(x)
     }
-}
 
-impl LocalFleet {
     /// Run one input through the plan as a mesh: the coordinator sends each board its input
     /// rows of the first group; between groups every board keeps what it needs of its own
     /// output and receives the rest from the boards that computed it
     /// ([`crate::mesh::redistribution`]); the last group's bands are gathered for the tail.
     pub fn infer_mesh(&mut self, input: Tensor) -> Result<Tensor> {
-        let groups = self.plan.groups.clone();
-        if groups.is_empty() {
+        if self.plan.groups.is_empty() {
             // Nothing splittable: as `infer` (the tail takes the input as it is).
             return self.infer(input);
         }
         let x = to_nchw(&self.model, input)?;
+        let first = self.scatter(0, &x)?;
         // Per board: its band of the previous group's output and that band's tensor.
-        let mut held: Vec<Option<(Rows, Tensor)>> = vec![None; self.boards.len()];
-        for (gi, g) in groups.iter().enumerate() {
-            let outs = g.bands();
-            let inputs: Vec<Option<Tensor>> = if gi == 0 {
-                outs.iter().enumerate().map(|(b, out)| -> Result<Option<Tensor>> {
-                    if out.is_empty() {
+        let mut held = self.run_bands(0, first)?;
+        for gi in 1..self.plan.groups.len() {
+            let (prev, g) = (&self.plan.groups[gi - 1], &self.plan.groups[gi]);
+            let r = crate::mesh::redistribution(&self.model, &prev.rows, g.group(), &g.rows)?;
+            let piece = |from: usize, rows: Rows| -> Result<(Rows, Tensor)> {
+                let (own, t) = held[from].as_ref().ok_or_else(|| anyhow::anyhow!("board {} holds no rows", self.plan.boards[from]))?;
+                Ok((rows, t.slice(2, rows.start - own.start, rows.end - own.start)?))
+            };
+            let inputs = (0..self.boards.len())
+                .map(|b| -> Result<Option<Tensor>> {
+                    if r.needs[b].is_empty() {
                         return Ok(None);
                     }
-                    let need = self.boards[b].prepare(g.group(), *out)?.0.input;
-                    Ok(Some(x.slice(2, need.start, need.end)?))
-                }).collect::<Result<_>>()?
-            } else {
-                let r = crate::mesh::redistribution(&self.model, &groups[gi - 1].rows, g.group(), &g.rows)?;
-                let piece = |from: usize, rows: Rows| -> Result<(Rows, Tensor)> {
-                    let (own, t) = held[from].as_ref().ok_or_else(|| anyhow::anyhow!("board {} holds no rows", self.plan.boards[from]))?;
-                    Ok((rows, t.slice(2, rows.start - own.start, rows.end - own.start)?))
-                };
-                (0..self.boards.len())
-                    .map(|b| -> Result<Option<Tensor>> {
-                        if r.needs[b].is_empty() {
-                            return Ok(None);
-                        }
-                        let mut pieces = Vec::new();
-                        if !r.keeps[b].is_empty() {
-                            pieces.push(piece(b, r.keeps[b])?);
-                        }
-                        for t in r.transfers.iter().filter(|t| t.to == b) {
-                            pieces.push(piece(t.from, t.rows)?);
-                        }
-                        Ok(Some(crate::mesh::assemble(r.needs[b], pieces)?))
-                    })
-                    .collect::<Result<_>>()?
-            };
-            let mut next = vec![None; self.boards.len()];
-            for (b, input) in inputs.into_iter().enumerate() {
-                if let Some(input) = input {
-                    let y = self.boards[b].run_band(g.group(), outs[b], input).with_context(|| format!("group {gi} on board {}", self.plan.boards[b]))?;
-                    next[b] = Some((outs[b], y));
-                }
-            }
-            held = next;
+                    let mut pieces = Vec::new();
+                    if !r.keeps[b].is_empty() {
+                        pieces.push(piece(b, r.keeps[b])?);
+                    }
+                    for t in r.transfers.iter().filter(|t| t.to == b) {
+                        pieces.push(piece(t.from, t.rows)?);
+                    }
+                    Ok(Some(crate::mesh::assemble(r.needs[b], pieces)?))
+                })
+                .collect::<Result<_>>()?;
+            held = self.run_bands(gi, inputs)?;
         }
-        let parts: Vec<Tensor> = held.into_iter().flatten().map(|(_, t)| t).collect();
-        let x = Tensor::stack_tensors(2, &parts)?;
+        let x = gather(held)?;
+        self.tail(x)
+    }
+
+    /// Per board: its input rows of group `gi`, cut from the whole value `x` (None: no band).
+    fn scatter(&mut self, gi: usize, x: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let g = self.plan.groups[gi].clone();
+        g.bands()
+            .into_iter()
+            .enumerate()
+            .map(|(b, out)| {
+                if out.is_empty() {
+                    return Ok(None);
+                }
+                let need = self.boards[b].prepare(g.group(), out)?.0.input;
+                Ok(Some(x.slice(2, need.start, need.end)?))
+            })
+            .collect()
+    }
+
+    /// Per board: its band of group `gi`'s output (rows and tensor), computed from its input.
+    fn run_bands(&mut self, gi: usize, inputs: Vec<Option<Tensor>>) -> Result<Vec<Option<(Rows, Tensor)>>> {
+        let g = self.plan.groups[gi].clone();
+        let outs = g.bands();
+        inputs
+            .into_iter()
+            .enumerate()
+            .map(|(b, input)| {
+                let Some(input) = input else { return Ok(None) };
+                let y = self.boards[b].run_band(g.group(), outs[b], input).with_context(|| format!("group {gi} on board {}", self.plan.boards[b]))?;
+                Ok(Some((outs[b], y)))
+            })
+            .collect()
+    }
+
+    /// The tail on the gathered output of the splittable part (nothing to do without one).
+    fn tail(&self, x: Tensor) -> Result<Tensor> {
         match &self.tail {
             Some(t) => run(t, x),
             None => Ok(x),
         }
     }
+}
+
+/// The bands of a group's output, in row order, as one tensor.
+fn gather(bands: Vec<Option<(Rows, Tensor)>>) -> Result<Tensor> {
+    let parts: Vec<Tensor> = bands.into_iter().flatten().map(|(_, t)| t).collect();
+    Tensor::stack_tensors(2, &parts)
 }
 
 /// The whole model on one board, unsplit, through the same executor.
