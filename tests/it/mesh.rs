@@ -1,13 +1,12 @@
 //! The mesh's redistribution between groups: every board receives exactly the rows it needs,
 //! from the boards that hold them, and a plan run as a mesh answers as tract does.
 
-use crate::split::{assert_close, expected, plan_strategy};
+use crate::split::{assert_close, expected, fail, for_random_plans};
 use crate::{zoo_model, TINY};
 use legionc::runtime::halo::{bands, group_band, Group, Rows};
 use legionc::runtime::mesh::{redistribution, Redistribution};
 use legionc::runtime::plan::{LocalFleet, Plan};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 
 /// Every property of one exchange, for the groups `gi - 1` and `gi` of `plan`.
 fn check_exchange(m: &legionc::model::LoadedModel, plan: &Plan, gi: usize, r: &Redistribution) -> Result<(), TestCaseError> {
@@ -46,18 +45,14 @@ fn check_exchange(m: &legionc::model::LoadedModel, plan: &Plan, gi: usize, r: &R
 #[test]
 fn every_board_receives_exactly_the_rows_it_needs() {
     for name in TINY {
-        let m = zoo_model(name);
-        let mut runner = TestRunner::new(Config { cases: 64, failure_persistence: None, ..Config::default() });
-        runner
-            .run(&plan_strategy(m), |plan| {
-                for gi in 1..plan.groups.len() {
-                    let (prev, next) = (&plan.groups[gi - 1], &plan.groups[gi]);
-                    let r = redistribution(&m.ir, &prev.rows, next.group(), &next.rows).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
-                    check_exchange(m, &plan, gi, &r)?;
-                }
-                Ok(())
-            })
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for_random_plans(name, 64, |m, plan| {
+            for gi in 1..plan.groups.len() {
+                let (prev, next) = (&plan.groups[gi - 1], &plan.groups[gi]);
+                let r = redistribution(&m.ir, &prev.rows, next.group(), &next.rows).map_err(fail)?;
+                check_exchange(m, &plan, gi, &r)?;
+            }
+            Ok(())
+        });
     }
 }
 
@@ -88,18 +83,14 @@ fn a_need_spanning_several_boards_is_sent_by_each() {
 #[test]
 fn random_plans_run_as_a_mesh_match_tract() {
     for name in TINY {
-        let m = zoo_model(name);
-        let want = expected(m, 13);
-        let mut runner = TestRunner::new(Config { cases: 10, failure_persistence: None, ..Config::default() });
-        runner
-            .run(&plan_strategy(m), |plan| {
-                let mut fleet = LocalFleet::new(m.ir.clone(), plan).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
-                let mesh = fleet.infer_mesh(want.input.clone()).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
-                assert_close("mesh vs tract-onnx", &mesh, &want.output)?;
-                let star = fleet.infer(want.input.clone()).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
-                assert_close("mesh vs star", &mesh, &star)?;
-                Ok(())
-            })
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want = expected(zoo_model(name), 13);
+        for_random_plans(name, 10, |m, plan| {
+            let mut fleet = LocalFleet::new(m.ir.clone(), plan).map_err(fail)?;
+            let mesh = fleet.infer_mesh(want.input.clone()).map_err(fail)?;
+            assert_close("mesh vs tract-onnx", &mesh, &want.output)?;
+            let star = fleet.infer(want.input.clone()).map_err(fail)?;
+            assert_close("mesh vs star", &mesh, &star)?;
+            Ok(())
+        });
     }
 }

@@ -94,20 +94,29 @@ pub fn plan_strategy(m: &'static LoadedModel) -> impl Strategy<Value = Plan> {
     })
 }
 
-fn check_random_plans(name: &str, cases: u32) {
+/// A test case's failure from an error of the code under test.
+pub fn fail(e: anyhow::Error) -> TestCaseError {
+    TestCaseError::fail(format!("{e:#}"))
+}
+
+/// Run `check` on `cases` random plans of zoo model `name`; a failure panics naming the model
+/// and the (shrunk) plan.
+pub fn for_random_plans(name: &str, cases: u32, check: impl Fn(&'static LoadedModel, Plan) -> Result<(), TestCaseError>) {
     let m = zoo_model(name);
-    let want = expected(m, 11);
     let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
-    runner
-        .run(&plan_strategy(m), |plan| {
-            let mut fleet = LocalFleet::new(m.ir.clone(), plan).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
-            let split = fleet.infer_splittable(want.input.clone()).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
-            assert_close("splittable part", &split, &want.splittable)?;
-            let out = fleet.infer(want.input.clone()).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
-            assert_close("model output vs tract-onnx", &out, &want.output)?;
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    runner.run(&plan_strategy(m), |plan| check(m, plan)).unwrap_or_else(|e| panic!("{name}: {e}"));
+}
+
+fn check_random_plans(name: &str, cases: u32) {
+    let want = expected(zoo_model(name), 11);
+    for_random_plans(name, cases, |m, plan| {
+        let mut fleet = LocalFleet::new(m.ir.clone(), plan).map_err(fail)?;
+        let split = fleet.infer_splittable(want.input.clone()).map_err(fail)?;
+        assert_close("splittable part", &split, &want.splittable)?;
+        let out = fleet.infer(want.input.clone()).map_err(fail)?;
+        assert_close("model output vs tract-onnx", &out, &want.output)?;
+        Ok(())
+    });
 }
 
 #[test]
