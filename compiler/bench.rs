@@ -374,7 +374,7 @@ pub enum Boards<'a> {
 pub fn strategies(
     fleet: &crate::fleet::Fleet,
     m: &LoadedModel,
-    list: &[crate::strategy::Strategy],
+    list: &[crate::fleet::StrategyRun],
     frames: usize,
     opts: &crate::profile::Options,
     boards: Boards,
@@ -432,7 +432,7 @@ pub fn strategies(
     let mut max_rel_diff = 0f32;
     let mut rows = Vec::new();
     for &s in list {
-        let planned = strategy::plan(fleet, m, s, opts)?;
+        let planned = strategy::plan(&s.fleet(fleet), m, s.strategy, opts)?;
         let plan_file = dir.join(format!("{}.plan.json", s.name()));
         crate::write_atomic(&plan_file, &serde_json::to_vec_pretty(&planned.plan)?)?;
         let launch = match boards {
@@ -452,7 +452,7 @@ pub fn strategies(
         let (measured, frame) = measured.with_context(|| format!("strategy {}", s.name()))?;
         let predicted = planned.predicted_latency_s.is_finite().then_some(planned.predicted_latency_s);
         rows.push(StrategyRow {
-            strategy: s.name().into(),
+            strategy: s.name(),
             plan_hash: planned.plan_hash.clone(),
             groups: planned.plan.groups.len(),
             measured_latency_s: measured,

@@ -3,6 +3,7 @@
 
 use crate::model;
 use crate::solve::Fusion;
+use crate::fleet::{StrategyRun, Topology};
 use crate::strategy::Strategy;
 use crate::fleet;
 use crate::model::zoo;
@@ -57,6 +58,9 @@ pub struct ProfilingArgs {
     /// How the plan is found (overrides the fleet file's `strategy`)
     #[arg(long, value_enum)]
     pub strategy: Option<Strategy>,
+    /// How group outputs travel, star or mesh (overrides the fleet file's `topology`)
+    #[arg(long)]
+    pub topology: Option<Topology>,
     /// Profile cache directory (default: $LEGION_CACHE_DIR, else ~/.cache/legionc)
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -258,9 +262,12 @@ pub enum Command {
         /// Models to run (default: the grid's four, or VGG-16 and ResNet-18 with --quick)
         #[arg(long, value_delimiter = ',')]
         models: Option<Vec<String>>,
-        /// Strategies to compare, in order
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "legion,fss,layerwise,one-group,equal-split,single")]
-        strategies: Vec<Strategy>,
+        /// Strategies to compare, in order; `legion-star`, `legion-mesh` name the topology
+        #[arg(long, value_delimiter = ',', default_value = "legion,fss,layerwise,one-group,equal-split,single")]
+        strategies: Vec<StrategyRun>,
+        /// Topology of the strategies that do not name one (default: mesh)
+        #[arg(long)]
+        topology: Option<Topology>,
         /// Frames per plan after a warm-up (the median is reported)
         #[arg(long, default_value_t = 5)]
         frames: usize,
@@ -293,9 +300,12 @@ pub struct BenchArgs {
     pub command: Option<BenchCommand>,
     /// A compiled, emulated fleet (not running) whose plans to compare
     pub fleet: Option<PathBuf>,
-    /// Strategies to compare, in order
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "legion,fss,layerwise,one-group,equal-split,proportional")]
-    pub strategies: Vec<Strategy>,
+    /// Strategies to compare, in order; `legion-star`, `legion-mesh` name the topology
+    #[arg(long, value_delimiter = ',', default_value = "legion,fss,layerwise,one-group,equal-split,proportional")]
+    pub strategies: Vec<StrategyRun>,
+    /// Topology of the strategies that do not name one (overrides the fleet file's)
+    #[arg(long)]
+    pub topology: Option<Topology>,
     /// Frames per strategy after a warm-up (the median is reported)
     #[arg(long, default_value_t = 3)]
     pub frames: usize,

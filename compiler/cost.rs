@@ -9,14 +9,23 @@
 //! - **S / R**: per board, seconds to send its input band (halo rows included) and to get its
 //!   output band back: latency + bytes ÷ min(coordinator, board) bandwidth.
 //!
-//! A board's cost for a band is S + Σ E + R (the coordinator's own band: Σ E only). A group's
-//! latency simulates the coordinator's port: input bands leave one after the other in board
-//! order, each board computes when its band has arrived, output bands queue on the way back.
-//! A plan's latency is the sum over its groups plus the tail on the coordinator.
+//! A board's cost for a band is S + Σ E + R (the coordinator's own band: Σ E only). Transfers
+//! follow the one network model (`legion_runtime::link::Ports`: every board's full-duplex
+//! port, a send and a receive queue, plus latency), as the emulation does.
+//!
+//! - **Star**: a group's input bands leave the coordinator one after the other in board order,
+//!   each board computes when its band has arrived, output bands queue on the way back; a plan
+//!   is the sum over its groups plus the tail on the coordinator.
+//! - **Mesh**: the first group's input bands leave the coordinator; between groups the boards
+//!   exchange rows ([`legion_runtime::mesh::redistribution`]), each board starting its next
+//!   band once it has its own rows and the pieces it waits for; the last group's bands go back
+//!   to the coordinator. The plan is simulated as a whole (`mesh_timeline`); the solver's DP
+//!   uses the same simulation one group at a time (`mesh_step`).
 
 use legion_runtime::halo::{group_band, Group, Rows};
 use legion_runtime::ir::Model;
-use legion_runtime::link::LinkSpec;
+use legion_runtime::link::{LinkSpec, Ports, Transfer};
+use legion_runtime::plan::Topology;
 use legion_runtime::wire::HEADER_LEN;
 use serde::Serialize;
 use std::sync::Arc;
@@ -110,6 +119,7 @@ pub struct CostModel {
     /// Full search: E of whole fused groups, measured (per group and board), used instead of
     /// the sum of alpha-scaled segment fits.
     pub group_e: Option<std::collections::HashMap<(Group, usize), Fit>>,
+    pub topology: Topology,
 }
 
 /// What one board does in a group.
@@ -164,8 +174,19 @@ impl CostModel {
     }
 
     /// Every board's cost for a centred band of r output rows of `group`, r = 0..=H: what the
-    /// row split minimises (nondecreasing in r).
+    /// row split minimises (nondecreasing in r). Star: S + E + R.
     pub fn cost_tables(&self, group: Group) -> Vec<Vec<f64>> {
+        self.tables(group, true, true)
+    }
+
+    /// The mesh's tables: E, plus S for a group that reads the input (from the coordinator)
+    /// and R for the last group (its bands go back to the coordinator). The exchange between
+    /// groups is left to the simulation: it is the halo, small beside the bands.
+    pub fn mesh_tables(&self, group: Group, first: bool, last: bool) -> Vec<Vec<f64>> {
+        self.tables(group, first, last)
+    }
+
+    fn tables(&self, group: Group, send: bool, recv: bool) -> Vec<Vec<f64>> {
         let h = self.model.rows(group.to);
         let mut t = vec![vec![0.0; h + 1]; self.boards.len()];
         for r in 1..=h {
@@ -173,7 +194,8 @@ impl CostModel {
             let (input, segs) = self.band_rows(group, Rows::new(start, start + r));
             for (b, row) in t.iter_mut().enumerate() {
                 let c = self.cost_from(b, group, r, input, &segs);
-                row[r] = (c.send_s + c.compute_s + c.recv_s).max(row[r - 1]);
+                let cost = c.compute_s + if send { c.send_s } else { 0.0 } + if recv { c.recv_s } else { 0.0 };
+                row[r] = cost.max(row[r - 1]);
             }
         }
         t
@@ -201,59 +223,188 @@ impl CostModel {
         }
     }
 
-    /// Latency of `group` split as `rows` (board order), through the coordinator's port.
+    /// Latency of `group` split as `rows` (board order) in the star: through the coordinator's
+    /// port and back.
     pub fn group_cost(&self, group: Group, rows: &[usize]) -> GroupCost {
-        let bands: Vec<BandCost> =
-            legion_runtime::halo::bands(rows).into_iter().enumerate().map(|(b, out)| self.band_cost(b, group, out)).collect();
-        let computes: Vec<f64> = bands.iter().map(|c| c.compute_s).collect();
-        let latency_s = port_latency(self.coordinator, &bands, &computes);
+        let outs = legion_runtime::halo::bands(rows);
+        let bands: Vec<BandCost> = outs.iter().enumerate().map(|(b, out)| self.band_cost(b, group, *out)).collect();
+        let c = self.coordinator;
+        let mut ports = self.ports();
+        let active: Vec<usize> = (0..bands.len()).filter(|&b| bands[b].rows > 0).collect();
+        let input = |b: usize| self.band_rows(group, outs[b]).0 * self.row_bytes(group.from);
+        let sends: Vec<Transfer> = active.iter().map(|&b| Transfer { from: c, to: b, bytes: wire(input(b)), ready: 0.0 }).collect();
+        let arrived = ports.run(&sends);
+        let backs: Vec<Transfer> = active
+            .iter()
+            .zip(&arrived)
+            .map(|(&b, &at)| Transfer { from: b, to: c, bytes: wire(outs[b].len() * self.row_bytes(group.to)), ready: at + bands[b].compute_s })
+            .collect();
+        let latency_s = ports.run(&backs).into_iter().fold(0.0, f64::max);
         GroupCost { group, rows: rows.to_vec(), bands, latency_s }
+    }
+
+    /// Every board's port, fresh.
+    fn ports(&self) -> Ports {
+        Ports::new(self.boards.iter().map(|b| b.link).collect())
+    }
+
+    /// Compute seconds of board `b`'s band `out` of `group`.
+    pub fn compute_s(&self, b: usize, group: Group, out: Rows) -> f64 {
+        if out.is_empty() {
+            return 0.0;
+        }
+        self.band_cost(b, group, out).compute_s
+    }
+
+    /// The groups' predicted costs in the model's topology (star: each on its own; mesh: the
+    /// increments of the simulated timeline), without the tail.
+    pub fn groups_cost(&self, groups: &[(Group, Vec<usize>)]) -> Vec<GroupCost> {
+        match self.topology {
+            Topology::Star => groups.iter().map(|(g, r)| self.group_cost(*g, r)).collect(),
+            Topology::Mesh => self.mesh_timeline(groups).groups,
+        }
     }
 
     /// Cost of a whole plan: its groups and the tail.
     pub fn plan_cost(&self, groups: &[(Group, Vec<usize>)]) -> f64 {
-        groups.iter().map(|(g, r)| self.group_cost(*g, r).latency_s).sum::<f64>() + self.tail_s
+        self.groups_cost(groups).iter().map(|g| g.latency_s).sum::<f64>() + self.tail_s
+    }
+
+    /// The mesh, simulated: the coordinator sends the first group's input bands; every board
+    /// computes a band once its own rows and its pieces are there; pieces go out as soon as
+    /// their band is computed; the last group's bands go back to the coordinator. A group's
+    /// latency is how much later its last band is done than the previous group's (the last
+    /// group's: until the coordinator has every band), so that they add up to the total.
+    pub fn mesh_timeline(&self, groups: &[(Group, Vec<usize>)]) -> MeshTimeline {
+        let n = self.boards.len();
+        let c = self.coordinator;
+        let mut ports = self.ports();
+        let mut free = vec![0.0f64; n];
+        let mut out = Vec::new();
+        let mut prev_done = 0.0;
+        // When each board has its input of the current group (None: no band).
+        let mut ready: Vec<Option<f64>> = vec![None; n];
+        if let Some((g0, rows0)) = groups.first() {
+            let outs = legion_runtime::halo::bands(rows0);
+            let active: Vec<usize> = (0..n).filter(|&b| !outs[b].is_empty()).collect();
+            let sends: Vec<Transfer> = active.iter().map(|&b| Transfer { from: c, to: b, bytes: wire(self.band_rows(*g0, outs[b]).0 * self.row_bytes(g0.from)), ready: 0.0 }).collect();
+            for (&b, at) in active.iter().zip(ports.run(&sends)) {
+                ready[b] = Some(at);
+            }
+        }
+        for (gi, (g, rows)) in groups.iter().enumerate() {
+            let outs = legion_runtime::halo::bands(rows);
+            let mut bands = vec![BandCost::default(); n];
+            let mut done = vec![0.0f64; n];
+            for b in 0..n {
+                if let Some(at) = ready[b] {
+                    let start = at.max(free[b]);
+                    let compute = self.compute_s(b, *g, outs[b]);
+                    done[b] = start + compute;
+                    free[b] = done[b];
+                    bands[b] = BandCost { rows: outs[b].len(), send_s: start - free_before(prev_done, start), compute_s: compute, recv_s: 0.0 };
+                }
+            }
+            let group_done;
+            if let Some((next, next_rows)) = groups.get(gi + 1) {
+                let r = legion_runtime::mesh::redistribution(&self.model, rows, *next, next_rows).expect("consecutive groups of a plan");
+                let sends: Vec<Transfer> =
+                    r.transfers.iter().map(|t| Transfer { from: t.from, to: t.to, bytes: wire(t.rows.len() * self.row_bytes(g.to)), ready: done[t.from] }).collect();
+                let arrived = ports.run(&sends);
+                ready = (0..n).map(|b| (!r.needs[b].is_empty()).then(|| if r.keeps[b].is_empty() { 0.0 } else { done[b] })).collect();
+                for (t, at) in r.transfers.iter().zip(arrived) {
+                    ready[t.to] = ready[t.to].map(|x| x.max(at));
+                }
+                group_done = (0..n).filter(|&b| !outs[b].is_empty()).map(|b| done[b]).fold(0.0, f64::max);
+            } else {
+                let backs: Vec<(usize, Transfer)> = (0..n)
+                    .filter(|&b| !outs[b].is_empty() && b != c)
+                    .map(|b| (b, Transfer { from: b, to: c, bytes: wire(outs[b].len() * self.row_bytes(g.to)), ready: done[b] }))
+                    .collect();
+                let arrived = ports.run(&backs.iter().map(|x| x.1).collect::<Vec<_>>());
+                for ((b, t), at) in backs.iter().zip(&arrived) {
+                    bands[*b].recv_s = at - t.ready;
+                }
+                group_done = arrived.into_iter().fold(if outs[c].is_empty() { 0.0 } else { done[c] }, f64::max);
+            }
+            out.push(GroupCost { group: *g, rows: rows.clone(), bands, latency_s: (group_done - prev_done).max(0.0) });
+            prev_done = prev_done.max(group_done);
+        }
+        MeshTimeline { total_s: prev_done, groups: out }
+    }
+
+    /// One group of a mesh on its own, as the solver's DP sees it: the previous group's output
+    /// split as `prev` (None: the group reads the input, from the coordinator) is everywhere
+    /// at time 0; the group's pieces are exchanged and its bands computed; if `last`, its bands
+    /// go back to the coordinator. The same simulation as [`CostModel::mesh_timeline`].
+    pub fn mesh_step(&self, prev: Option<&[usize]>, group: Group, rows: &[usize], last: bool) -> f64 {
+        let n = self.boards.len();
+        let c = self.coordinator;
+        let mut ports = self.ports();
+        let outs = legion_runtime::halo::bands(rows);
+        let (needs, transfers): (Vec<bool>, Vec<(usize, usize, usize)>) = match prev {
+            None => {
+                let t = (0..n).filter(|&b| !outs[b].is_empty()).map(|b| (c, b, self.band_rows(group, outs[b]).0)).collect();
+                (outs.iter().map(|o| !o.is_empty()).collect(), t)
+            }
+            Some(p) => {
+                let r = legion_runtime::mesh::redistribution(&self.model, p, group, rows).expect("consecutive groups of a plan");
+                (r.needs.iter().map(|o| !o.is_empty()).collect(), r.transfers.iter().map(|t| (t.from, t.to, t.rows.len())).collect())
+            }
+        };
+        let sends: Vec<Transfer> = transfers.iter().map(|&(from, to, r)| Transfer { from, to, bytes: wire(r * self.row_bytes(group.from)), ready: 0.0 }).collect();
+        let mut ready = vec![0.0f64; n];
+        for (t, at) in sends.iter().zip(ports.run(&sends)) {
+            ready[t.to] = ready[t.to].max(at);
+        }
+        let done: Vec<f64> = (0..n).map(|b| if needs[b] { ready[b] + self.compute_s(b, group, outs[b]) } else { 0.0 }).collect();
+        if !last {
+            return done.into_iter().fold(0.0, f64::max);
+        }
+        let backs: Vec<Transfer> =
+            (0..n).filter(|&b| needs[b] && b != c).map(|b| Transfer { from: b, to: c, bytes: wire(outs[b].len() * self.row_bytes(group.to)), ready: done[b] }).collect();
+        ports.run(&backs).into_iter().fold(done[c], f64::max)
     }
 }
 
-/// A group's latency on the coordinator's port: sends queue in board order, each board
-/// computes (`computes[b]`) once its band arrived, results queue on the way back. Transfer
-/// times of `bands` hold latency and wire time together; the latency part is not modelled
-/// separately (links of these fleets are bandwidth-bound).
-pub fn port_latency(coordinator: usize, bands: &[BandCost], computes: &[f64]) -> f64 {
-    let mut tx = 0.0f64;
-    let mut ready: Vec<(f64, f64)> = Vec::new();
-    let mut finish = 0.0f64;
-    for (b, c) in bands.iter().enumerate() {
-        if c.rows == 0 {
-            continue;
-        }
-        if b == coordinator {
-            finish = finish.max(computes[b]);
-            continue;
-        }
-        tx += c.send_s;
-        ready.push((tx + computes[b], c.recv_s));
-    }
-    ready.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut rx = 0.0f64;
-    for (at, recv) in ready {
-        rx = rx.max(at) + recv;
-        finish = finish.max(rx);
-    }
-    finish
+/// The mesh's simulated timeline: per group its cost (latency: the increment), and the total
+/// without the tail.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MeshTimeline {
+    pub groups: Vec<GroupCost>,
+    pub total_s: f64,
+}
+
+/// A band's wait for its input counts from the previous group's end (or the band's own start,
+/// if later: a board idle since before that).
+fn free_before(prev_done: f64, start: f64) -> f64 {
+    prev_done.min(start)
+}
+
+/// Bytes of a tensor message of `payload` bytes on the wire.
+fn wire(payload: usize) -> usize {
+    payload + HEADER_LEN
 }
 
 impl CostModel {
     /// The prediction of a plan, written out: per group and board the rows (and input rows
     /// with the halo), S, every segment's E with its alpha, R; the group latencies, the tail.
     pub fn explain(&self, groups: &[(Group, Vec<usize>)]) -> String {
-        let mut s = String::new();
+        let mut s = format!("topology: {}\n", self.topology);
         let mut total = 0.0;
-        for (gi, (g, rows)) in groups.iter().enumerate() {
-            let gc = self.group_cost(*g, rows);
+        let costs = self.groups_cost(groups);
+        for (gi, ((g, rows), gc)) in groups.iter().zip(&costs).enumerate() {
             total += gc.latency_s;
             s += &format!("group {gi}: values {}..{}, predicted {:.1} ms\n", g.from, g.to, gc.latency_s * 1e3);
+            if self.topology == Topology::Mesh && gi > 0 {
+                let r = legion_runtime::mesh::redistribution(&self.model, &groups[gi - 1].1, *g, rows).expect("consecutive groups of a plan");
+                let moves: Vec<String> = r
+                    .transfers
+                    .iter()
+                    .map(|t| format!("{}->{} rows {} ({:.1} KB)", self.boards[t.from].name, self.boards[t.to].name, t.rows, (t.rows.len() * self.row_bytes(g.from)) as f64 / 1e3))
+                    .collect();
+                s += &format!("  before it, board to board: {}\n", if moves.is_empty() { "nothing".into() } else { moves.join(", ") });
+            }
             for (b, out) in legion_runtime::halo::bands(rows).into_iter().enumerate() {
                 if out.is_empty() {
                     s += &format!("  {:<14} no rows\n", self.boards[b].name);

@@ -7,6 +7,7 @@
 use crate::embedded;
 use anyhow::{anyhow, bail, Context, Result};
 use legion_runtime::link::LinkSpec;
+pub use legion_runtime::plan::Topology;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -94,6 +95,50 @@ impl Strategy {
     }
 }
 
+/// A strategy as `bench --strategies` and `suite --strategies` take it: `legion`, or with the
+/// topology named, `legion-star` / `legion-mesh` (without: the fleet's topology, or
+/// `--topology`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StrategyRun {
+    pub strategy: Strategy,
+    pub topology: Option<Topology>,
+}
+
+impl StrategyRun {
+    /// The name it was given by (`legion`, `legion-star`).
+    pub fn name(&self) -> String {
+        match self.topology {
+            None => self.strategy.name().into(),
+            Some(t) => format!("{}-{}", self.strategy.name(), t),
+        }
+    }
+    /// The fleet as this run plans it: its topology if it names one.
+    pub fn fleet(&self, fleet: &Fleet) -> Fleet {
+        let mut f = fleet.clone();
+        if let Some(t) = self.topology {
+            f.topology = t;
+        }
+        f
+    }
+}
+
+impl std::str::FromStr for StrategyRun {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<StrategyRun, String> {
+        use clap::ValueEnum;
+        let (name, topology) = match s.rsplit_once('-') {
+            Some((n, "star")) => (n, Some(Topology::Star)),
+            Some((n, "mesh")) => (n, Some(Topology::Mesh)),
+            _ => (s, None),
+        };
+        let strategy = Strategy::from_str(name, false).map_err(|_| {
+            let all: Vec<&str> = Strategy::value_variants().iter().map(|v| v.name()).collect();
+            format!("unknown strategy '{name}' (one of {}, optionally ending in -star or -mesh)", all.join(", "))
+        })?;
+        Ok(StrategyRun { strategy, topology })
+    }
+}
+
 // ---------------------------------------------------------------- raw YAML
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +153,8 @@ struct RawFleet {
     output: Option<String>,
     /// How the plan is found (default `legion`).
     strategy: Option<Strategy>,
+    /// How group outputs travel: `star` or `mesh` (default).
+    topology: Option<Topology>,
     boards: Vec<RawBoard>,
 }
 
@@ -275,6 +322,8 @@ pub struct Fleet {
     pub known_hosts: PathBuf,
     /// How `compile` finds the plan.
     pub strategy: Strategy,
+    /// How the plan's group outputs travel (default mesh).
+    pub topology: Topology,
 }
 
 // ---------------------------------------------------------------- loading
@@ -423,7 +472,8 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
     let deadline_s = raw.network.as_ref().and_then(|n| n.deadline_s).unwrap_or(60.0);
     let known_hosts = d.known_hosts.as_deref().map(|k| expand_home(k, dir)).unwrap_or_else(crate::ssh::default_known_hosts);
     let strategy = raw.strategy.unwrap_or(Strategy::Legion);
-    Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, output, known_hosts, strategy })
+    let topology = raw.topology.unwrap_or(Topology::Mesh);
+    Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, output, known_hosts, strategy, topology })
 }
 
 fn expand_home(p: &str, dir: &Path) -> PathBuf {

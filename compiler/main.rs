@@ -31,7 +31,8 @@ fn dispatch(cli: Cli) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Compile { fleet, no_build, target_dir, check, json, profiling } => {
-            let fleet = fleet.load()?;
+            let mut fleet = fleet.load()?;
+            fleet.topology = profiling.topology.unwrap_or(fleet.topology);
             let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
             let target_dir = target_dir.unwrap_or_else(|| cargo_build::default_target_dir(&fleet));
             let o = compile::CompileOptions { strategy: profiling.strategy, no_build, check, profile: profiling.options(&target_dir) };
@@ -132,9 +133,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             r.agreement.ensure_within("the split output")?;
             writeln!(out, "verified")?;
         }
-        Command::Suite { quick, fleets, models, strategies, frames, out: out_dir, work_dir, target_dir, port, cache_dir, readme } => {
+        Command::Suite { quick, fleets, models, strategies, topology, frames, out: out_dir, work_dir, target_dir, port, cache_dir, readme } => {
             let models = models.unwrap_or_else(|| (if quick { suite::QUICK_MODELS } else { suite::MODELS }).iter().map(|m| m.to_string()).collect());
-            let o = suite::SuiteOptions { quick, fleets, models, strategies, frames, out: out_dir.clone(), work_dir, port, profile: profile::Options::new(cache_dir, &target_dir.or_else(cargo_build::own_target_dir).unwrap_or_else(|| "target/boards".into())) };
+            let o = suite::SuiteOptions { quick, fleets, models, strategies, topology, frames, out: out_dir.clone(), work_dir, port, profile: profile::Options::new(cache_dir, &target_dir.or_else(cargo_build::own_target_dir).unwrap_or_else(|| "target/boards".into())) };
             let s = suite::run(&o)?;
             if let Some(r) = readme {
                 suite::update_readme(&r, &s, &out_dir)?;
@@ -149,8 +150,9 @@ fn dispatch(cli: Cli) -> Result<()> {
 
 fn bench_command(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
     match args {
-        BenchArgs { command: None, fleet: Some(path), strategies, frames, json, cache_dir, target_dir } => {
-            let fleet = fleet::load(&path, None)?;
+        BenchArgs { command: None, fleet: Some(path), strategies, topology, frames, json, cache_dir, target_dir } => {
+            let mut fleet = fleet::load(&path, None)?;
+            fleet.topology = topology.unwrap_or(fleet.topology);
             let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
             let target_dir = target_dir.unwrap_or_else(|| cargo_build::default_target_dir(&fleet));
             let opts = profile::Options { quiet: json, ..profile::Options::new(cache_dir, &target_dir) };

@@ -198,7 +198,7 @@ pub struct InProcess {
 /// The caller judges the agreement (`Agreement::ensure_within`), after printing the report.
 pub fn verify_in_process(m: &LoadedModel, speeds: &[f64], fusion: solve::Fusion, seed: u64) -> Result<InProcess> {
     let fleet: Vec<(String, f64)> = speeds.iter().enumerate().map(|(i, &s)| (format!("board{i}"), s)).collect();
-    let plan = solve::plan_from(&m.ir, &m.sha256, &fleet, &solve::fused_groups(&m.ir, fusion))?;
+    let plan = solve::plan_from(&m.ir, &m.sha256, &fleet, &solve::fused_groups(&m.ir, fusion), legion_runtime::plan::Topology::Mesh)?;
     let input = reference::random_input(&m.ir.user_input_shape(), seed);
     let t = std::time::Instant::now();
     let expected = reference::run(&m.onnx, &input)?;

@@ -2,7 +2,7 @@
 //! the cache), build the cost model, solve. The solving itself is pure (`solve`, `cost`); this
 //! module does the profiling around it.
 
-use crate::cost::{port_latency, row_points, BandCost, CostModel, Fit, GroupCost};
+use crate::cost::{row_points, CostModel, Fit, GroupCost};
 use crate::fleet::Fleet;
 use crate::model::LoadedModel;
 use crate::profile::{self, Options, Stats, Want};
@@ -89,13 +89,14 @@ pub fn cost_model(fleet: &Fleet, m: &LoadedModel, opts: &Options) -> Result<(Cos
             e: (0..cuts.len() - 1).map(|k| Fit::from_points(&points[&(b, k)])).collect(),
         })
         .collect();
-    Ok((CostModel { model: ir.clone(), cuts, boards, coordinator: fleet.coordinator, tail_s, group_e: None }, measured.stats))
+    Ok((CostModel { model: ir.clone(), cuts, boards, coordinator: fleet.coordinator, tail_s, group_e: None, topology: fleet.topology }, measured.stats))
 }
 
 /// Groups split as given, measured: each board runs its own band through the probe (as a
-/// job of `kind`), transfers as the cost model has them. Returns each group's cost with the
-/// measured compute times and latency.
-fn measure_groups(fleet: &Fleet, m: &LoadedModel, cm: &CostModel, groups: &[(Group, Vec<usize>)], kind: &'static str, opts: &Options) -> Result<(Vec<GroupCost>, Stats)> {
+/// job of `kind`). Returns the cost model with these measurements in place of its fits for
+/// these groups and boards: the groups' costs under it are predicted from the measured compute
+/// times, transfers as the cost model has them.
+fn measure_groups(fleet: &Fleet, m: &LoadedModel, cm: &CostModel, groups: &[(Group, Vec<usize>)], kind: &'static str, opts: &Options) -> Result<(CostModel, Stats)> {
     let mut wants = Vec::new();
     for (g, rows) in groups {
         for (b, out) in bands(rows).into_iter().enumerate() {
@@ -105,22 +106,13 @@ fn measure_groups(fleet: &Fleet, m: &LoadedModel, cm: &CostModel, groups: &[(Gro
         }
     }
     let measured = profile::measure(fleet, m, &wants, opts)?;
-    let mut times: HashMap<(Group, usize), f64> = HashMap::new();
+    let mut with = cm.clone();
+    let fits = with.group_e.get_or_insert_with(HashMap::new);
     for (w, r) in wants.iter().zip(&measured.results) {
-        times.insert((w.group, w.board), r.median_s);
+        // One point: at these rows, exactly the measurement.
+        fits.insert((w.group, w.board), Fit::from_points(&[(w.out.len(), r.median_s)]));
     }
-    let costs = groups
-        .iter()
-        .map(|(g, rows)| {
-            let mut costs: Vec<BandCost> = bands(rows).into_iter().enumerate().map(|(b, out)| cm.band_cost(b, *g, out)).collect();
-            for (b, c) in costs.iter_mut().enumerate() {
-                c.compute_s = times.get(&(*g, b)).copied().unwrap_or(0.0);
-            }
-            let computes: Vec<f64> = costs.iter().map(|c| c.compute_s).collect();
-            GroupCost { group: *g, rows: rows.clone(), latency_s: port_latency(cm.coordinator, &costs, &computes), bands: costs }
-        })
-        .collect();
-    Ok((costs, measured.stats))
+    Ok((with, measured.stats))
 }
 
 /// Profile the full search's groups: every contiguous group on every board at the row points.
@@ -180,7 +172,7 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
     let names: Vec<String> = fleet.boards.iter().map(|b| b.name.clone()).collect();
     if strategy == Strategy::Proportional {
         let boards: Vec<(String, f64)> = fleet.boards.iter().map(|b| (b.name.clone(), b.nominal_speed())).collect();
-        let plan = solve::plan_from(&m.ir, &m.sha256, &boards, &solve::fused_groups(&m.ir, solve::Fusion::Blocks))?;
+        let plan = solve::plan_from(&m.ir, &m.sha256, &boards, &solve::fused_groups(&m.ir, solve::Fusion::Blocks), fleet.topology)?;
         return Ok(Planned {
             strategy,
             plan_hash: plan.hash(),
@@ -222,7 +214,7 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
         let chosen: Vec<(Group, Vec<usize>)> = groups.iter().map(|g| (g.group, g.rows.clone())).collect();
         let (measured, s) = measure_groups(fleet, m, &cm, &chosen, "fss-check", opts)?;
         stats.add(&s);
-        groups = measured;
+        groups = measured.groups_cost(&chosen);
     }
     let mut wild_card = None;
     if strategy == Strategy::Legion {
@@ -230,7 +222,8 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
             let pair = [(groups[i].group, groups[i].rows.clone()), (groups[i + 1].group, groups[i + 1].rows.clone()), (merged.group, merged.rows.clone())];
             let (measured, s) = measure_groups(fleet, m, &cm, &pair, "group", opts)?;
             stats.add(&s);
-            let lat: Vec<f64> = measured.iter().map(|g| g.latency_s).collect();
+            let apart: Vec<f64> = measured.groups_cost(&pair[..2]).iter().map(|g| g.latency_s).collect();
+            let lat = [apart[0], apart[1], measured.groups_cost(&pair[2..]).iter().map(|g| g.latency_s).sum()];
             let keep = lat[2] < lat[0] + lat[1];
             wild_card = Some(WildCard {
                 pair: (groups[i].group, groups[i + 1].group),
@@ -246,7 +239,12 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
             }
         }
     }
-    let plan = solve::plan_from_groups(&m.ir, &m.sha256, &names, &groups)?;
+    // The groups' latencies in the topology (a merge changes the mesh's neighbours).
+    let chosen: Vec<(Group, Vec<usize>)> = groups.iter().map(|g| (g.group, g.rows.clone())).collect();
+    if strategy != Strategy::Fss {
+        groups = cm.groups_cost(&chosen);
+    }
+    let plan = solve::plan_from_groups(&m.ir, &m.sha256, &names, &groups, cm.topology)?;
     Ok(Planned {
         strategy,
         plan_hash: plan.hash(),
@@ -269,7 +267,8 @@ pub fn explain(fleet: &Fleet, m: &LoadedModel, plan: Option<&std::path::Path>, o
         Some(p) => crate::codegen::plan_for(fleet, m, p)?,
     };
     let opts = Options { offline: true, quiet: true, ..opts.clone() };
-    let (cm, _) = cost_model(fleet, m, &opts).context("the cost model needs the profiles `legionc compile` measured")?;
+    let (mut cm, _) = cost_model(fleet, m, &opts).context("the cost model needs the profiles `legionc compile` measured")?;
+    cm.topology = plan.topology;
     let groups: Vec<_> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
     Ok(format!("fleet {}, model {}, plan {} ({} groups)\n{}", fleet.name, m.ir.name, &plan.hash()[..16], plan.groups.len(), cm.explain(&groups)))
 }

@@ -12,7 +12,6 @@ use crate::bench::{self, Boards, StrategyRow};
 use crate::figures::{self, Bar, Gantt};
 use crate::fleet::{self, Fleet};
 use crate::profile::Options;
-use crate::strategy::Strategy;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -138,7 +137,9 @@ pub struct SuiteOptions {
     /// Fleets to run instead of the grid's.
     pub fleets: Option<Vec<Mix>>,
     pub models: Vec<String>,
-    pub strategies: Vec<Strategy>,
+    pub strategies: Vec<crate::fleet::StrategyRun>,
+    /// Topology of the strategies that do not name one (default: mesh).
+    pub topology: Option<crate::fleet::Topology>,
     pub frames: usize,
     /// Where suite.json, suite.md and the figures go.
     pub out: PathBuf,
@@ -224,7 +225,8 @@ pub fn run(o: &SuiteOptions) -> Result<Suite> {
         let models_dir = o.work_dir.join("models");
         for &mix in &mixes {
             n += 1;
-            let fleet = grid_fleet(o, model, mix)?;
+            let mut fleet = grid_fleet(o, model, mix)?;
+            fleet.topology = o.topology.unwrap_or(fleet.topology);
             if !fleets.iter().any(|f| f.0 == mix.name()) {
                 fleets.push((mix.name(), fleet.boards.iter().map(|b| b.name.clone()).collect(), fleet.coordinator().name.clone()));
             }

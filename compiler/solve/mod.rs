@@ -65,7 +65,7 @@ pub fn fused_groups(model: &Model, fusion: Fusion) -> Vec<usize> {
 }
 
 /// A plan from group ends and board speeds.
-pub fn plan_from(model: &Model, model_sha256: &str, boards: &[(String, f64)], ends: &[usize]) -> Result<Plan> {
+pub fn plan_from(model: &Model, model_sha256: &str, boards: &[(String, f64)], ends: &[usize], topology: legion_runtime::plan::Topology) -> Result<Plan> {
     ensure!(!boards.is_empty(), "a plan needs at least one board");
     ensure!(model.split_end() > 0, "model {} has no row-splittable layers", model.name);
     let speeds: Vec<f64> = boards.iter().map(|b| b.1).collect();
@@ -80,6 +80,7 @@ pub fn plan_from(model: &Model, model_sha256: &str, boards: &[(String, f64)], en
         model_sha256: model_sha256.into(),
         boards: boards.iter().map(|b| b.0.clone()).collect(),
         groups,
+        topology,
     };
     plan.validate(model)?;
     Ok(plan)
@@ -135,21 +136,91 @@ pub enum Split {
     One(usize),
 }
 
-/// A group's best split and its predicted latency.
+/// A group's best split and its predicted latency (star).
 pub fn solve_group(cm: &CostModel, group: Group, split: Split) -> GroupCost {
-    let h = cm.model.rows(group.to);
-    let rows = match split {
-        Split::MinMax => min_max_rows(&cm.cost_tables(group), h).0,
-        Split::Equal => proportional_rows(h, &vec![1.0; cm.boards.len()]),
-        Split::One(b) => (0..cm.boards.len()).map(|i| if i == b { h } else { 0 }).collect(),
-    };
+    let rows = split_rows(cm, group, split, None);
     cm.group_cost(group, &rows)
 }
 
-/// Fused-layer configuration by dynamic programming over the cut points: the groups that
-/// minimise the sum of predicted group latencies. `allowed(i, j)` limits the groups
-/// considered (cut indices); the latency of every allowed group is computed once.
+/// A group's rows: star tables, or the mesh's with whether the group reads the input and is
+/// the last (`mesh: Some((first, last))`).
+pub fn split_rows(cm: &CostModel, group: Group, split: Split, mesh: Option<(bool, bool)>) -> Vec<usize> {
+    let h = cm.model.rows(group.to);
+    match split {
+        Split::MinMax => {
+            let tables = match mesh {
+                None => cm.cost_tables(group),
+                Some((first, last)) => cm.mesh_tables(group, first, last),
+            };
+            min_max_rows(&tables, h).0
+        }
+        Split::Equal => proportional_rows(h, &vec![1.0; cm.boards.len()]),
+        Split::One(b) => (0..cm.boards.len()).map(|i| if i == b { h } else { 0 }).collect(),
+    }
+}
+
+/// Fused-layer configuration by dynamic programming over the cut points, in the cost model's
+/// topology. `allowed(i, j)` limits the groups considered (cut indices).
 pub fn flc(cm: &CostModel, split: Split, allowed: &dyn Fn(usize, usize) -> bool) -> Vec<GroupCost> {
+    match cm.topology {
+        legion_runtime::plan::Topology::Star => flc_star(cm, split, allowed),
+        legion_runtime::plan::Topology::Mesh => flc_mesh(cm, split, allowed),
+    }
+}
+
+/// The mesh's DP. A group's cost depends on how the previous group split its output (which
+/// rows change boards), so the state is the last group, (i, j) in cut indices: its cost is
+/// [`CostModel::mesh_step`] after the previous group (h, i). Each group's rows are its own
+/// min–max ([`split_rows`] with the mesh's tables), so the DP is exact for the sum of steps;
+/// the plan's latencies are then those of the simulated timeline.
+pub fn flc_mesh(cm: &CostModel, split: Split, allowed: &dyn Fn(usize, usize) -> bool) -> Vec<GroupCost> {
+    let k = cm.cuts.len() - 1;
+    let group = |i: usize, j: usize| Group { from: cm.cuts[i], to: cm.cuts[j] };
+    let mut rows: std::collections::HashMap<(usize, usize), Vec<usize>> = std::collections::HashMap::new();
+    for i in 0..k {
+        for j in i + 1..=k {
+            if allowed(i, j) {
+                rows.insert((i, j), split_rows(cm, group(i, j), split, Some((i == 0, j == k))));
+            }
+        }
+    }
+    // best[(i, j)]: the least sum of steps of a plan of the cuts 0..j whose last group is (i, j).
+    let mut best: std::collections::HashMap<(usize, usize), (f64, Option<usize>)> = std::collections::HashMap::new();
+    for j in 1..=k {
+        for i in 0..j {
+            let Some(r) = rows.get(&(i, j)) else { continue };
+            let last = j == k;
+            let found = if i == 0 {
+                Some((cm.mesh_step(None, group(0, j), r, last), None))
+            } else {
+                (0..i)
+                    .filter_map(|h| best.get(&(h, i)).map(|&(c, _)| (h, c)))
+                    .map(|(h, c)| (c + cm.mesh_step(Some(&rows[&(h, i)]), group(i, j), r, last), Some(h)))
+                    .min_by(|a, b| a.0.total_cmp(&b.0))
+            };
+            if let Some(f) = found {
+                best.insert((i, j), f);
+            }
+        }
+    }
+    let mut at = (0..k).filter_map(|i| best.get(&(i, k)).map(|&(c, _)| (c, i))).min_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, i)| (i, k)).expect("every cut point is reachable");
+    let mut chosen = vec![(group(at.0, at.1), rows[&at].clone())];
+    while let Some(h) = best[&at].1 {
+        at = (h, at.0);
+        chosen.push((group(at.0, at.1), rows[&at].clone()));
+    }
+    chosen.reverse();
+    cm.groups_cost(&chosen)
+}
+
+/// The mesh's sum of steps of a plan (what [`flc_mesh`] minimises).
+pub fn mesh_steps(cm: &CostModel, groups: &[(Group, Vec<usize>)]) -> f64 {
+    groups.iter().enumerate().map(|(i, (g, r))| cm.mesh_step(i.checked_sub(1).map(|p| groups[p].1.as_slice()), *g, r, i + 1 == groups.len())).sum()
+}
+
+/// The star's DP: the groups that minimise the sum of predicted group latencies; the latency
+/// of every allowed group is computed once.
+pub fn flc_star(cm: &CostModel, split: Split, allowed: &dyn Fn(usize, usize) -> bool) -> Vec<GroupCost> {
     let k = cm.cuts.len() - 1;
     let mut best: Vec<(f64, usize, Option<GroupCost>)> = vec![(f64::INFINITY, 0, None); k + 1];
     best[0].0 = 0.0;
@@ -177,13 +248,20 @@ pub fn flc(cm: &CostModel, split: Split, allowed: &dyn Fn(usize, usize) -> bool)
 }
 
 /// The wild card's candidate: the adjacent pair of groups whose merge has the best predicted
-/// gain (latency of the two minus latency of the merged group, best split each). None when the
-/// plan has a single group.
+/// gain (the plan's predicted latency before minus after, the merged group with its own best
+/// split). None when the plan has a single group.
 pub fn wild_card_candidate(cm: &CostModel, groups: &[GroupCost]) -> Option<(usize, GroupCost)> {
+    let plan: Vec<(Group, Vec<usize>)> = groups.iter().map(|g| (g.group, g.rows.clone())).collect();
+    let now = cm.plan_cost(&plan);
+    let mesh = cm.topology == legion_runtime::plan::Topology::Mesh;
     (0..groups.len().saturating_sub(1))
         .map(|i| {
-            let merged = solve_group(cm, Group { from: groups[i].group.from, to: groups[i + 1].group.to }, Split::MinMax);
-            let gain = groups[i].latency_s + groups[i + 1].latency_s - merged.latency_s;
+            let g = Group { from: groups[i].group.from, to: groups[i + 1].group.to };
+            let rows = split_rows(cm, g, Split::MinMax, mesh.then_some((i == 0, i + 2 == groups.len())));
+            let mut merged_plan = plan.clone();
+            merged_plan.splice(i..=i + 1, [(g, rows.clone())]);
+            let gain = now - cm.plan_cost(&merged_plan);
+            let merged = if mesh { cm.groups_cost(&merged_plan).swap_remove(i) } else { cm.group_cost(g, &rows) };
             (gain, i, merged)
         })
         .max_by(|a, b| a.0.total_cmp(&b.0))
@@ -191,12 +269,13 @@ pub fn wild_card_candidate(cm: &CostModel, groups: &[GroupCost]) -> Option<(usiz
 }
 
 /// A plan from solved groups.
-pub fn plan_from_groups(model: &Model, model_sha256: &str, boards: &[String], groups: &[GroupCost]) -> Result<Plan> {
+pub fn plan_from_groups(model: &Model, model_sha256: &str, boards: &[String], groups: &[GroupCost], cm_topology: legion_runtime::plan::Topology) -> Result<Plan> {
     let plan = Plan {
         version: PLAN_VERSION,
         model_sha256: model_sha256.into(),
         boards: boards.to_vec(),
         groups: groups.iter().map(|g| PlanGroup { from: g.group.from, to: g.group.to, rows: g.rows.clone() }).collect(),
+        topology: cm_topology,
     };
     plan.validate(model)?;
     Ok(plan)

@@ -4,7 +4,9 @@
 use crate::exec::{run, runnable, section_graph, BandExecutor, Runnable};
 use crate::ir::Model;
 use crate::link::{compute, Link, LinkSpec};
-use crate::plan::{hex, to_nchw, Plan};
+use crate::halo::Rows;
+use crate::mesh::{expected, pieces, redistribution, Redistribution};
+use crate::plan::{gather, hex, scatter, to_nchw, Plan, Topology};
 use crate::wire::{plan_bytes, Kind, Message};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -12,7 +14,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tract_core::internal::*;
 
@@ -78,6 +80,8 @@ pub struct StaticConfig {
     pub model_file_sha256: &'static str,
     pub boards: &'static [StaticBoard],
     pub groups: &'static [StaticGroup],
+    /// `star` or `mesh`.
+    pub topology: &'static str,
 }
 
 pub struct StaticBoard {
@@ -101,6 +105,7 @@ impl StaticConfig {
             model_sha256: self.model_sha256.into(),
             boards: self.boards.iter().map(|b| b.name.to_string()).collect(),
             groups: self.groups.iter().map(|g| crate::plan::PlanGroup { from: g.from, to: g.to, rows: g.rows.to_vec() }).collect(),
+            topology: self.topology.parse().map_err(|e: String| anyhow!(e))?,
         };
         ensure!(plan.hash() == self.plan_hash, "the plan constants hash to {}, not {}", plan.hash(), self.plan_hash);
         Ok(BoardConfig {
@@ -135,11 +140,15 @@ pub fn load_model(cfg: &BoardConfig, path: &std::path::Path) -> Result<Model> {
 pub struct BandTiming {
     pub board: String,
     pub rows: (usize, usize),
-    /// Scatter: until the input band arrived.
+    /// Until the input band arrived: the scatter (star), or the wait for the rows from the
+    /// other boards (mesh).
     pub send_s: f64,
     pub compute_s: f64,
-    /// Gather: from the end of compute until the output band arrived.
+    /// Gather: from the end of compute until the output band arrived (mesh: last group only).
     pub recv_s: f64,
+    /// Mesh: rows this board sent other boards after computing this band, and the bytes.
+    #[serde(default)]
+    pub sent_to: Vec<(String, (usize, usize))>,
 }
 
 /// The coordinator's report of one frame.
@@ -245,7 +254,87 @@ struct Board {
     link: Link,
     /// The coordinator's connections to the workers, one per board.
     conns: Mutex<HashMap<usize, Arc<Mutex<TcpStream>>>>,
+    /// Mesh: connections to the other boards for pieces (one-way), one per board.
+    piece_conns: Mutex<HashMap<usize, Arc<Mutex<TcpStream>>>>,
+    /// Mesh: pieces received, by (frame, group).
+    mailbox: Mailbox,
+    /// Mesh: the exchange before each group (None before the first).
+    exchanges: Vec<Option<Redistribution>>,
     frames: AtomicU64,
+}
+
+/// Pieces of group inputs received from other boards, routed by (frame, group), and the boards
+/// whose piece connection closed.
+#[derive(Default)]
+struct Mailbox {
+    state: Mutex<MailboxState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct MailboxState {
+    pieces: HashMap<(u64, usize), Vec<(usize, Rows, Tensor)>>,
+    /// Board index → why it is taken as lost (cleared when it sends again).
+    lost: HashMap<usize, String>,
+    /// Frames the coordinator gave up.
+    aborted: std::collections::HashSet<u64>,
+}
+
+impl Mailbox {
+    fn put(&self, frame: u64, group: usize, from: usize, rows: Rows, t: Tensor) {
+        let mut s = self.state.lock().unwrap();
+        s.lost.remove(&from);
+        s.pieces.entry((frame, group)).or_default().push((from, rows, t));
+        self.changed.notify_all();
+    }
+
+    fn lose(&self, from: usize, why: String) {
+        self.state.lock().unwrap().lost.insert(from, why);
+        self.changed.notify_all();
+    }
+
+    fn abort(&self, frame: u64) {
+        let mut s = self.state.lock().unwrap();
+        s.aborted.insert(frame);
+        s.pieces.retain(|k, _| k.0 != frame);
+        self.changed.notify_all();
+    }
+
+    /// Wait until every expected piece (sender, rows) of (frame, group) is here, and take them.
+    /// Fails naming the board when its connection is lost, or the deadline passes.
+    fn take(&self, frame: u64, group: usize, want: &[(usize, Rows)], deadline: Duration, peers: &[Peer]) -> Result<Vec<(Rows, Tensor)>> {
+        let until = Instant::now() + deadline;
+        let mut s = self.state.lock().unwrap();
+        loop {
+            ensure!(!s.aborted.contains(&frame), "frame {frame} was given up by the coordinator");
+            let have = s.pieces.get(&(frame, group));
+            let missing: Vec<(usize, Rows)> =
+                want.iter().copied().filter(|&(from, rows)| !have.is_some_and(|h| h.iter().any(|p| p.0 == from && p.1 == rows))).collect();
+            if missing.is_empty() {
+                let mut all = s.pieces.remove(&(frame, group)).unwrap_or_default();
+                // Older frames' leftovers (frames given up) are dropped.
+                s.pieces.retain(|k, _| k.0 >= frame.saturating_sub(4));
+                let taken = want
+                    .iter()
+                    .map(|&(from, rows)| {
+                        let i = all.iter().position(|p| p.0 == from && p.1 == rows).expect("checked above");
+                        let (_, r, t) = all.swap_remove(i);
+                        (r, t)
+                    })
+                    .collect();
+                return Ok(taken);
+            }
+            if let Some((from, why)) = missing.iter().find_map(|(from, _)| s.lost.get(from).map(|w| (*from, w.clone()))) {
+                bail!("board {} ({}) is lost: {why}", peers[from].name, peers[from].addr);
+            }
+            let now = Instant::now();
+            if now >= until {
+                let (from, rows) = missing[0];
+                bail!("rows {rows} of group {group} from board {} ({}) did not arrive within {:.1} s", peers[from].name, peers[from].addr, deadline.as_secs_f64());
+            }
+            s = self.changed.wait_timeout(s, until - now).unwrap().0;
+        }
+    }
 }
 
 /// Serve on `listen` until a Shutdown message arrives.
@@ -261,13 +350,23 @@ pub fn serve(cfg: BoardConfig, model: Model, listen: &str) -> Result<()> {
     };
     // Every band this board has in the plan, and the tail, built and run once before serving.
     let (compute, warm) = spawn_compute(&cfg, &model, tail)?;
+    let mut exchanges = vec![None];
+    for w in cfg.plan.groups.windows(2) {
+        exchanges.push(Some(redistribution(&model, &w[0].rows, w[1].group(), &w[1].rows)?));
+    }
+    // Frame ids start from the clock, so that a restarted coordinator's frames never meet an
+    // earlier process's leftovers in a worker's mailbox.
+    let first_frame = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64);
     let board = Arc::new(Board {
         plan_hash: plan_bytes(&hash),
         compute,
         model,
         link: Link::new(cfg.peers[cfg.index].link),
         conns: Mutex::new(HashMap::new()),
-        frames: AtomicU64::new(0),
+        piece_conns: Mutex::new(HashMap::new()),
+        mailbox: Mailbox::default(),
+        exchanges,
+        frames: AtomicU64::new(first_frame),
         cfg,
     });
     let listener = TcpListener::bind(listen).with_context(|| format!("board {}: listening on {listen}", board.cfg.board))?;
@@ -294,7 +393,21 @@ impl Board {
         rx.recv().map_err(|_| stopped())?
     }
 
-    fn connection(&self, mut stream: TcpStream) -> Result<()> {
+    fn connection(&self, stream: TcpStream) -> Result<()> {
+        // The board whose pieces arrive on this connection, if any: lost when it closes.
+        let mut sender = None;
+        let result = self.messages(stream, &mut sender);
+        if let Some(b) = sender {
+            let why = match &result {
+                Ok(()) => "its connection closed".to_string(),
+                Err(e) => format!("{e:#}"),
+            };
+            self.mailbox.lose(b, why);
+        }
+        result
+    }
+
+    fn messages(&self, mut stream: TcpStream, sender: &mut Option<usize>) -> Result<()> {
         stream.set_nodelay(true)?;
         loop {
             // A connection may idle between frames; a message, once started, has a deadline.
@@ -322,7 +435,16 @@ impl Board {
                 continue;
             }
             let reply = match h.kind {
+                Kind::Piece => {
+                    let from = h.aux as usize;
+                    ensure!(from < self.cfg.peers.len() && from != self.cfg.index, "a piece from board index {from}");
+                    *sender = Some(from);
+                    self.shape_receive(from, msg.wire_len());
+                    self.mailbox.put(h.frame, h.group as usize, from, Rows::new(h.rows.0 as usize, h.rows.1 as usize), msg.to_tensor()?);
+                    continue;
+                }
                 Kind::Band => self.band(&msg),
+                Kind::MeshFrame => self.mesh_frame(&msg, &mut stream).map(|()| None),
                 Kind::Infer => self.infer(&msg, &mut stream).map(|()| None),
                 Kind::Shutdown => {
                     eprintln!("board {}: shutdown requested", self.cfg.board);
@@ -346,62 +468,130 @@ impl Board {
 
     fn band(&self, msg: &Message) -> Result<Option<Message>> {
         let h = &msg.header;
+        self.shape_receive(self.cfg.coordinator, msg.wire_len());
         let (out, took) = self.run_band(h.group as usize, msg.to_tensor()?)?;
         let mut reply = Message::tensor(Kind::BandResult, self.plan_hash, h.frame, h.group, h.rows, &out)?;
         reply.header.aux = took.as_micros() as u64;
+        self.shape_send(self.cfg.coordinator, reply.wire_len());
         Ok(Some(reply))
     }
 
-    /// The coordinator's frame: split, scatter, gather, tail. Answers InferResult + Report.
+    /// An emulated board holds what it sends to board `to` until its port has let it go.
+    fn shape_send(&self, to: usize, bytes: usize) {
+        if self.cfg.speed.is_some() {
+            self.link.send_to(&self.cfg.peers[to].link, bytes);
+        }
+    }
+
+    /// An emulated board holds what it read from board `from` until its port would have
+    /// delivered it.
+    fn shape_receive(&self, from: usize, bytes: usize) {
+        if self.cfg.speed.is_some() {
+            self.link.receive_from(&self.cfg.peers[from].link, bytes);
+        }
+    }
+
+    /// A worker's part of a mesh frame: its bands of every group, then its last band back to
+    /// the coordinator with its timings.
+    fn mesh_frame(&self, msg: &Message, client: &mut TcpStream) -> Result<()> {
+        let h = &msg.header;
+        self.shape_receive(self.cfg.coordinator, msg.wire_len());
+        let first = if msg.header.shape.is_empty() { None } else { Some(msg.to_tensor()?) };
+        let (last, timings) = self.mesh_part(h.frame, first)?;
+        let reply = match &last {
+            Some((rows, t)) => Message::tensor(Kind::BandResult, self.plan_hash, h.frame, h.group, (rows.start as u32, rows.end as u32), t)?,
+            None => Message::text(Kind::BandResult, self.plan_hash, h.frame, ""),
+        };
+        self.shape_send(self.cfg.coordinator, reply.wire_len());
+        reply.send(client)?;
+        Message::text(Kind::Report, self.plan_hash, h.frame, &serde_json::to_string(&timings)?).send(client)
+    }
+
+    /// This board's bands of every group of a mesh frame: the first group's from `first`, the
+    /// next ones from what it kept of its own output and the pieces the other boards send it;
+    /// after each band, the pieces other boards need go out (on threads, while it waits for
+    /// its own). Returns its band of the last group and per group its timing (None: no band).
+    fn mesh_part(&self, frame: u64, first: Option<Tensor>) -> Result<(Option<(Rows, Tensor)>, Vec<Option<BandTiming>>)> {
+        let groups = &self.cfg.plan.groups;
+        let me = self.cfg.index;
+        let mut timings = Vec::new();
+        let mut held: Option<(Rows, Tensor)> = None;
+        let mut kept: Vec<(Rows, Tensor)> = Vec::new();
+        std::thread::scope(|s| -> Result<()> {
+            let mut sends = Vec::new();
+            let mut ready = Instant::now();
+            for (gi, g) in groups.iter().enumerate() {
+                let out = g.bands()[me];
+                let input = match &self.exchanges[gi] {
+                    None => first.clone(),
+                    Some(r) if !r.needs[me].is_empty() => {
+                        let mut got = self.mailbox.take(frame, gi, &expected(r, me), self.cfg.deadline(), &self.cfg.peers).with_context(|| format!("frame {frame}, group {gi}"))?;
+                        got.append(&mut kept);
+                        Some(crate::mesh::assemble(r.needs[me], got)?)
+                    }
+                    Some(_) => None,
+                };
+                let Some(input) = input else {
+                    timings.push(None);
+                    held = None;
+                    continue;
+                };
+                let mut t = BandTiming { board: self.cfg.board.clone(), rows: (out.start, out.end), ..Default::default() };
+                t.send_s = ready.elapsed().as_secs_f64();
+                let (y, took) = self.run_band(gi, input)?;
+                t.compute_s = took.as_secs_f64();
+                ready = Instant::now();
+                let band = (out, y);
+                if let Some(Some(next)) = self.exchanges.get(gi + 1) {
+                    for (to, rows, piece) in pieces(next, me, &band)? {
+                        if to == me {
+                            kept.push((rows, piece));
+                            continue;
+                        }
+                        t.sent_to.push((self.cfg.peers[to].name.clone(), (rows.start, rows.end)));
+                        sends.push(s.spawn(move || self.send_piece(to, frame, gi + 1, rows, &piece)));
+                    }
+                }
+                timings.push(Some(t));
+                held = Some(band);
+            }
+            for h in sends {
+                h.join().unwrap_or_else(|_| Err(anyhow!("a piece sender panicked")))?;
+            }
+            Ok(())
+        })?;
+        Ok((held, timings))
+    }
+
+    /// Send rows of group `group`'s input to board `to`, on this board's piece connection.
+    fn send_piece(&self, to: usize, frame: u64, group: usize, rows: Rows, t: &Tensor) -> Result<()> {
+        let peer = &self.cfg.peers[to];
+        let mut msg = Message::tensor(Kind::Piece, self.plan_hash, frame, group as u32, (rows.start as u32, rows.end as u32), t)?;
+        msg.header.aux = self.cfg.index as u64;
+        let result = (|| -> Result<()> {
+            let conn = connection_in(&self.piece_conns, to, &peer.addr, self.cfg.deadline())?;
+            self.shape_send(to, msg.wire_len());
+            let mut stream = conn.lock().unwrap();
+            msg.send(&mut stream)
+        })();
+        if result.is_err() {
+            self.piece_conns.lock().unwrap().remove(&to);
+        }
+        result.with_context(|| format!("sending rows {rows} of group {group} to board {} ({})", peer.name, peer.addr))
+    }
+
+    /// The coordinator's frame: the groups in the plan's topology, then the tail. Answers
+    /// InferResult + Report.
     fn infer(&self, msg: &Message, client: &mut TcpStream) -> Result<()> {
         ensure!(self.cfg.is_coordinator(), "board {} is not the coordinator", self.cfg.board);
         let frame = self.frames.fetch_add(1, Ordering::SeqCst);
         let t0 = Instant::now();
-        let model = self.model.clone();
-        let mut x = to_nchw(&model, msg.to_tensor()?)?;
+        let x = to_nchw(&self.model, msg.to_tensor()?)?;
         let mut report = FrameReport { frame, plan: self.cfg.plan.hash(), ..Default::default() };
-        for (gi, g) in self.cfg.plan.groups.iter().enumerate() {
-            let tg = Instant::now();
-            let bands = g.bands();
-            let mut inputs = Vec::new();
-            for (b, out) in bands.iter().enumerate() {
-                if !out.is_empty() {
-                    // Band math only: the coordinator may hold no weights of a group in which
-                    // it has no rows, so it must not build the other boards' graphs.
-                    let need = crate::halo::group_band(&model, g.group(), *out).input;
-                    inputs.push((b, *out, x.slice(2, need.start, need.end)?));
-                }
-            }
-            let results: Vec<Result<(usize, Tensor, BandTiming)>> = std::thread::scope(|s| {
-                let handles: Vec<_> = inputs
-                    .into_iter()
-                    .map(|(b, out, input)| {
-                        s.spawn(move || -> Result<(usize, Tensor, BandTiming)> {
-                            let mut t = BandTiming { board: self.cfg.peers[b].name.clone(), rows: (out.start, out.end), ..Default::default() };
-                            let y = if b == self.cfg.index {
-                                let (y, took) = self.run_band(gi, input)?;
-                                t.compute_s = took.as_secs_f64();
-                                y
-                            } else {
-                                self.remote_band(b, frame, gi, (out.start, out.end), &input, &mut t)?
-                            };
-                            Ok((b, y, t))
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a band thread panicked")))).collect()
-            });
-            let mut parts = Vec::new();
-            let mut timings = Vec::new();
-            for r in results {
-                let (_, y, t) = r.with_context(|| format!("frame {frame}, group {gi}"))?;
-                parts.push(y);
-                timings.push(t);
-            }
-            x = Tensor::stack_tensors(2, &parts)?;
-            report.groups.push(timings);
-            report.group_s.push(tg.elapsed().as_secs_f64());
-        }
+        let x = match self.cfg.plan.topology {
+            Topology::Star => self.star_groups(frame, x, &mut report)?,
+            Topology::Mesh => self.mesh_groups(frame, x, t0, &mut report)?,
+        };
         let tt = Instant::now();
         let (out, _) = self.on_compute_thread(Work::Tail(x))?;
         report.tail_s = tt.elapsed().as_secs_f64();
@@ -411,16 +601,161 @@ impl Board {
         Ok(())
     }
 
-    fn connection_to(&self, b: usize) -> Result<Arc<Mutex<TcpStream>>> {
-        let mut conns = self.conns.lock().unwrap();
-        if let Some(c) = conns.get(&b) {
-            return Ok(c.clone());
+    /// Star: every group's bands out from the coordinator and back (split, scatter in
+    /// parallel, gather).
+    fn star_groups(&self, frame: u64, mut x: Tensor, report: &mut FrameReport) -> Result<Tensor> {
+        for (gi, g) in self.cfg.plan.groups.iter().enumerate() {
+            let tg = Instant::now();
+            let inputs = scatter(&self.model, g, &x)?;
+            let bands = g.bands();
+            let results: Vec<Result<(Option<(Rows, Tensor)>, BandTiming)>> = std::thread::scope(|s| {
+                let handles: Vec<_> = inputs
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(b, input)| input.map(|i| (b, i)))
+                    .map(|(b, input)| {
+                        let out = bands[b];
+                        s.spawn(move || -> Result<(Option<(Rows, Tensor)>, BandTiming)> {
+                            let mut t = BandTiming { board: self.cfg.peers[b].name.clone(), rows: (out.start, out.end), ..Default::default() };
+                            let y = if b == self.cfg.index {
+                                let (y, took) = self.run_band(gi, input)?;
+                                t.compute_s = took.as_secs_f64();
+                                y
+                            } else {
+                                self.remote_band(b, frame, gi, (out.start, out.end), &input, &mut t)?
+                            };
+                            Ok((Some((out, y)), t))
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a band thread panicked")))).collect()
+            });
+            let mut parts = Vec::new();
+            let mut timings = Vec::new();
+            for r in results {
+                let (y, t) = r.with_context(|| format!("frame {frame}, group {gi}"))?;
+                parts.push(y);
+                timings.push(t);
+            }
+            x = gather(parts)?;
+            report.groups.push(timings);
+            report.group_s.push(tg.elapsed().as_secs_f64());
         }
+        Ok(x)
+    }
+
+    /// Mesh: every board's input band of the first group out from the coordinator; the boards
+    /// exchange rows between groups themselves ([`Board::mesh_part`], the coordinator's own
+    /// part included); their bands of the last group come back and are gathered. The first
+    /// failure gives the frame up at once: the other boards' connections are shut down.
+    fn mesh_groups(&self, frame: u64, x: Tensor, t0: Instant, report: &mut FrameReport) -> Result<Tensor> {
+        let groups = &self.cfg.plan.groups;
+        if groups.is_empty() {
+            return Ok(x);
+        }
+        let me = self.cfg.index;
+        let mut first = scatter(&self.model, &groups[0], &x)?;
+        let active: Vec<usize> = (0..self.cfg.peers.len()).filter(|&b| groups.iter().any(|g| g.rows[b] > 0)).collect();
+        type Part = (Option<(Rows, Tensor)>, Vec<Option<BandTiming>>, f64);
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Part>)>();
+        let mut conns = HashMap::new();
+        for &b in active.iter().filter(|&&b| b != me) {
+            let conn = self.connection_to(b).with_context(|| format!("frame {frame}: board {} ({})", self.cfg.peers[b].name, self.cfg.peers[b].addr))?;
+            let stop = conn.lock().unwrap().try_clone()?;
+            conns.insert(b, (conn, stop));
+        }
+        let mut parts: Vec<Option<Part>> = (0..self.cfg.peers.len()).map(|_| None).collect();
+        let mut failure: Option<anyhow::Error> = None;
+        std::thread::scope(|s| {
+            for &b in &active {
+                let (tx, input) = (tx.clone(), first[b].take());
+                let conn = conns.get(&b).map(|c| c.0.clone());
+                s.spawn(move || {
+                    let part = match conn {
+                        None => self.mesh_part(frame, input).map(|(last, t)| (last, t, t0.elapsed().as_secs_f64())),
+                        Some(conn) => self.remote_mesh(b, &conn, frame, input, t0),
+                    };
+                    let _ = tx.send((b, part));
+                });
+            }
+            drop(tx);
+            for (b, part) in rx {
+                match part {
+                    Ok(p) => parts[b] = Some(p),
+                    Err(e) if failure.is_none() => {
+                        failure = Some(e.context(format!("frame {frame}")));
+                        for (_, stop) in conns.values() {
+                            let _ = stop.shutdown(Shutdown::Both);
+                        }
+                        self.mailbox.abort(frame);
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        if let Some(e) = failure {
+            let mut c = self.conns.lock().unwrap();
+            for b in conns.keys() {
+                c.remove(b);
+            }
+            return Err(e);
+        }
+        // A board's last band came back this long after it was done (its waits and computes
+        // add up to when it was done).
+        let busy: Vec<f64> = parts.iter().map(|p| p.as_ref().map_or(0.0, |p| p.1.iter().flatten().map(|t| t.send_s + t.compute_s).sum())).collect();
+        let mut last = Vec::new();
+        for gi in 0..groups.len() {
+            let mut timings = Vec::new();
+            for (b, part) in parts.iter_mut().enumerate() {
+                let Some(part) = part else { continue };
+                let mut t = part.1.get_mut(gi).and_then(Option::take);
+                if gi + 1 == groups.len() {
+                    if let Some(t) = t.as_mut() {
+                        t.recv_s = (part.2 - busy[b]).max(0.0);
+                    }
+                }
+                timings.extend(t);
+            }
+            report.group_s.push(timings.iter().map(|t| t.send_s + t.compute_s + t.recv_s).fold(0.0, f64::max));
+            report.groups.push(timings);
+        }
+        for part in parts.into_iter().flatten() {
+            last.push(part.0);
+        }
+        gather(last)
+    }
+
+    /// The coordinator's side of a worker's mesh frame: its first input out, its last band and
+    /// timings back (and when they arrived, seconds since `t0`).
+    fn remote_mesh(&self, b: usize, conn: &Mutex<TcpStream>, frame: u64, input: Option<Tensor>, t0: Instant) -> Result<(Option<(Rows, Tensor)>, Vec<Option<BandTiming>>, f64)> {
         let peer = &self.cfg.peers[b];
-        let stream = connect(&peer.addr, self.cfg.deadline())?;
-        let c = Arc::new(Mutex::new(stream));
-        conns.insert(b, c.clone());
-        Ok(c)
+        let result = (|| {
+            let mut stream = conn.lock().unwrap();
+            let msg = match &input {
+                Some(t) => Message::tensor(Kind::MeshFrame, self.plan_hash, frame, 0, (0, 0), t)?,
+                None => Message::text(Kind::MeshFrame, self.plan_hash, frame, ""),
+            };
+            self.shape_send(b, msg.wire_len());
+            msg.send(&mut stream)?;
+            let reply = Message::recv(&mut stream)?.ok_or_else(|| anyhow!("connection closed mid-frame"))?;
+            if reply.header.kind == Kind::Error {
+                bail!("{}", reply.as_text());
+            }
+            ensure!(reply.header.kind == Kind::BandResult && reply.header.frame == frame, "unexpected {:?} reply", reply.header.kind);
+            self.shape_receive(b, reply.wire_len());
+            let arrived = t0.elapsed().as_secs_f64();
+            let rep = Message::recv(&mut stream)?.ok_or_else(|| anyhow!("connection closed mid-frame"))?;
+            ensure!(rep.header.kind == Kind::Report, "unexpected {:?} instead of the report", rep.header.kind);
+            let timings: Vec<Option<BandTiming>> = serde_json::from_slice(&rep.payload)?;
+            let h = &reply.header;
+            let last = if h.shape.is_empty() { None } else { Some((Rows::new(h.rows.0 as usize, h.rows.1 as usize), reply.to_tensor()?)) };
+            Ok((last, timings, arrived))
+        })();
+        result.with_context(|| format!("board {} ({})", peer.name, peer.addr))
+    }
+
+    fn connection_to(&self, b: usize) -> Result<Arc<Mutex<TcpStream>>> {
+        connection_in(&self.conns, b, &self.cfg.peers[b].addr, self.cfg.deadline())
     }
 
     fn remote_band(&self, b: usize, frame: u64, group: usize, rows: (usize, usize), input: &Tensor, t: &mut BandTiming) -> Result<Tensor> {
@@ -430,7 +765,7 @@ impl Board {
             let mut stream = conn.lock().unwrap();
             let msg = Message::tensor(Kind::Band, self.plan_hash, frame, group as u32, (rows.0 as u32, rows.1 as u32), input)?;
             let ts = Instant::now();
-            self.link.send_to(&peer.link, msg.wire_len());
+            self.shape_send(b, msg.wire_len());
             msg.send(&mut stream)?;
             t.send_s = ts.elapsed().as_secs_f64();
             let tr = Instant::now();
@@ -440,7 +775,7 @@ impl Board {
             }
             ensure!(reply.header.kind == Kind::BandResult && reply.header.frame == frame, "unexpected {:?} reply", reply.header.kind);
             t.compute_s = reply.header.aux as f64 / 1e6;
-            self.link.receive_from(&peer.link, reply.wire_len());
+            self.shape_receive(b, reply.wire_len());
             t.recv_s = (tr.elapsed().as_secs_f64() - t.compute_s).max(0.0);
             reply.to_tensor()
         })();
@@ -449,6 +784,17 @@ impl Board {
         }
         result.with_context(|| format!("board {} ({})", peer.name, peer.addr))
     }
+}
+
+/// The open connection to board `b` in `conns`, or a new one.
+fn connection_in(conns: &Mutex<HashMap<usize, Arc<Mutex<TcpStream>>>>, b: usize, addr: &str, deadline: Duration) -> Result<Arc<Mutex<TcpStream>>> {
+    let mut conns = conns.lock().unwrap();
+    if let Some(c) = conns.get(&b) {
+        return Ok(c.clone());
+    }
+    let c = Arc::new(Mutex::new(connect(addr, deadline)?));
+    conns.insert(b, c.clone());
+    Ok(c)
 }
 
 /// Connect with a deadline on the connect and on every read and write.

@@ -1,9 +1,10 @@
 //! Board emulation: a link's bandwidth and latency, and a board's compute speed.
 //!
-//! All link shaping happens in the coordinator, which sees every transfer of the star: a
-//! transfer to or from a worker occupies the coordinator's port (shared by all its transfers,
-//! as behind one switch port) for `bytes / min(coordinator, worker bandwidth)`, then waits the
-//! link latency. Compute is stretched by the thread's CPU time, not wall time, so emulated
+//! Links follow one network model ([`PortClock`]): every board has its own full-duplex switch
+//! port, a transfer occupies the sender's send queue and the receiver's receive queue for
+//! `bytes / min(sender, receiver bandwidth)`, and arrives a latency later. Each emulated board
+//! shapes its own port: it holds what it sends until its send queue has let it go, and what
+//! it receives until its receive queue would have delivered it. Compute is stretched by the thread's CPU time, not wall time, so emulated
 //! boards sharing this machine's cores do not slow each other. An emulated computation also
 //! holds one of the machine's compute slots (`emulation_slot`; one per core but one, see
 //! [`default_slots`]), so boards never time-slice a core: each switch would evict the other
@@ -46,62 +47,131 @@ impl LinkSpec {
     }
 }
 
-/// One direction of a port: transfers queue behind each other.
-#[derive(Debug)]
-struct Port {
-    free_at: Mutex<Instant>,
+/// The network model, the one place it is written: every board has its own switch port, full
+/// duplex, a send queue and a receive queue. A transfer of `bytes` from board a to board b over
+/// the path `a.between(b)`, ready to leave at `ready`:
+///
+/// - leaves a's send queue at `sent = max(ready, a.tx_free) + busy` (then `a.tx_free = sent`);
+/// - clears b's receive queue at `arrived = max(sent, b.rx_free + busy)` (then
+///   `b.rx_free = arrived`): the switch forwards to b one transfer at a time;
+/// - is delivered `latency` later.
+///
+/// `busy` is [`LinkSpec::busy_s`] of the path. The cost model and the bench's prediction run it
+/// on simulated clocks ([`Ports`]); the emulation runs it on the wall clock, each board on its
+/// own port ([`Link`]): the sender holds a message until `sent`, the receiver until delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PortClock {
+    pub tx_free: f64,
+    pub rx_free: f64,
 }
 
-impl Port {
-    fn new() -> Port {
-        Port { free_at: Mutex::new(Instant::now()) }
+impl PortClock {
+    /// The send queue: when a transfer ready at `ready`, occupying the port `busy`, has left.
+    pub fn send(&mut self, ready: f64, busy: f64) -> f64 {
+        let sent = ready.max(self.tx_free) + busy;
+        self.tx_free = sent;
+        sent
+    }
+    /// The receive queue: when a transfer that left its sender at `sent` is delivered.
+    pub fn receive(&mut self, sent: f64, busy: f64, latency: f64) -> f64 {
+        let arrived = sent.max(self.rx_free + busy);
+        self.rx_free = arrived;
+        arrived + latency
+    }
+}
+
+/// One transfer for [`Ports::run`]: `bytes` from board `from` to board `to`, ready at `ready`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Transfer {
+    pub from: usize,
+    pub to: usize,
+    pub bytes: usize,
+    pub ready: f64,
+}
+
+/// Every board's port on simulated clocks (seconds).
+#[derive(Clone, Debug)]
+pub struct Ports {
+    pub links: Vec<LinkSpec>,
+    pub clocks: Vec<PortClock>,
+}
+
+impl Ports {
+    pub fn new(links: Vec<LinkSpec>) -> Ports {
+        let clocks = vec![PortClock::default(); links.len()];
+        Ports { links, clocks }
     }
 
-    /// Occupy the port for `busy` from now or when it frees up, then wait `latency`. Returns
-    /// when the transfer has arrived.
-    fn occupy(&self, busy: Duration, latency: Duration) {
-        let done = {
-            let mut free = self.free_at.lock().unwrap();
-            let start = (*free).max(Instant::now());
-            *free = start + busy;
-            start + busy + latency
-        };
-        let now = Instant::now();
-        if done > now {
-            std::thread::sleep(done - now);
+    /// Run a batch of transfers through the ports: each sender sends in order of readiness
+    /// (ties in the given order), each receiver takes them in the order they left. Returns when
+    /// each is delivered, in the given order. A transfer from a board to itself costs nothing.
+    pub fn run(&mut self, transfers: &[Transfer]) -> Vec<f64> {
+        let mut order: Vec<usize> = (0..transfers.len()).collect();
+        order.sort_by(|&a, &b| transfers[a].ready.total_cmp(&transfers[b].ready).then(a.cmp(&b)));
+        let mut sent = vec![0.0; transfers.len()];
+        for &i in &order {
+            let t = &transfers[i];
+            let busy = self.path(t).busy_s(t.bytes);
+            sent[i] = if t.from == t.to { t.ready } else { self.clocks[t.from].send(t.ready, busy) };
         }
+        order.sort_by(|&a, &b| sent[a].total_cmp(&sent[b]).then(a.cmp(&b)));
+        let mut done = vec![0.0; transfers.len()];
+        for &i in &order {
+            let t = &transfers[i];
+            done[i] = if t.from == t.to {
+                t.ready
+            } else {
+                let p = self.path(t);
+                self.clocks[t.to].receive(sent[i], p.busy_s(t.bytes), p.latency_s())
+            };
+        }
+        done
+    }
+
+    fn path(&self, t: &Transfer) -> LinkSpec {
+        self.links[t.from].between(&self.links[t.to])
     }
 }
 
-/// The coordinator's emulated port: one queue for what it sends, one for what it receives.
+/// A board's emulated port on the wall clock: [`PortClock`] with times in seconds since the
+/// port was made.
 #[derive(Debug)]
 pub struct Link {
     pub spec: LinkSpec,
-    tx: Port,
-    rx: Port,
+    epoch: Instant,
+    clock: Mutex<PortClock>,
 }
 
 impl Link {
     pub fn new(spec: LinkSpec) -> Link {
-        Link { spec, tx: Port::new(), rx: Port::new() }
+        Link { spec, epoch: Instant::now(), clock: Mutex::new(PortClock::default()) }
     }
 
-    fn durations(&self, peer: &LinkSpec, bytes: usize) -> (Duration, Duration) {
-        let path = self.spec.between(peer);
-        (Duration::from_secs_f64(path.busy_s(bytes)), Duration::from_secs_f64(path.latency_s()))
+    fn now(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
     }
 
-    /// Send `bytes` to a peer whose link is `peer`: returns when they have arrived.
+    fn sleep_until(&self, t: f64) {
+        let wait = t - self.now();
+        if wait > 0.0 {
+            std::thread::sleep(Duration::from_secs_f64(wait));
+        }
+    }
+
+    /// Before sending `bytes` to a peer whose link is `peer`: wait until they have left this
+    /// board's send queue.
     pub fn send_to(&self, peer: &LinkSpec, bytes: usize) {
-        let (busy, latency) = self.durations(peer, bytes);
-        self.tx.occupy(busy, latency);
+        let busy = self.spec.between(peer).busy_s(bytes);
+        let sent = self.clock.lock().unwrap().send(self.now(), busy);
+        self.sleep_until(sent);
     }
 
-    /// `bytes` from a peer reached this process unshaped: hold them until the emulated link
-    /// would have delivered them.
+    /// `bytes` from a peer whose link is `peer` have been read: wait until this board's
+    /// receive queue would have delivered them.
     pub fn receive_from(&self, peer: &LinkSpec, bytes: usize) {
-        let (busy, latency) = self.durations(peer, bytes);
-        self.rx.occupy(busy, latency);
+        let path = self.spec.between(peer);
+        let done = self.clock.lock().unwrap().receive(self.now(), path.busy_s(bytes), path.latency_s());
+        self.sleep_until(done);
     }
 }
 

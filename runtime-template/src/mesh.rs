@@ -62,6 +62,30 @@ pub fn redistribution(model: &Model, prev_rows: &[usize], next: Group, next_rows
     Ok(Redistribution { needs, keeps, transfers })
 }
 
+/// What board `b`, holding `held` (its band of the previous group's output: rows and tensor),
+/// does with it: the piece it keeps (addressed to itself) and the pieces it sends, as
+/// (receiver, rows, tensor).
+pub fn pieces(r: &Redistribution, b: usize, held: &(Rows, Tensor)) -> Result<Vec<(usize, Rows, Tensor)>> {
+    let (own, t) = held;
+    let cut = |rows: Rows| -> Result<Tensor> {
+        ensure!(rows.start >= own.start && rows.end <= own.end, "rows {rows} are not in board {b}'s band {own}");
+        Ok(t.slice(2, rows.start - own.start, rows.end - own.start)?)
+    };
+    let mut out = Vec::new();
+    if !r.keeps[b].is_empty() {
+        out.push((b, r.keeps[b], cut(r.keeps[b])?));
+    }
+    for x in r.transfers.iter().filter(|x| x.from == b) {
+        out.push((x.to, x.rows, cut(x.rows)?));
+    }
+    Ok(out)
+}
+
+/// The transfers board `b` waits for before its band of the group: (sender, rows).
+pub fn expected(r: &Redistribution, b: usize) -> Vec<(usize, Rows)> {
+    r.transfers.iter().filter(|x| x.to == b).map(|x| (x.from, x.rows)).collect()
+}
+
 /// A board's input from its pieces (rows of the value, and their tensors, rows on axis 2):
 /// they must tile `need` exactly, in any order.
 pub fn assemble(need: Rows, mut pieces: Vec<(Rows, Tensor)>) -> Result<Tensor> {

@@ -35,6 +35,45 @@ impl PlanGroup {
     }
 }
 
+/// How group outputs travel between groups.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    /// Every group's bands go back to the coordinator, which sends the next group's bands out
+    /// (Legion's topology). A plan file without the field is a star plan.
+    #[default]
+    Star,
+    /// Boards send each other the rows the next group needs ([`crate::mesh`]); only the input's
+    /// bands leave the coordinator and only the last group's come back.
+    Mesh,
+}
+
+impl Topology {
+    pub fn name(self) -> &'static str {
+        match self {
+            Topology::Star => "star",
+            Topology::Mesh => "mesh",
+        }
+    }
+}
+
+impl std::fmt::Display for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Topology {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Topology, String> {
+        match s {
+            "star" => Ok(Topology::Star),
+            "mesh" => Ok(Topology::Mesh),
+            _ => Err(format!("unknown topology '{s}' (star or mesh)")),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
@@ -45,6 +84,9 @@ pub struct Plan {
     pub boards: Vec<String>,
     /// Fused groups covering the splittable prefix, in order.
     pub groups: Vec<PlanGroup>,
+    /// How the groups' outputs travel (part of the hash: boards behave differently).
+    #[serde(default)]
+    pub topology: Topology,
 }
 
 impl Plan {
@@ -113,8 +155,16 @@ impl LocalFleet {
         Ok(LocalFleet { model, plan, boards, tail })
     }
 
-    /// Run one input (in the user's layout) through the plan.
+    /// Run one input (in the user's layout) through the plan, in its topology.
     pub fn infer(&mut self, input: Tensor) -> Result<Tensor> {
+        match self.plan.topology {
+            Topology::Star => self.infer_star(input),
+            Topology::Mesh => self.infer_mesh(input),
+        }
+    }
+
+    /// Run one input through the plan as a star: every group's bands through the coordinator.
+    pub fn infer_star(&mut self, input: Tensor) -> Result<Tensor> {
         let x = self.infer_splittable(input)?;
         self.tail(x)
     }
@@ -132,37 +182,34 @@ impl LocalFleet {
     /// Run one input through the plan as a mesh: the coordinator sends each board its input
     /// rows of the first group; between groups every board keeps what it needs of its own
     /// output and receives the rest from the boards that computed it
-    /// ([`crate::mesh::redistribution`]); the last group's bands are gathered for the tail.
+    /// ([`crate::mesh::redistribution`], through [`crate::mesh::pieces`] and
+    /// [`crate::mesh::assemble`], as the boards' runtime does); the last group's bands are
+    /// gathered for the tail.
     pub fn infer_mesh(&mut self, input: Tensor) -> Result<Tensor> {
         if self.plan.groups.is_empty() {
-            // Nothing splittable: as `infer` (the tail takes the input as it is).
-            return self.infer(input);
+            // Nothing splittable: as the star (the tail takes the input as it is).
+            return self.infer_star(input);
         }
         let x = to_nchw(&self.model, input)?;
-        let first = self.scatter(0, &x)?;
+        let first = scatter(&self.model, &self.plan.groups[0], &x)?;
         // Per board: its band of the previous group's output and that band's tensor.
         let mut held = self.run_bands(0, first)?;
         for gi in 1..self.plan.groups.len() {
             let (prev, g) = (&self.plan.groups[gi - 1], &self.plan.groups[gi]);
             let r = crate::mesh::redistribution(&self.model, &prev.rows, g.group(), &g.rows)?;
-            let piece = |from: usize, rows: Rows| -> Result<(Rows, Tensor)> {
-                let (own, t) = held[from].as_ref().ok_or_else(|| anyhow::anyhow!("board {} holds no rows", self.plan.boards[from]))?;
-                Ok((rows, t.slice(2, rows.start - own.start, rows.end - own.start)?))
-            };
-            let inputs = (0..self.boards.len())
-                .map(|b| -> Result<Option<Tensor>> {
-                    if r.needs[b].is_empty() {
-                        return Ok(None);
+            // What every board keeps and sends, then what every board receives.
+            let mut inbox: Vec<Vec<(Rows, Tensor)>> = vec![Vec::new(); self.boards.len()];
+            for (b, h) in held.iter().enumerate() {
+                if let Some(h) = h {
+                    for (to, rows, t) in crate::mesh::pieces(&r, b, h)? {
+                        inbox[to].push((rows, t));
                     }
-                    let mut pieces = Vec::new();
-                    if !r.keeps[b].is_empty() {
-                        pieces.push(piece(b, r.keeps[b])?);
-                    }
-                    for t in r.transfers.iter().filter(|t| t.to == b) {
-                        pieces.push(piece(t.from, t.rows)?);
-                    }
-                    Ok(Some(crate::mesh::assemble(r.needs[b], pieces)?))
-                })
+                }
+            }
+            let inputs = inbox
+                .into_iter()
+                .enumerate()
+                .map(|(b, pieces)| if r.needs[b].is_empty() { Ok(None) } else { crate::mesh::assemble(r.needs[b], pieces).map(Some) })
                 .collect::<Result<_>>()?;
             held = self.run_bands(gi, inputs)?;
         }
@@ -172,18 +219,7 @@ impl LocalFleet {
 
     /// Per board: its input rows of group `gi`, cut from the whole value `x` (None: no band).
     fn scatter(&mut self, gi: usize, x: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let g = self.plan.groups[gi].clone();
-        g.bands()
-            .into_iter()
-            .enumerate()
-            .map(|(b, out)| {
-                if out.is_empty() {
-                    return Ok(None);
-                }
-                let need = self.boards[b].prepare(g.group(), out)?.0.input;
-                Ok(Some(x.slice(2, need.start, need.end)?))
-            })
-            .collect()
+        scatter(&self.model, &self.plan.groups[gi], x)
     }
 
     /// Per board: its band of group `gi`'s output (rows and tensor), computed from its input.
@@ -210,8 +246,25 @@ impl LocalFleet {
     }
 }
 
-/// The bands of a group's output, in row order, as one tensor.
-fn gather(bands: Vec<Option<(Rows, Tensor)>>) -> Result<Tensor> {
+/// Per board: its input rows of group `g`, cut from the whole value `x` (None: no band). The
+/// coordinator's split, in the boards' runtime and in [`LocalFleet`]; band math only (the
+/// coordinator may hold no weights of a group in which it has no rows).
+pub fn scatter(model: &Model, g: &PlanGroup, x: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    g.bands()
+        .into_iter()
+        .map(|out| {
+            if out.is_empty() {
+                return Ok(None);
+            }
+            let need = crate::halo::group_band(model, g.group(), out).input;
+            Ok(Some(x.slice(2, need.start, need.end)?))
+        })
+        .collect()
+}
+
+/// The bands of a group's output, in row order, as one tensor: the coordinator's gather, in
+/// the boards' runtime and in [`LocalFleet`].
+pub fn gather(bands: Vec<Option<(Rows, Tensor)>>) -> Result<Tensor> {
     let parts: Vec<Tensor> = bands.into_iter().flatten().map(|(_, t)| t).collect();
     Tensor::stack_tensors(2, &parts)
 }

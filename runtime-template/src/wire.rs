@@ -14,7 +14,7 @@
 //! | 56..60 | end row (exclusive) |
 //! | 60..64 | rank of the tensor (0: the payload is UTF-8 text) |
 //! | 64..80 | shape, 4 × u32 (unused dims 0) |
-//! | 80..88 | aux: compute time in µs in a band result |
+//! | 80..88 | aux: compute time in µs in a band result; the sender's index in a piece |
 //! | 88..96 | payload length in bytes |
 //!
 //! Tensors travel as little-endian f32.
@@ -49,6 +49,13 @@ pub enum Kind {
     Error = 8,
     /// Stop serving.
     Shutdown = 9,
+    /// Mesh: the coordinator starts a frame on a worker; the payload is the worker's input
+    /// band of the first group (none if it has no rows there). Answered with the worker's band
+    /// of the last group (`BandResult`, empty without one) and a `Report` of its timings.
+    MeshFrame = 10,
+    /// Mesh: rows of a group's input from the board that computed them (aux: its index),
+    /// one-way, on a connection of their own.
+    Piece = 11,
 }
 
 impl Kind {
@@ -64,6 +71,8 @@ impl Kind {
             7 => Report,
             8 => Error,
             9 => Shutdown,
+            10 => MeshFrame,
+            11 => Piece,
             _ => bail!("unknown message kind {v}"),
         })
     }
