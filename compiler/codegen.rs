@@ -51,8 +51,8 @@ fn tera() -> Result<tera::Tera> {
     Ok(t)
 }
 
-/// Values of the model each board needs: the layers of the groups it has rows in, and the
-/// tail for the coordinator.
+/// Values of the model each board needs: the layers of the groups it has rows in, the tail
+/// for the coordinator but the split Dense layers, and the split layers it has features in.
 pub fn needed_nodes(model: &legion_runtime::ir::Model, plan: &Plan, board: usize, coordinator: bool) -> BTreeSet<usize> {
     let mut keep = BTreeSet::new();
     for g in &plan.groups {
@@ -61,9 +61,27 @@ pub fn needed_nodes(model: &legion_runtime::ir::Model, plan: &Plan, board: usize
         }
     }
     if coordinator {
-        keep.extend(model.split_end() + 1..model.nodes.len());
+        keep.extend((model.split_end() + 1..model.nodes.len()).filter(|id| !plan.tail.iter().any(|t| t.node == *id)));
     }
+    keep.extend(plan.tail.iter().filter(|t| t.cols[board] > 0).map(|t| t.node));
     keep
+}
+
+/// The model as board `board` holds it: each split Dense layer of the tail with only the
+/// board's slice of its weights ([in, its features]; none if it has no features).
+pub fn board_model(model: &legion_runtime::ir::Model, plan: &Plan, board: usize) -> legion_runtime::ir::Model {
+    use legion_runtime::ir::{Op, Weights};
+    let mut m = model.clone();
+    for t in &plan.tail {
+        let cols = t.bands()[board];
+        if let Op::Dense { weight, bias } = &mut m.nodes[t.node].op {
+            let (k, out) = (weight.shape[0], weight.shape[1]);
+            let w: Vec<f32> = (0..k).flat_map(|r| weight.data[r * out + cols.start..r * out + cols.end].to_vec()).collect();
+            *weight = Weights::new(vec![k, cols.len()], w);
+            *bias = Weights::new(vec![cols.len()], bias.data[cols.start..cols.end].to_vec());
+        }
+    }
+    m
 }
 
 /// Board `index`'s runtime configuration for `plan`: compiled into its crate as constants, or
@@ -119,7 +137,7 @@ pub fn render(fleet: &Fleet, model: &LoadedModel, plan: &Plan) -> Result<Vec<Out
     for (i, b) in fleet.boards.iter().enumerate() {
         let dir = PathBuf::from(b.slug());
         let keep = needed_nodes(&model.ir, plan, i, i == fleet.coordinator);
-        let model_file = modelfile::write(&model.ir, &|id| keep.contains(&id));
+        let model_file = modelfile::write(&board_model(&model.ir, plan, i), &|id| keep.contains(&id));
         // The same configuration the generic board reads from JSON, rendered as constants.
         let cfg = board_config(fleet, plan, i, &hex(&Sha256::digest(&model_file)));
         let peers: Vec<PeerCtx> = cfg

@@ -120,6 +120,20 @@ pub struct CostModel {
     /// the sum of alpha-scaled segment fits.
     pub group_e: Option<std::collections::HashMap<(Group, usize), Fit>>,
     pub topology: Topology,
+    /// The tail's Dense layers that may be split by output features, with each board's E for
+    /// a slice (by features). Empty: the tail stays whole on the coordinator.
+    pub dense: Vec<DenseCost>,
+}
+
+/// A Dense layer of the tail as the cost model sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DenseCost {
+    pub node: usize,
+    /// Input features and output features.
+    pub inputs: usize,
+    pub outputs: usize,
+    /// Per board: seconds for a slice of c output features.
+    pub e: Vec<Fit>,
 }
 
 /// What one board does in a group.
@@ -265,9 +279,56 @@ impl CostModel {
         }
     }
 
-    /// Cost of a whole plan: its groups and the tail.
+    /// Cost of a whole plan: its groups and the tail (whole).
     pub fn plan_cost(&self, groups: &[(Group, Vec<usize>)]) -> f64 {
         self.groups_cost(groups).iter().map(|g| g.latency_s).sum::<f64>() + self.tail_s
+    }
+
+    /// The tail with these Dense layers split: what the coordinator's whole tail takes beside
+    /// its Dense layers (at least 0; the layers are timed as slices, the tail as a whole), each
+    /// Dense layer whole on the coordinator or, if split, its latency
+    /// ([`CostModel::split_cost`]).
+    pub fn tail_cost(&self, splits: &[legion_runtime::plan::TailSplit]) -> f64 {
+        let c = self.coordinator;
+        let whole = |d: &DenseCost| d.e[c].at(d.outputs);
+        let rest = (self.tail_s - self.dense.iter().map(whole).sum::<f64>()).max(0.0);
+        rest + self
+            .dense
+            .iter()
+            .map(|d| match splits.iter().find(|s| s.node == d.node) {
+                Some(s) => self.split_cost(d, &s.cols),
+                None => whole(d),
+            })
+            .sum::<f64>()
+    }
+
+    /// A split Dense layer's latency: its input from the coordinator to every board with
+    /// features, their slices computed and sent back, through the ports.
+    pub fn split_cost(&self, d: &DenseCost, cols: &[usize]) -> f64 {
+        let c = self.coordinator;
+        let mut ports = self.ports();
+        let active: Vec<usize> = (0..cols.len()).filter(|&b| cols[b] > 0 && b != c).collect();
+        let sends: Vec<Transfer> = active.iter().map(|&b| Transfer { from: c, to: b, bytes: wire(4 * d.inputs), ready: 0.0 }).collect();
+        let arrived = ports.run(&sends);
+        let backs: Vec<Transfer> = active.iter().zip(arrived).map(|(&b, at)| Transfer { from: b, to: c, bytes: wire(4 * cols[b]), ready: at + d.e[b].at(cols[b]) }).collect();
+        ports.run(&backs).into_iter().fold(d.e[c].at(cols[c]), f64::max)
+    }
+
+    /// Every board's cost for a slice of f features of a split layer, f = 0..=outputs (what
+    /// the features' split minimises): S + E + R (the coordinator: E).
+    pub fn dense_tables(&self, d: &DenseCost) -> Vec<Vec<f64>> {
+        let c = self.coordinator;
+        (0..self.boards.len())
+            .map(|b| {
+                let path = self.boards[c].link.between(&self.boards[b].link);
+                let mut row = vec![0.0; d.outputs + 1];
+                for f in 1..=d.outputs {
+                    let wires = if b == c { 0.0 } else { path.seconds(wire(4 * d.inputs)) + path.seconds(wire(4 * f)) };
+                    row[f] = (wires + d.e[b].at(f)).max(row[f - 1]);
+                }
+                row
+            })
+            .collect()
     }
 
     /// The mesh, simulated: the coordinator sends the first group's input bands; every board

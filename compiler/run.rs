@@ -267,7 +267,24 @@ pub fn breakdown(report: &FrameReport, plan: &Plan) -> String {
         }
         let _ = writeln!(s, "{:>5} {:>9} {:<14} {:>11} group wall {:.1} ms", "", "", "", "", report.group_s[gi] * 1e3);
     }
-    let _ = writeln!(s, "tail on the coordinator: {:.1} ms", report.tail_s * 1e3);
+    for (split, timings) in plan.tail.iter().zip(&report.tail_split) {
+        for (i, t) in timings.iter().enumerate() {
+            let (label, values) = if i == 0 { ("tail".to_string(), format!("{}", split.node)) } else { (String::new(), String::new()) };
+            let _ = writeln!(
+                s,
+                "{:>5} {:>9} {:<14} {:>11} {:>9.1} {:>9.1} {:>9.1}",
+                label,
+                values,
+                t.board,
+                format!("f{}..{}", t.rows.0, t.rows.1),
+                t.send_s * 1e3,
+                t.compute_s * 1e3,
+                t.recv_s * 1e3
+            );
+        }
+    }
+    let split = if plan.tail.is_empty() { String::new() } else { format!(" ({} layers split by output features, f: features)", plan.tail.len()) };
+    let _ = writeln!(s, "tail on the coordinator: {:.1} ms{split}", report.tail_s * 1e3);
     s
 }
 

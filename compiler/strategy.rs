@@ -68,17 +68,40 @@ pub fn cost_model(fleet: &Fleet, m: &LoadedModel, opts: &Options) -> Result<(Cos
     if tail {
         wants.push(Want { board: fleet.coordinator, kind: "tail", group: Group { from: ir.split_end(), to: ir.output() }, out: Rows::new(0, 0) });
     }
+    // The tail's Dense layers, timed as slices of their output features on every board.
+    let dense_nodes = splittable_dense(ir);
+    for &d in &dense_nodes {
+        for b in 0..fleet.boards.len() {
+            for f in row_points(ir.nodes[d].shape[1]) {
+                wants.push(Want { board: b, kind: "dense", group: Group { from: d - 1, to: d }, out: Rows::new(0, f) });
+            }
+        }
+    }
     let measured = profile::measure(fleet, m, &wants, opts)?;
     let mut points: HashMap<(usize, usize), Vec<(usize, f64)>> = HashMap::new();
     let mut tail_s = 0.0;
+    let mut dense_points: HashMap<(usize, usize), Vec<(usize, f64)>> = HashMap::new();
     for (w, r) in wants.iter().zip(&measured.results) {
         if w.kind == "tail" {
             tail_s = r.median_s;
             continue;
         }
+        if w.kind == "dense" {
+            dense_points.entry((w.board, w.group.to)).or_default().push((w.out.len(), r.median_s));
+            continue;
+        }
         let k = cuts.iter().position(|&c| c == w.group.from).unwrap();
         points.entry((w.board, k)).or_default().push((w.out.len(), r.median_s));
     }
+    let dense = dense_nodes
+        .iter()
+        .map(|&d| crate::cost::DenseCost {
+            node: d,
+            inputs: ir.nodes[d - 1].shape.iter().product(),
+            outputs: ir.nodes[d].shape[1],
+            e: (0..fleet.boards.len()).map(|b| Fit::from_points(&dense_points[&(b, d)])).collect(),
+        })
+        .collect();
     let boards = fleet
         .boards
         .iter()
@@ -89,7 +112,13 @@ pub fn cost_model(fleet: &Fleet, m: &LoadedModel, opts: &Options) -> Result<(Cos
             e: (0..cuts.len() - 1).map(|k| Fit::from_points(&points[&(b, k)])).collect(),
         })
         .collect();
-    Ok((CostModel { model: ir.clone(), cuts, boards, coordinator: fleet.coordinator, tail_s, group_e: None, topology: fleet.topology }, measured.stats))
+    Ok((CostModel { model: ir.clone(), cuts, boards, coordinator: fleet.coordinator, tail_s, group_e: None, topology: fleet.topology, dense }, measured.stats))
+}
+
+/// The tail's Dense layers that may be split by output features: those of its chain (each
+/// reads the value just before it).
+pub fn splittable_dense(ir: &legion_runtime::ir::Model) -> Vec<usize> {
+    (ir.split_end() + 1..=ir.output()).filter(|&id| matches!(ir.nodes[id].op, legion_runtime::ir::Op::Dense { .. }) && ir.nodes[id].inputs == [id - 1] && ir.nodes[id].shape.len() == 2).collect()
 }
 
 /// Groups split as given, measured: each board runs its own band through the probe (as a
@@ -159,6 +188,9 @@ impl Planned {
                 w.measured_pair_s * 1e3,
                 if w.merged_kept { "merged" } else { "kept apart" }
             );
+        }
+        for t in &self.plan.tail {
+            s += &format!("  tail layer {:>3} split by output features {:?}\n", t.node, t.cols);
         }
         if self.predicted_latency_s.is_finite() {
             s += &format!("predicted latency {:.1} ms (tail {:.1} ms); solved in {:.1} ms\n", self.predicted_latency_s * 1e3, self.tail_s * 1e3, self.solve_seconds * 1e3);
@@ -244,14 +276,19 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
     if strategy != Strategy::Fss {
         groups = cm.groups_cost(&chosen);
     }
-    let plan = solve::plan_from_groups(&m.ir, &m.sha256, &names, &groups, cm.topology)?;
+    // The tail's Dense layers split where that pays (not for the single-board baseline).
+    let tail = if strategy == Strategy::Single { vec![] } else { solve::tail_splits(&cm) };
+    let tail_s = cm.tail_cost(&tail);
+    let mut plan = solve::plan_from_groups(&m.ir, &m.sha256, &names, &groups, cm.topology)?;
+    plan.tail = tail;
+    plan.validate(&m.ir)?;
     Ok(Planned {
         strategy,
         plan_hash: plan.hash(),
         plan,
-        predicted_latency_s: groups.iter().map(|g| g.latency_s).sum::<f64>() + cm.tail_s,
+        predicted_latency_s: groups.iter().map(|g| g.latency_s).sum::<f64>() + tail_s,
         groups,
-        tail_s: cm.tail_s,
+        tail_s,
         wild_card,
         solve_seconds,
         profiling: stats,
@@ -270,5 +307,13 @@ pub fn explain(fleet: &Fleet, m: &LoadedModel, plan: Option<&std::path::Path>, o
     let (mut cm, _) = cost_model(fleet, m, &opts).context("the cost model needs the profiles `legionc compile` measured")?;
     cm.topology = plan.topology;
     let groups: Vec<_> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
-    Ok(format!("fleet {}, model {}, plan {} ({} groups)\n{}", fleet.name, m.ir.name, &plan.hash()[..16], plan.groups.len(), cm.explain(&groups)))
+    let mut text = cm.explain(&groups);
+    for t in &plan.tail {
+        text += &format!("tail layer {} split by output features {:?}\n", t.node, t.cols);
+    }
+    if !plan.tail.is_empty() {
+        let whole: f64 = cm.plan_cost(&groups);
+        text += &format!("with the tail split: tail {:.1} ms, predicted total {:.1} ms\n", cm.tail_cost(&plan.tail) * 1e3, (whole - cm.tail_s + cm.tail_cost(&plan.tail)) * 1e3);
+    }
+    Ok(format!("fleet {}, model {}, plan {} ({} groups)\n{}", fleet.name, m.ir.name, &plan.hash()[..16], plan.groups.len(), text))
 }

@@ -81,6 +81,7 @@ pub fn plan_from(model: &Model, model_sha256: &str, boards: &[(String, f64)], en
         boards: boards.iter().map(|b| b.0.clone()).collect(),
         groups,
         topology,
+        tail: vec![],
     };
     plan.validate(model)?;
     Ok(plan)
@@ -276,7 +277,24 @@ pub fn plan_from_groups(model: &Model, model_sha256: &str, boards: &[String], gr
         boards: boards.to_vec(),
         groups: groups.iter().map(|g| PlanGroup { from: g.group.from, to: g.group.to, rows: g.rows.clone() }).collect(),
         topology: cm_topology,
+        tail: vec![],
     };
     plan.validate(model)?;
     Ok(plan)
+}
+
+/// The tail's Dense layers worth splitting: each candidate's features split by exact min–max
+/// on [`CostModel::dense_tables`], kept when the split layer is predicted faster than the
+/// layer whole on the coordinator.
+pub fn tail_splits(cm: &CostModel) -> Vec<legion_runtime::plan::TailSplit> {
+    let c = cm.coordinator;
+    cm.dense
+        .iter()
+        .filter_map(|d| {
+            let (cols, _) = min_max_rows(&cm.dense_tables(d), d.outputs);
+            let split = cm.split_cost(d, &cols);
+            let whole = d.e[c].at(d.outputs);
+            (split < whole && cols[c] < d.outputs).then(|| legion_runtime::plan::TailSplit { node: d.node, cols })
+        })
+        .collect()
 }

@@ -6,7 +6,7 @@ use crate::ir::Model;
 use crate::link::{compute, Link, LinkSpec};
 use crate::halo::Rows;
 use crate::mesh::{expected, pieces, redistribution, Redistribution};
-use crate::plan::{gather, hex, scatter, to_nchw, Plan, Topology};
+use crate::plan::{concat_features, gather, hex, scatter, tail_stages, to_nchw, Plan, TailStage, Topology};
 use crate::wire::{plan_bytes, Kind, Message};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,13 @@ pub struct StaticConfig {
     pub groups: &'static [StaticGroup],
     /// `star` or `mesh`.
     pub topology: &'static str,
+    /// Dense layers of the tail split by output features.
+    pub tail: &'static [StaticTail],
+}
+
+pub struct StaticTail {
+    pub node: usize,
+    pub cols: &'static [usize],
 }
 
 pub struct StaticBoard {
@@ -106,6 +113,7 @@ impl StaticConfig {
             boards: self.boards.iter().map(|b| b.name.to_string()).collect(),
             groups: self.groups.iter().map(|g| crate::plan::PlanGroup { from: g.from, to: g.to, rows: g.rows.to_vec() }).collect(),
             topology: self.topology.parse().map_err(|e: String| anyhow!(e))?,
+            tail: self.tail.iter().map(|t| crate::plan::TailSplit { node: t.node, cols: t.cols.to_vec() }).collect(),
         };
         ensure!(plan.hash() == self.plan_hash, "the plan constants hash to {}, not {}", plan.hash(), self.plan_hash);
         Ok(BoardConfig {
@@ -161,13 +169,21 @@ pub struct FrameReport {
     /// Wall time of each group (scatter to gather).
     pub group_s: Vec<f64>,
     pub tail_s: f64,
+    /// Per split Dense layer of the tail, per board with features: its slice's timing
+    /// (`rows`: its features).
+    #[serde(default)]
+    pub tail_split: Vec<Vec<BandTiming>>,
     pub total_s: f64,
 }
 
-/// What the compute thread runs: this board's band of a group, or the tail.
+/// What the compute thread runs: this board's band of a group, a section of the tail (the
+/// coordinator), or its slice of a split Dense layer of the tail.
 enum Work {
     Band { group: usize, input: Tensor },
-    Tail(Tensor),
+    /// Stage `stage` of [`tail_stages`] (a `Local` one).
+    Tail { stage: usize, input: Tensor },
+    /// This board's slice of plan.tail[split].
+    Slice { split: usize, input: Tensor },
 }
 
 type Computed = Result<(Tensor, Duration)>;
@@ -177,6 +193,37 @@ type ComputeJob = (Work, std::sync::mpsc::Sender<Computed>);
 /// Where work is handed to the compute thread.
 type ComputeQueue = std::sync::mpsc::Sender<ComputeJob>;
 
+/// What a board runs of the tail: the coordinator its sections (by stage), every board with
+/// features in a split layer its slice (by split); each with the shape of its input.
+#[derive(Default)]
+struct BoardTail {
+    sections: HashMap<usize, (Runnable, Vec<usize>)>,
+    slices: HashMap<usize, (Runnable, Vec<usize>)>,
+}
+
+impl BoardTail {
+    fn new(cfg: &BoardConfig, model: &Model) -> Result<BoardTail> {
+        let mut t = BoardTail::default();
+        for (i, stage) in tail_stages(model, &cfg.plan).into_iter().enumerate() {
+            match stage {
+                TailStage::Local { from, to } if cfg.is_coordinator() => {
+                    t.sections.insert(i, (runnable(section_graph(model, from, to)?)?, model.nodes[from].shape.clone()));
+                }
+                TailStage::Local { .. } => {}
+                TailStage::Split(k) => {
+                    let split = &cfg.plan.tail[k];
+                    let cols = split.bands()[cfg.index];
+                    if !cols.is_empty() {
+                        let r = crate::exec::dense_slice(model, split.node, cols).with_context(|| format!("the slice {cols} of node {}", split.node))?;
+                        t.slices.insert(k, (r, model.nodes[split.node - 1].shape.clone()));
+                    }
+                }
+            }
+        }
+        Ok(t)
+    }
+}
+
 /// The board's compute thread: every band and the tail run on it, one at a time, for as long
 /// as the board serves. tract keeps scratch buffers per thread; on a thread started for each
 /// band they were allocated and page-faulted in again every time, which made the
@@ -184,10 +231,10 @@ type ComputeQueue = std::sync::mpsc::Sender<ComputeJob>;
 /// thread lives on) and than the probe measured them.
 ///
 /// Before it takes work, the thread builds and runs once every band this board has in the plan
-/// and the tail (on zeros), so that tract's lazily made state (scratch buffers, packed
-/// weights, the pages behind them) exists before the first frame: the first frame then costs
-/// what the next ones do. Returns once that is done, with how long it took.
-fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: Option<Runnable>) -> Result<(ComputeQueue, Duration)> {
+/// and its part of the tail (on zeros), so that tract's lazily made state (scratch buffers,
+/// packed weights, the pages behind them) exists before the first frame: the first frame then
+/// costs what the next ones do. Returns once that is done, with how long it took.
+fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail) -> Result<(ComputeQueue, Duration)> {
     let (tx, rx) = std::sync::mpsc::channel::<ComputeJob>();
     let (groups, index, speed) = (cfg.plan.groups.clone(), cfg.index, cfg.speed);
     let (model, threads) = (model.clone(), cfg.threads);
@@ -195,7 +242,7 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: Option<Runnable>) 
     std::thread::Builder::new().name("compute".into()).spawn(move || {
         let t = Instant::now();
         let mut exec = BandExecutor::with_threads(model.clone(), threads);
-        let warm = warm_up(&mut exec, &model, &groups, index, tail.as_ref(), speed.is_some());
+        let warm = warm_up(&mut exec, &model, &groups, index, &tail, speed.is_some());
         let failed = warm.is_err();
         let _ = ready_tx.send(warm.map(|()| t.elapsed()));
         if failed {
@@ -210,12 +257,19 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: Option<Runnable>) 
                     }
                     None => Err(anyhow!("the plan has no group {group}")),
                 },
-                Work::Tail(x) => match &tail {
-                    Some(t) => {
-                        let (y, took) = compute(speed, || run(t, x));
+                Work::Tail { stage, input } => match tail.sections.get(&stage) {
+                    Some((r, _)) => {
+                        let (y, took) = compute(speed, || run(r, input));
                         y.map(|y| (y, took))
                     }
-                    None => Ok((x, Duration::ZERO)),
+                    None => Err(anyhow!("this board has no stage {stage} of the tail")),
+                },
+                Work::Slice { split, input } => match tail.slices.get(&split) {
+                    Some((r, _)) => {
+                        let (y, took) = compute(speed, || run(r, input));
+                        y.map(|y| (y, took))
+                    }
+                    None => Err(anyhow!("this board has no slice of split layer {split} of the tail")),
                 },
             };
             let _ = reply.send(done);
@@ -225,9 +279,9 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: Option<Runnable>) 
     Ok((tx, took))
 }
 
-/// Build and run once, on zeros, every band of board `index` in `groups` and the tail. An
-/// emulated board warms up holding a compute slot, as its computations do.
-fn warm_up(exec: &mut BandExecutor, model: &Model, groups: &[crate::plan::PlanGroup], index: usize, tail: Option<&Runnable>, emulated: bool) -> Result<()> {
+/// Build and run once, on zeros, every band of board `index` in `groups` and its part of the
+/// tail. An emulated board warms up holding a compute slot, as its computations do.
+fn warm_up(exec: &mut BandExecutor, model: &Model, groups: &[crate::plan::PlanGroup], index: usize, tail: &BoardTail, emulated: bool) -> Result<()> {
     let _slot = if emulated { crate::link::emulation_slot() } else { None };
     let zeros = |shape: &[usize]| Tensor::zero::<f32>(shape);
     for g in groups {
@@ -240,8 +294,8 @@ fn warm_up(exec: &mut BandExecutor, model: &Model, groups: &[crate::plan::PlanGr
         shape[2] = rows;
         exec.run_band(g.group(), band, zeros(&shape)?).with_context(|| format!("warming up group {}..{} rows {band}", g.from, g.to))?;
     }
-    if let Some(t) = tail {
-        run(t, zeros(&model.nodes[model.split_end()].shape)?).context("warming up the tail")?;
+    for (r, shape) in tail.sections.values().chain(tail.slices.values()) {
+        run(r, zeros(shape)?).context("warming up the tail")?;
     }
     Ok(())
 }
@@ -343,11 +397,7 @@ pub fn serve(cfg: BoardConfig, model: Model, listen: &str) -> Result<()> {
     let model = Arc::new(model);
     cfg.plan.validate(&model)?;
     let hash = cfg.plan.hash();
-    let tail = if cfg.is_coordinator() && model.split_end() < model.output() {
-        Some(runnable(section_graph(&model, model.split_end(), model.output())?)?)
-    } else {
-        None
-    };
+    let tail = BoardTail::new(&cfg, &model)?;
     // Every band this board has in the plan, and the tail, built and run once before serving.
     let (compute, warm) = spawn_compute(&cfg, &model, tail)?;
     let mut exchanges = vec![None];
@@ -444,6 +494,7 @@ impl Board {
                     continue;
                 }
                 Kind::Band => self.band(&msg),
+                Kind::TailSlice => self.slice(&msg),
                 Kind::MeshFrame => self.mesh_frame(&msg, &mut stream).map(|()| None),
                 Kind::Infer => self.infer(&msg, &mut stream).map(|()| None),
                 Kind::Shutdown => {
@@ -474,6 +525,55 @@ impl Board {
         reply.header.aux = took.as_micros() as u64;
         self.shape_send(self.cfg.coordinator, reply.wire_len());
         Ok(Some(reply))
+    }
+
+    /// A worker's slice of a split layer of the tail.
+    fn slice(&self, msg: &Message) -> Result<Option<Message>> {
+        let h = &msg.header;
+        self.shape_receive(self.cfg.coordinator, msg.wire_len());
+        let (out, took) = self.on_compute_thread(Work::Slice { split: h.group as usize, input: msg.to_tensor()? })?;
+        let mut reply = Message::tensor(Kind::BandResult, self.plan_hash, h.frame, h.group, h.rows, &out)?;
+        reply.header.aux = took.as_micros() as u64;
+        self.shape_send(self.cfg.coordinator, reply.wire_len());
+        Ok(Some(reply))
+    }
+
+    /// A split Dense layer of the tail: its input to every board with features, their slices
+    /// back (the coordinator computes its own meanwhile), concatenated in board order.
+    fn split_layer(&self, frame: u64, k: usize, x: Tensor, report: &mut FrameReport) -> Result<Tensor> {
+        let split = &self.cfg.plan.tail[k];
+        let results: Vec<Result<(Tensor, BandTiming)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = split
+                .bands()
+                .into_iter()
+                .enumerate()
+                .filter(|(_, c)| !c.is_empty())
+                .map(|(b, cols)| {
+                    let x = &x;
+                    s.spawn(move || -> Result<(Tensor, BandTiming)> {
+                        let mut t = BandTiming { board: self.cfg.peers[b].name.clone(), rows: (cols.start, cols.end), ..Default::default() };
+                        let y = if b == self.cfg.index {
+                            let (y, took) = self.on_compute_thread(Work::Slice { split: k, input: x.clone() })?;
+                            t.compute_s = took.as_secs_f64();
+                            y
+                        } else {
+                            self.remote(b, Kind::TailSlice, frame, k, (cols.start, cols.end), x, &mut t)?
+                        };
+                        Ok((y, t))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a slice thread panicked")))).collect()
+        });
+        let mut parts = Vec::new();
+        let mut timings = Vec::new();
+        for r in results {
+            let (y, t) = r.with_context(|| format!("frame {frame}, tail layer {}", split.node))?;
+            parts.push(y);
+            timings.push(t);
+        }
+        report.tail_split.push(timings);
+        concat_features(parts)
     }
 
     /// An emulated board holds what it sends to board `to` until its port has let it go.
@@ -593,7 +693,13 @@ impl Board {
             Topology::Mesh => self.mesh_groups(frame, x, t0, &mut report)?,
         };
         let tt = Instant::now();
-        let (out, _) = self.on_compute_thread(Work::Tail(x))?;
+        let mut out = x;
+        for (stage, s) in tail_stages(&self.model, &self.cfg.plan).into_iter().enumerate() {
+            out = match s {
+                TailStage::Local { .. } => self.on_compute_thread(Work::Tail { stage, input: out })?.0,
+                TailStage::Split(k) => self.split_layer(frame, k, out, &mut report)?,
+            };
+        }
         report.tail_s = tt.elapsed().as_secs_f64();
         report.total_s = t0.elapsed().as_secs_f64();
         Message::tensor(Kind::InferResult, self.plan_hash, frame, 0, (0, 0), &out)?.send(client)?;
@@ -759,11 +865,17 @@ impl Board {
     }
 
     fn remote_band(&self, b: usize, frame: u64, group: usize, rows: (usize, usize), input: &Tensor, t: &mut BandTiming) -> Result<Tensor> {
+        self.remote(b, Kind::Band, frame, group, rows, input, t)
+    }
+
+    /// A request to worker `b` (a band, or a slice of the tail) and its result.
+    #[allow(clippy::too_many_arguments)]
+    fn remote(&self, b: usize, kind: Kind, frame: u64, group: usize, rows: (usize, usize), input: &Tensor, t: &mut BandTiming) -> Result<Tensor> {
         let peer = &self.cfg.peers[b];
         let result = (|| -> Result<Tensor> {
             let conn = self.connection_to(b)?;
             let mut stream = conn.lock().unwrap();
-            let msg = Message::tensor(Kind::Band, self.plan_hash, frame, group as u32, (rows.0 as u32, rows.1 as u32), input)?;
+            let msg = Message::tensor(kind, self.plan_hash, frame, group as u32, (rows.0 as u32, rows.1 as u32), input)?;
             let ts = Instant::now();
             self.shape_send(b, msg.wire_len());
             msg.send(&mut stream)?;

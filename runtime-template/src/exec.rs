@@ -3,7 +3,7 @@
 
 use crate::halo::{group_band, layer_input_rows, Group, GroupBand, LayerBand, Rows};
 use crate::ir::{Model, Op, Weights, Window};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
@@ -311,5 +311,67 @@ impl BandExecutor {
     /// Number of runnables built so far.
     pub fn cached_bands(&self) -> usize {
         self.bands.len()
+    }
+}
+
+/// Output features `cols` of Dense node `node` alone, as a runnable graph: input the Dense's
+/// input vector, output its slice. The split tail's unit of work: a board holding only its
+/// slice of the weights (`weight` of shape [in, cols]) computes it as stored; from the whole
+/// weights ([in, out]) the slice is cut here.
+pub fn dense_slice(model: &Model, node: usize, cols: Rows) -> Result<Runnable> {
+    use crate::ir::{InputLayout, Node};
+    let n = &model.nodes[node];
+    let Op::Dense { weight, bias } = &n.op else { bail!("node {node} is not a Dense layer") };
+    let (k, out) = (weight.shape[0], n.shape[1]);
+    let (weight, bias) = if weight.shape[1] == cols.len() && bias.len() == cols.len() {
+        (weight.clone(), bias.clone())
+    } else {
+        ensure!(weight.shape[1] == out && weight.len() == k * out, "node {node}: its weights are neither whole nor the slice {cols}");
+        ensure!(cols.end <= out, "node {node}: features {cols} of {out}");
+        let w: Vec<f32> = (0..k).flat_map(|r| weight.data[r * out + cols.start..r * out + cols.end].iter().copied()).collect();
+        (Weights::new(vec![k, cols.len()], w), Weights::new(vec![cols.len()], bias.data[cols.start..cols.end].to_vec()))
+    };
+    let input = &model.nodes[n.inputs[0]];
+    let mini = Model {
+        name: format!("{}-dense-{node}-{}-{}", model.name, cols.start, cols.end),
+        input_layout: InputLayout::Nchw,
+        nodes: vec![
+            Node { name: "input".into(), op: Op::Input, inputs: vec![], shape: input.shape.clone() },
+            Node { name: n.name.clone(), op: Op::Dense { weight, bias }, inputs: vec![0], shape: vec![1, cols.len()] },
+        ],
+    };
+    runnable(section_graph(&mini, 0, 1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{InputLayout, Node};
+
+    /// input [1, 2, 2, 2] → Flatten [1, 8] → Dense [1, 5], weights i·0.1 + j.
+    fn model() -> Model {
+        let (k, n) = (8, 5);
+        let w: Vec<f32> = (0..k * n).map(|i| (i / n) as f32 * 0.1 + (i % n) as f32).collect();
+        let node = |name: &str, op: Op, inputs: Vec<usize>, shape: Vec<usize>| Node { name: name.into(), op, inputs, shape };
+        Model {
+            name: "dense".into(),
+            input_layout: InputLayout::Nchw,
+            nodes: vec![
+                node("input", Op::Input, vec![], vec![1, 2, 2, 2]),
+                node("flatten", Op::Flatten, vec![0], vec![1, 8]),
+                node("dense", Op::Dense { weight: Weights::new(vec![k, n], w), bias: Weights::new(vec![n], (0..n).map(|j| j as f32).collect()) }, vec![1], vec![1, n]),
+            ],
+        }
+    }
+
+    #[test]
+    fn dense_slices_concatenate_to_the_layer() {
+        let m = model();
+        let x = Tensor::from_shape(&[1, 8], &(0..8).map(|i| i as f32 - 3.0).collect::<Vec<_>>()).unwrap();
+        let whole = run(&runnable(section_graph(&m, 1, 2).unwrap()).unwrap(), x.clone()).unwrap();
+        let a = run(&dense_slice(&m, 2, Rows::new(0, 2)).unwrap(), x.clone()).unwrap();
+        let b = run(&dense_slice(&m, 2, Rows::new(2, 5)).unwrap(), x).unwrap();
+        let joined = Tensor::stack_tensors(1, &[a, b]).unwrap();
+        assert_eq!(joined, whole);
     }
 }

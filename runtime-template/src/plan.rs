@@ -87,6 +87,55 @@ pub struct Plan {
     /// How the groups' outputs travel (part of the hash: boards behave differently).
     #[serde(default)]
     pub topology: Topology,
+    /// Dense layers of the tail split by output features over the boards (ascending nodes);
+    /// the rest of the tail runs on the coordinator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tail: Vec<TailSplit>,
+}
+
+/// A Dense layer of the tail split by output features: each board computes its slice (from
+/// the layer's whole input vector, which the coordinator sends it) and holds only that slice
+/// of the weights.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailSplit {
+    /// The Dense node.
+    pub node: usize,
+    /// Output features of each board, in board order; they add up to the layer's outputs.
+    pub cols: Vec<usize>,
+}
+
+impl TailSplit {
+    /// Each board's features.
+    pub fn bands(&self) -> Vec<Rows> {
+        bands(&self.cols)
+    }
+}
+
+/// How the coordinator runs the tail: sections on its own, and the split Dense layers.
+pub enum TailStage {
+    /// Values `from` (exclusive) to `to` (inclusive), on the coordinator.
+    Local { from: usize, to: usize },
+    /// A split Dense layer: plan.tail[i].
+    Split(usize),
+}
+
+/// The tail's stages in order (none without a tail).
+pub fn tail_stages(model: &Model, plan: &Plan) -> Vec<TailStage> {
+    let mut at = model.split_end();
+    let mut stages = Vec::new();
+    for (i, t) in plan.tail.iter().enumerate() {
+        let input = t.node - 1;
+        if input > at {
+            stages.push(TailStage::Local { from: at, to: input });
+        }
+        stages.push(TailStage::Split(i));
+        at = t.node;
+    }
+    if model.output() > at {
+        stages.push(TailStage::Local { from: at, to: model.output() });
+    }
+    stages
 }
 
 impl Plan {
@@ -117,6 +166,15 @@ impl Plan {
             at = g.to;
         }
         ensure!(at == model.split_end(), "groups end at value {at}, the splittable part at {}", model.split_end());
+        let mut after = model.split_end();
+        for t in &self.tail {
+            let n = model.nodes.get(t.node).with_context(|| format!("the tail split names node {}, the model has {}", t.node, model.nodes.len()))?;
+            ensure!(t.node > after, "tail split of node {}: not after value {after}", t.node);
+            ensure!(matches!(n.op, crate::ir::Op::Dense { .. }) && n.inputs == [t.node - 1], "tail split of node {}: not a Dense layer of the tail's chain", t.node);
+            ensure!(t.cols.len() == self.boards.len(), "tail split of node {}: features for {} boards, the plan has {}", t.node, t.cols.len(), self.boards.len());
+            ensure!(t.cols.iter().sum::<usize>() == n.shape[1], "tail split of node {}: features add up to {}, the layer has {}", t.node, t.cols.iter().sum::<usize>(), n.shape[1]);
+            after = t.node;
+        }
         Ok(())
     }
 }
@@ -143,15 +201,31 @@ pub struct LocalFleet {
     pub model: Arc<Model>,
     pub plan: Plan,
     boards: Vec<BandExecutor>,
-    tail: Option<Runnable>,
+    /// The tail's stages: the coordinator's sections, and per split layer each board's slice.
+    tail: Vec<LocalStage>,
+}
+
+enum LocalStage {
+    Local(Runnable),
+    Split(Vec<Option<Runnable>>),
 }
 
 impl LocalFleet {
     pub fn new(model: Arc<Model>, plan: Plan) -> Result<LocalFleet> {
         plan.validate(&model)?;
         let boards = plan.boards.iter().map(|_| BandExecutor::new(model.clone())).collect();
-        let end = model.split_end();
-        let tail = if end < model.output() { Some(runnable(section_graph(&model, end, model.output())?)?) } else { None };
+        let tail = tail_stages(&model, &plan)
+            .into_iter()
+            .map(|s| -> Result<LocalStage> {
+                Ok(match s {
+                    TailStage::Local { from, to } => LocalStage::Local(runnable(section_graph(&model, from, to)?)?),
+                    TailStage::Split(i) => {
+                        let t = &plan.tail[i];
+                        LocalStage::Split(t.bands().into_iter().map(|c| if c.is_empty() { Ok(None) } else { crate::exec::dense_slice(&model, t.node, c).map(Some) }).collect::<Result<_>>()?)
+                    }
+                })
+            })
+            .collect::<Result<_>>()?;
         Ok(LocalFleet { model, plan, boards, tail })
     }
 
@@ -237,12 +311,19 @@ impl LocalFleet {
             .collect()
     }
 
-    /// The tail on the gathered output of the splittable part (nothing to do without one).
-    fn tail(&self, x: Tensor) -> Result<Tensor> {
-        match &self.tail {
-            Some(t) => run(t, x),
-            None => Ok(x),
+    /// The tail on the gathered output of the splittable part (nothing to do without one):
+    /// its sections on the coordinator, each split layer as every board's slice, concatenated.
+    fn tail(&self, mut x: Tensor) -> Result<Tensor> {
+        for stage in &self.tail {
+            x = match stage {
+                LocalStage::Local(t) => run(t, x)?,
+                LocalStage::Split(slices) => {
+                    let parts: Vec<Tensor> = slices.iter().flatten().map(|r| run(r, x.clone())).collect::<Result<_>>()?;
+                    concat_features(parts)?
+                }
+            };
         }
+        Ok(x)
     }
 }
 
@@ -267,6 +348,11 @@ pub fn scatter(model: &Model, g: &PlanGroup, x: &Tensor) -> Result<Vec<Option<Te
 pub fn gather(bands: Vec<Option<(Rows, Tensor)>>) -> Result<Tensor> {
     let parts: Vec<Tensor> = bands.into_iter().flatten().map(|(_, t)| t).collect();
     Tensor::stack_tensors(2, &parts)
+}
+
+/// The slices of a split Dense layer, in board order, as the layer's output.
+pub fn concat_features(parts: Vec<Tensor>) -> Result<Tensor> {
+    Ok(Tensor::stack_tensors(1, &parts)?)
 }
 
 /// The whole model on one board, unsplit, through the same executor.

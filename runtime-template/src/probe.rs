@@ -141,6 +141,11 @@ fn fill_weights(model: &mut Model, group: Group) {
     }
 }
 
+/// Is value `v` a Dense layer's output (a job on it is a slice of its output features)?
+fn is_dense(model: &Model, v: usize) -> bool {
+    matches!(model.nodes[v].op, crate::ir::Op::Dense { .. })
+}
+
 /// Jobs measured together: their repeats are interleaved (see [`run_jobs`]).
 pub const CHUNK: usize = 16;
 
@@ -165,7 +170,8 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
     let mut model = model;
     for j in &file.jobs {
         ensure!(j.group.from < j.group.to && j.group.to < model.nodes.len(), "job {}: no group {:?} in model {}", j.id, j.group, model.name);
-        ensure!(j.out.is_empty() || j.out.end <= model.rows(j.group.to), "job {}: rows {} outside value {}", j.id, j.out, j.group.to);
+        let height = || if is_dense(&model, j.group.to) { model.nodes[j.group.to].shape[1] } else { model.rows(j.group.to) };
+        ensure!(j.out.is_empty() || j.out.end <= height(), "job {}: rows {} outside value {}", j.id, j.out, j.group.to);
         fill_weights(&mut model, j.group);
     }
     let mut exec = BandExecutor::with_threads(Arc::new(model), file.threads.max(1));
@@ -175,6 +181,9 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
             let mut shape = exec.model().nodes[j.group.from].shape.clone();
             let whole = if j.out.is_empty() {
                 Some(crate::exec::runnable(crate::exec::section_graph(exec.model(), j.group.from, j.group.to)?)?)
+            } else if is_dense(exec.model(), j.group.to) {
+                // A slice of a Dense layer of the tail: `out` are its output features.
+                Some(crate::exec::dense_slice(exec.model(), j.group.to, j.out).with_context(|| format!("job {}", j.id))?)
             } else {
                 shape[2] = group_band(exec.model(), j.group, j.out).input.len();
                 exec.prepare(j.group, j.out).with_context(|| format!("job {}", j.id))?;

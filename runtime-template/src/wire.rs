@@ -56,6 +56,9 @@ pub enum Kind {
     /// Mesh: rows of a group's input from the board that computed them (aux: its index),
     /// one-way, on a connection of their own.
     Piece = 11,
+    /// A board's slice of a split Dense layer of the tail: group is the split's index, rows
+    /// the board's features, the payload the layer's input. Answered with `BandResult`.
+    TailSlice = 12,
 }
 
 impl Kind {
@@ -73,6 +76,7 @@ impl Kind {
             9 => Shutdown,
             10 => MeshFrame,
             11 => Piece,
+            12 => TailSlice,
             _ => bail!("unknown message kind {v}"),
         })
     }

@@ -89,6 +89,8 @@ pub fn plan_strategy(m: &'static LoadedModel) -> impl Strategy<Value = Plan> {
                 model_sha256: m.sha256.clone(),
                 boards: (0..boards).map(|i| format!("b{i}")).collect(),
                 groups,
+                topology: Default::default(),
+                tail: vec![],
             }
         })
     })
