@@ -424,3 +424,47 @@ pub mod drift {
         (calibrated / current).clamp(0.5, 2.0)
     }
 }
+
+#[cfg(test)]
+mod network_tests {
+    use super::*;
+
+    fn ports(n: usize) -> Ports {
+        // 8 Mbit/s: 1 MB takes 1 s; latency 10 ms.
+        Ports::new(vec![LinkSpec { bandwidth_mbps: 8.0, latency_ms: 10.0 }; n])
+    }
+
+    #[test]
+    fn one_sender_sends_one_transfer_at_a_time() {
+        let mut p = ports(3);
+        let t = |to| Transfer { from: 0, to, bytes: 1_000_000, ready: 0.0 };
+        let done = p.run(&[t(1), t(2)]);
+        assert!((done[0] - 1.01).abs() < 1e-9 && (done[1] - 2.01).abs() < 1e-9, "{done:?}");
+    }
+
+    #[test]
+    fn ports_are_full_duplex_and_independent() {
+        // 0→1 and 1→0 at once, 2→3 at once: each takes its own queues.
+        let mut p = ports(4);
+        let t = |from, to| Transfer { from, to, bytes: 1_000_000, ready: 0.0 };
+        let done = p.run(&[t(0, 1), t(1, 0), t(2, 3)]);
+        assert!(done.iter().all(|&d| (d - 1.01).abs() < 1e-9), "{done:?}");
+    }
+
+    #[test]
+    fn one_receiver_takes_one_transfer_at_a_time() {
+        let mut p = ports(3);
+        let t = |from| Transfer { from, to: 0, bytes: 1_000_000, ready: 0.0 };
+        let mut done = p.run(&[t(1), t(2)]);
+        done.sort_by(f64::total_cmp);
+        assert!((done[0] - 1.01).abs() < 1e-9 && (done[1] - 2.01).abs() < 1e-9, "{done:?}");
+    }
+
+    #[test]
+    fn the_slower_link_sets_the_pace_and_to_itself_is_free() {
+        let mut p = Ports::new(vec![LinkSpec { bandwidth_mbps: 8.0, latency_ms: 0.0 }, LinkSpec { bandwidth_mbps: 4.0, latency_ms: 5.0 }]);
+        let done = p.run(&[Transfer { from: 0, to: 1, bytes: 1_000_000, ready: 0.5 }, Transfer { from: 0, to: 0, bytes: 1_000_000, ready: 0.25 }]);
+        assert!((done[0] - 2.505).abs() < 1e-9, "{done:?}");
+        assert_eq!(done[1], 0.25);
+    }
+}

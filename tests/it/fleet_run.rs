@@ -115,7 +115,7 @@ fn render_fixture() -> (fleet::Fleet, Vec<codegen::OutFile>) {
     let f = fleet::load(&path, Some(Path::new("/nonexistent/out"))).unwrap();
     let m = model::load(&f.model.source, None).unwrap();
     let boards: Vec<(String, f64)> = f.boards.iter().map(|b| (b.name.clone(), b.nominal_speed())).collect();
-    let plan = solve::plan_from(&m.ir, &m.sha256, &boards, &solve::fused_groups(&m.ir, solve::Fusion::Blocks)).unwrap();
+    let plan = solve::plan_from(&m.ir, &m.sha256, &boards, &solve::fused_groups(&m.ir, solve::Fusion::Blocks), f.topology).unwrap();
     let files = codegen::render(&f, &m, &plan).unwrap();
     (f, files)
 }

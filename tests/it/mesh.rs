@@ -88,7 +88,7 @@ fn random_plans_run_as_a_mesh_match_tract() {
             let mut fleet = LocalFleet::new(m.ir.clone(), plan).map_err(fail)?;
             let mesh = fleet.infer_mesh(want.input.clone()).map_err(fail)?;
             assert_close("mesh vs tract-onnx", &mesh, &want.output)?;
-            let star = fleet.infer(want.input.clone()).map_err(fail)?;
+            let star = fleet.infer_star(want.input.clone()).map_err(fail)?;
             assert_close("mesh vs star", &mesh, &star)?;
             Ok(())
         });

@@ -5,7 +5,8 @@ use crate::{zoo_model, TINY};
 use legionc::cost::{BoardCost, CostModel, Fit};
 use legionc::runtime::halo::Group;
 use legionc::runtime::link::LinkSpec;
-use legionc::solve::{flc, min_max_rows, solve_group, Split};
+use legionc::runtime::plan::Topology;
+use legionc::solve::{flc, mesh_steps, min_max_rows, solve_group, split_rows, tail_splits, Split};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -62,7 +63,88 @@ fn random_cost_model(name: &str, segments: usize, boards: usize, seed: u64) -> C
             e: (0..cuts.len() - 1).map(|_| Fit::line(rng.gen_range(0.0..1e-3), rng.gen_range(0.0..1e-3))).collect(),
         })
         .collect();
-    CostModel { model: m.ir.clone(), cuts, boards, coordinator: 0, tail_s: 0.0, group_e: None }
+    CostModel { model: m.ir.clone(), cuts, boards, coordinator: 0, tail_s: 0.0, group_e: None, topology: Topology::Star, dense: vec![] }
+}
+
+/// The mesh's DP against every configuration, under the same costs: each group split by its
+/// own min–max, a plan's cost the sum of its steps (a group's exchange after the previous
+/// group's split, and its bands).
+#[test]
+fn mesh_flc_equals_brute_force() {
+    for (i, name) in TINY.iter().enumerate() {
+        for seed in 0..3u64 {
+            let mut cm = random_cost_model(name, 7, 2 + (seed as usize % 3), seed + 100 * i as u64);
+            cm.topology = Topology::Mesh;
+            let k = cm.cuts.len() - 1;
+            let dp = flc(&cm, Split::MinMax, &|_, _| true);
+            let plan = |groups: &[(usize, usize)]| -> Vec<(Group, Vec<usize>)> {
+                groups
+                    .iter()
+                    .map(|&(a, b)| {
+                        let g = Group { from: cm.cuts[a], to: cm.cuts[b] };
+                        (g, split_rows(&cm, g, Split::MinMax, Some((a == 0, b == k))))
+                    })
+                    .collect()
+            };
+            let dp_plan: Vec<(Group, Vec<usize>)> = dp.iter().map(|g| (g.group, g.rows.clone())).collect();
+            let dp_steps = mesh_steps(&cm, &dp_plan);
+            let mut best = f64::INFINITY;
+            for mask in 0u32..(1 << (k - 1)) {
+                let mut from = 0;
+                let mut groups = vec![];
+                for j in 1..=k {
+                    if j == k || mask & (1 << (j - 1)) != 0 {
+                        groups.push((from, j));
+                        from = j;
+                    }
+                }
+                best = best.min(mesh_steps(&cm, &plan(&groups)));
+            }
+            assert!((dp_steps - best).abs() <= 1e-9 * best.max(1e-3), "{name} seed {seed}: DP {dp_steps} vs brute force {best}");
+            // The plan's latencies are its simulated timeline's: they add up to its total.
+            let timeline = cm.mesh_timeline(&dp_plan);
+            let sum: f64 = dp.iter().map(|g| g.latency_s).sum();
+            assert!((sum - timeline.total_s).abs() < 1e-9, "{sum} vs {}", timeline.total_s);
+        }
+    }
+}
+
+/// In the mesh only the first group's input leaves the coordinator: on a fleet whose
+/// coordinator link is slow and whose boards are fast, the mesh's plan is predicted faster
+/// than the star's.
+#[test]
+fn the_mesh_saves_the_coordinators_port() {
+    let mut cm = random_cost_model("vgg16-tiny", 6, 4, 3);
+    for b in &mut cm.boards {
+        b.link = LinkSpec { bandwidth_mbps: 20.0, latency_ms: 0.5 };
+    }
+    let star = flc(&cm, Split::MinMax, &|_, _| true);
+    let star_total: f64 = star.iter().map(|g| g.latency_s).sum();
+    cm.topology = Topology::Mesh;
+    let mesh = flc(&cm, Split::MinMax, &|_, _| true);
+    let mesh_total: f64 = mesh.iter().map(|g| g.latency_s).sum();
+    assert!(mesh_total < star_total, "mesh {mesh_total} vs star {star_total}");
+}
+
+/// A Dense layer of the tail is split when its slices on fast boards behind a fast link beat
+/// the coordinator alone, and kept whole behind a slow link.
+#[test]
+fn the_tail_is_split_where_it_pays() {
+    let mut cm = random_cost_model("vgg16-tiny", 2, 3, 4);
+    let d = legionc::cost::DenseCost { node: 99, inputs: 25088, outputs: 4096, e: vec![Fit::line(0.0, 1e-4); 3] };
+    cm.dense = vec![d];
+    for b in &mut cm.boards {
+        b.link = LinkSpec { bandwidth_mbps: 1000.0, latency_ms: 0.1 };
+    }
+    let t = tail_splits(&cm);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].cols.iter().sum::<usize>(), 4096);
+    assert!(t[0].cols.iter().all(|&c| c > 1000), "{:?}", t[0].cols);
+    assert!(cm.tail_cost(&t) < cm.tail_cost(&[]) * 0.5, "{} vs {}", cm.tail_cost(&t), cm.tail_cost(&[]));
+    for b in &mut cm.boards {
+        b.link = LinkSpec { bandwidth_mbps: 0.5, latency_ms: 20.0 };
+    }
+    assert!(tail_splits(&cm).is_empty(), "a slow link: the layer stays whole");
 }
 
 #[test]

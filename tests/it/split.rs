@@ -4,7 +4,7 @@ use crate::{full_size, zoo_model, FULL, TINY};
 use legionc::model::{reference, LoadedModel};
 use legionc::runtime::exec::{band_graph, run, runnable, section_graph};
 use legionc::runtime::halo::{group_band, GroupBand};
-use legionc::runtime::plan::{to_nchw, LocalFleet, Plan, PlanGroup, PLAN_VERSION};
+use legionc::runtime::plan::{to_nchw, LocalFleet, Plan, PlanGroup, Topology, PLAN_VERSION};
 use legionc::runtime::tract_core::prelude::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -68,12 +68,17 @@ fn rows_strategy(h: usize, boards: usize) -> impl Strategy<Value = Vec<usize>> {
     ]
 }
 
+/// A random plan: 1–8 boards, random groups and rows, star or mesh, and each Dense layer of
+/// the tail whole or split by random features.
 pub fn plan_strategy(m: &'static LoadedModel) -> impl Strategy<Value = Plan> {
     let cuts = m.ir.split_cut_points();
     (1..=8usize, flc_strategy(cuts)).prop_flat_map(move |(boards, ends)| {
         let per_group: Vec<_> = ends.iter().map(|&to| rows_strategy(m.ir.rows(to), boards)).collect();
+        let dense = legionc::strategy::splittable_dense(&m.ir);
+        let per_dense: Vec<_> = dense.iter().map(|&d| proptest::option::of(rows_strategy(m.ir.nodes[d].shape[1], boards))).collect();
         let ends = ends.clone();
-        per_group.prop_map(move |rows| {
+        (per_group, per_dense, any::<bool>()).prop_map(move |(rows, cols, mesh)| {
+            let tail = dense.iter().zip(cols).filter_map(|(&node, c)| c.map(|cols| legionc::runtime::plan::TailSplit { node, cols })).collect();
             let mut from = 0;
             let groups = ends
                 .iter()
@@ -89,8 +94,8 @@ pub fn plan_strategy(m: &'static LoadedModel) -> impl Strategy<Value = Plan> {
                 model_sha256: m.sha256.clone(),
                 boards: (0..boards).map(|i| format!("b{i}")).collect(),
                 groups,
-                topology: Default::default(),
-                tail: vec![],
+                topology: if mesh { Topology::Mesh } else { Topology::Star },
+                tail,
             }
         })
     })
@@ -167,7 +172,7 @@ fn a_halo_one_row_short_is_caught() {
         let want = expected(m, 11);
         let ends = legionc::solve::fused_groups(&m.ir, legionc::solve::Fusion::Blocks);
         let boards: Vec<(String, f64)> = (0..3).map(|i| (format!("b{i}"), 1.0)).collect();
-        let plan = legionc::solve::plan_from(&m.ir, &m.sha256, &boards, &ends).unwrap();
+        let plan = legionc::solve::plan_from(&m.ir, &m.sha256, &boards, &ends, Topology::Star).unwrap();
         let good = stitch(m, &plan, &want.input, &|_| {});
         assert_close("unmutated stitch", &good, &want.splittable).unwrap();
         let shrink_top_halo = |b: &mut GroupBand| {
@@ -192,7 +197,7 @@ fn a_halo_one_row_short_is_caught() {
 fn plans_are_validated_against_the_model() {
     let m = zoo_model("resnet18-tiny");
     let boards: Vec<(String, f64)> = vec![("a".into(), 1.0), ("b".into(), 1.0)];
-    let mut plan = legionc::solve::plan_from(&m.ir, &m.sha256, &boards, &[m.ir.split_end()]).unwrap();
+    let mut plan = legionc::solve::plan_from(&m.ir, &m.sha256, &boards, &[m.ir.split_end()], Topology::Star).unwrap();
     assert!(plan.validate(&m.ir).is_ok());
     // rows that do not add up
     plan.groups[0].rows[0] += 1;
@@ -214,8 +219,8 @@ fn plans_are_validated_against_the_model() {
 fn plan_hash_is_stable_and_sensitive() {
     let m = zoo_model("vgg16-tiny");
     let boards: Vec<(String, f64)> = vec![("a".into(), 1.0), ("b".into(), 2.0)];
-    let p1 = legionc::solve::plan_from(&m.ir, &m.sha256, &boards, &[m.ir.split_end()]).unwrap();
-    let p2 = legionc::solve::plan_from(&m.ir, &m.sha256, &boards, &[m.ir.split_end()]).unwrap();
+    let p1 = legionc::solve::plan_from(&m.ir, &m.sha256, &boards, &[m.ir.split_end()], Topology::Star).unwrap();
+    let p2 = legionc::solve::plan_from(&m.ir, &m.sha256, &boards, &[m.ir.split_end()], Topology::Star).unwrap();
     assert_eq!(p1.hash(), p2.hash());
     let back: Plan = serde_json::from_slice(&serde_json::to_vec_pretty(&p1).unwrap()).unwrap();
     assert_eq!(back.hash(), p1.hash());
