@@ -85,6 +85,10 @@ impl Fit {
             return 0.0;
         }
         let r = rows as f64;
+        if let Some(&(_, t)) = p.iter().find(|q| q.0 == r) {
+            // A measured row count: its measurement, exactly.
+            return t;
+        }
         let on = |i: usize| p[i].1 + (p[i + 1].1 - p[i].1) / (p[i + 1].0 - p[i].0) * (r - p[i].0);
         if p.len() == 1 {
             return p[0].1 * r / p[0].0;

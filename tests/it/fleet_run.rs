@@ -334,3 +334,56 @@ fn the_full_search_predicts_its_plan_from_its_groups_measured_again() {
     // the checks are counted in the full search's profiling
     assert_eq!(report["profiling"]["measured"].as_u64().unwrap() as usize, searched + checks.len(), "{report}");
 }
+
+/// The boards' own wire for both topologies and a split tail: a plan whose every Dense layer
+/// of the tail is split over three emulated boards answers as tract does, star and mesh; the
+/// mesh's boards send each other rows; each board's compiled model file holds only its slice.
+#[test]
+fn a_split_tail_verifies_on_emulated_boards_in_both_topologies() {
+    use legionc::runtime::plan::{TailSplit, Topology};
+    let mut f = TestFleet::emulated("tail", "vgg16-tiny", 28450, &[1.0, 0.5, 0.5]).with_strategy("proportional");
+    f.compile();
+    let fleet = f.fleet();
+    let m = zoo_model("vgg16-tiny");
+    let dense = legionc::strategy::splittable_dense(&m.ir);
+    assert!(dense.len() >= 2, "vgg16-tiny has a dense tail: {dense:?}");
+    let x = legionc::model::reference::random_input(&m.ir.user_input_shape(), 5);
+    let want = legionc::model::reference::run(&m.onnx, &x).unwrap();
+    let model_file = f.dir.path("all.bin");
+    std::fs::write(&model_file, legionc::runtime::modelfile::write(&m.ir, &|_| true)).unwrap();
+    let compiled = codegen::compiled_plan(&fleet).unwrap();
+    for topology in [Topology::Star, Topology::Mesh] {
+        let mut plan = compiled.clone();
+        plan.topology = topology;
+        plan.tail = dense.iter().map(|&node| TailSplit { node, cols: solve::proportional_rows(m.ir.nodes[node].shape[1], &[1.0, 2.0, 1.0]) }).collect();
+        plan.validate(&m.ir).unwrap();
+        let plan_file = f.dir.path(&format!("{topology}.plan.json"));
+        std::fs::write(&plan_file, serde_json::to_vec(&plan).unwrap()).unwrap();
+        legionc::deploy::up_emulated_with(&fleet, &plan, &legionc::deploy::Launch::PlanFile { plan: &plan_file, model: &model_file }, true).unwrap();
+        f.up = true;
+        let got = legionc::run::infer(&fleet, &plan, &x);
+        legionc::deploy::down(&fleet).unwrap();
+        f.up = false;
+        let (y, report, _) = got.unwrap();
+        legionc::model::reference::check(&y, &want, &format!("{topology} with a split tail")).unwrap();
+        assert_eq!(report.tail_split.len(), dense.len(), "{report:?}");
+        assert!(report.tail_split.iter().all(|t| t.len() == 3), "{report:?}");
+        let peer_rows = report.groups.iter().flatten().filter(|t| !t.sent_to.is_empty()).count();
+        if topology == Topology::Mesh && plan.groups.len() > 1 {
+            assert!(peer_rows > 0, "no board sent another rows: {report:?}");
+        } else {
+            assert_eq!(peer_rows, 0, "{topology}: {report:?}");
+        }
+        // Each board's model file, as compile writes it for this plan: only its slices.
+        let files = codegen::render(&fleet, m, &plan).unwrap();
+        for (b, board) in fleet.boards.iter().enumerate() {
+            let bytes = &files.iter().find(|o| o.path == Path::new(&board.name).join("model.bin")).unwrap().bytes;
+            let held = legionc::runtime::modelfile::read(bytes).unwrap();
+            for t in &plan.tail {
+                let legionc::runtime::ir::Op::Dense { weight, .. } = &held.nodes[t.node].op else { panic!("node {} is not Dense", t.node) };
+                let k = m.ir.nodes[t.node - 1].shape[1];
+                assert_eq!((weight.shape.clone(), weight.len()), (vec![k, t.cols[b]], k * t.cols[b]), "board {b}, node {}", t.node);
+            }
+        }
+    }
+}
