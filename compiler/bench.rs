@@ -181,65 +181,69 @@ fn cpu_seconds(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(legion_runtime::link::thread_cpu_time().saturating_sub(t).as_secs_f64())
 }
 
-/// Predict a plan's latency on an emulated fleet the way its boards behave: every band's
-/// compute is its CPU time here ÷ the twin's speed; scatter and gather queue on the
-/// coordinator's port at min(coordinator, board) bandwidth plus latency; the coordinator
-/// computes its own band meanwhile; the tail runs on the coordinator.
+/// Predict a plan's latency on an emulated fleet from the emulation's parameters: every
+/// band's compute (and every slice of a split tail layer, and the coordinator's tail) is its
+/// CPU time here ÷ the twin's speed; transfers and their order are the cost model's, in the
+/// plan's topology (`cost::CostModel` with these times as its measurements: the one network
+/// model the emulation runs too).
 pub fn predict_fleet_latency(fleet: &crate::fleet::Fleet, m: &LoadedModel, plan: &legion_runtime::plan::Plan) -> Result<FleetPrediction> {
-    use legion_runtime::exec::{run, runnable, section_graph};
-    use legion_runtime::wire::HEADER_LEN;
+    use crate::cost::{BoardCost, CostModel, DenseCost, Fit};
+    use legion_runtime::exec::{dense_slice, run, runnable, section_graph};
     let c = fleet.coordinator;
-    let coord = &fleet.boards[c];
     let mut exec = BandExecutor::new(m.ir.clone());
-    let mut groups = Vec::new();
+    let mut group_e = std::collections::HashMap::new();
     for g in &plan.groups {
-        let in_shape = &m.ir.nodes[g.from].shape;
-        let out_shape = &m.ir.nodes[g.to].shape;
-        let row_bytes = |s: &[usize]| 4 * s[1] * s[3];
-        let mut coord_compute = 0.0;
-        let mut remote = Vec::new(); // (board, in bytes, out bytes, compute)
         for (b, out) in g.bands().into_iter().enumerate() {
             if out.is_empty() {
                 continue;
             }
             let band = exec.prepare(g.group(), out)?.0.clone();
-            let mut shape = in_shape.clone();
+            let mut shape = m.ir.nodes[g.from].shape.clone();
             shape[2] = band.input.len();
             let input = reference::random_input(&shape, 1);
             let cpu = cpu_seconds(|| exec.run_band(g.group(), out, input.clone()).map(|_| ()))?;
-            let compute = cpu / fleet.boards[b].nominal_speed();
-            if b == c {
-                coord_compute = compute;
-            } else {
-                remote.push((b, HEADER_LEN + band.input.len() * row_bytes(in_shape), HEADER_LEN + out.len() * row_bytes(out_shape), compute));
-            }
+            group_e.insert((g.group(), b), Fit::from_points(&[(out.len(), cpu / fleet.boards[b].nominal_speed())]));
         }
-        let path = |b: usize| coord.link.between(&fleet.boards[b].link);
-        let mut tx_free = 0.0f64;
-        let mut done: Vec<(f64, usize, usize)> = remote
-            .iter()
-            .map(|&(b, bytes_in, bytes_out, compute)| {
-                tx_free += path(b).busy_s(bytes_in);
-                (tx_free + path(b).latency_s() + compute, b, bytes_out)
-            })
-            .collect();
-        done.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut rx_free = 0.0f64;
-        let mut finish = coord_compute;
-        for (ready, b, bytes_out) in done {
-            rx_free = rx_free.max(ready) + path(b).busy_s(bytes_out);
-            finish = finish.max(rx_free + path(b).latency_s());
-        }
-        groups.push(finish);
     }
     let end = m.ir.split_end();
-    let tail = if end < m.ir.output() {
+    let tail_s = if end < m.ir.output() {
         let t = runnable(section_graph(&m.ir, end, m.ir.output())?)?;
         let x = reference::random_input(&m.ir.nodes[end].shape, 1);
-        cpu_seconds(|| run(&t, x.clone()).map(|_| ()))? / coord.nominal_speed()
+        cpu_seconds(|| run(&t, x.clone()).map(|_| ()))? / fleet.boards[c].nominal_speed()
     } else {
         0.0
     };
+    // The plan's split tail layers: each board's slice timed, and the layer whole on the
+    // coordinator (what the tail's time holds of it).
+    let mut dense = Vec::new();
+    for t in &plan.tail {
+        let x = reference::random_input(&m.ir.nodes[t.node - 1].shape, 1);
+        let mut e = Vec::new();
+        for (b, cols) in t.bands().into_iter().enumerate() {
+            let mut points = Vec::new();
+            for cols in [cols, legion_runtime::halo::Rows::new(0, m.ir.nodes[t.node].shape[1])] {
+                if !cols.is_empty() && (b == c || cols.len() == t.cols[b]) {
+                    let r = dense_slice(&m.ir, t.node, cols)?;
+                    points.push((cols.len(), cpu_seconds(|| run(&r, x.clone()).map(|_| ()))? / fleet.boards[b].nominal_speed()));
+                }
+            }
+            e.push(Fit::from_points(&points));
+        }
+        dense.push(DenseCost { node: t.node, inputs: m.ir.nodes[t.node - 1].shape.iter().product(), outputs: m.ir.nodes[t.node].shape[1], e });
+    }
+    let cm = CostModel {
+        model: m.ir.clone(),
+        cuts: m.ir.split_cut_points(),
+        boards: fleet.boards.iter().map(|b| BoardCost { name: b.name.clone(), link: b.link, e: vec![] }).collect(),
+        coordinator: c,
+        tail_s,
+        group_e: Some(group_e),
+        topology: plan.topology,
+        dense,
+    };
+    let chosen: Vec<(Group, Vec<usize>)> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
+    let groups: Vec<f64> = cm.groups_cost(&chosen).iter().map(|g| g.latency_s).collect();
+    let tail = cm.tail_cost(&plan.tail);
     let total = groups.iter().sum::<f64>() + tail;
     Ok(FleetPrediction { groups, tail, total })
 }
