@@ -357,7 +357,15 @@ pub struct StrategyRow {
     pub frame: legion_runtime::board::FrameReport,
     /// The plan's output against tract's single run: max |diff| ÷ max |output| (checked ≤ 1e-4).
     pub max_rel_diff: f32,
+    /// The median frame's overruns (real time beyond the twins' times) ÷ its latency: what the
+    /// emulation could not hide. Figures above [`OVERRUN_MARK`] are marked.
+    pub overrun_share: f64,
+    /// The median frame's total wait for compute slots (hidden inside the twins' times).
+    pub slot_wait_s: f64,
 }
+
+/// Overruns above this share of a frame's latency mark its figures.
+pub const OVERRUN_MARK: f64 = 0.02;
 
 /// Which binaries run the plans being compared.
 #[derive(Clone, Copy)]
@@ -471,6 +479,8 @@ pub fn strategies(
                 Boards::Compiled => "plan.json loaded by the compiled board binaries",
                 Boards::Generic { .. } => "fleet and plan loaded from JSON by the generic board binary",
             },
+            overrun_share: frame.overrun_s / measured,
+            slot_wait_s: frame.slot_wait_s,
             frame,
             max_rel_diff,
         });
@@ -497,13 +507,13 @@ pub fn strategies(
 pub fn format_strategies(rows: &[StrategyRow], single: f64) -> String {
     let mut s = format!("fastest single board: {:.1} ms\n", single * 1e3);
     s += &format!(
-        "{:<13} {:>7} {:>12} {:>12} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
-        "strategy", "groups", "measured ms", "predicted ms", "pred/meas", "speedup", "vs fss", "trials", "board-s", "solve ms"
+        "{:<13} {:>7} {:>12} {:>12} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9} {:>9}\n",
+        "strategy", "groups", "measured ms", "predicted ms", "pred/meas", "speedup", "vs fss", "trials", "board-s", "solve ms", "overrun"
     );
     let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
     for r in rows {
         s += &format!(
-            "{:<13} {:>7} {:>12.1} {:>12} {:>8} {:>8.2} {:>8} {:>8} {:>10.1} {:>9.2}\n",
+            "{:<13} {:>7} {:>12.1} {:>12} {:>8} {:>8.2} {:>8} {:>8} {:>10.1} {:>9.2} {:>8.1}%{}\n",
             r.strategy,
             r.groups,
             r.measured_latency_s * 1e3,
@@ -513,8 +523,13 @@ pub fn format_strategies(rows: &[StrategyRow], single: f64) -> String {
             opt(r.ratio_to_fss, &|p| format!("{p:.3}")),
             r.profiling_trials,
             r.profiling_board_seconds,
-            r.solve_seconds * 1e3
+            r.solve_seconds * 1e3,
+            r.overrun_share * 1e2,
+            if r.overrun_share > OVERRUN_MARK { " (!)" } else { "" }
         );
+    }
+    if rows.iter().any(|r| r.overrun_share > OVERRUN_MARK) {
+        s += &format!("(!) frames overran their twins' times by more than {:.0} % of the latency: this machine could not emulate the fleet faithfully\n", OVERRUN_MARK * 1e2);
     }
     s
 }

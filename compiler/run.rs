@@ -285,6 +285,14 @@ pub fn breakdown(report: &FrameReport, plan: &Plan) -> String {
     }
     let split = if plan.tail.is_empty() { String::new() } else { format!(" ({} layers split by output features, f: features)", plan.tail.len()) };
     let _ = writeln!(s, "tail on the coordinator: {:.1} ms{split}", report.tail_s * 1e3);
+    let _ = writeln!(
+        s,
+        "coordinator's own work (split, gather): {:.1} ms; waits for a compute slot: {:.1} ms; overruns: {:.1} ms ({:.2} % of the frame)",
+        report.coordinator_s * 1e3,
+        report.slot_wait_s * 1e3,
+        report.overrun_s * 1e3,
+        report.overrun_s / report.total_s.max(1e-9) * 1e2
+    );
     s
 }
 

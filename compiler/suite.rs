@@ -285,8 +285,16 @@ pub fn write_outputs(s: &Suite, out: &Path) -> Result<()> {
         }
     }
     for m in &models {
-        let bars: Vec<Bar> = s.rows.iter().filter(|r| r.model == *m).map(|r| Bar { group: r.fleet.clone(), series: r.row.strategy.clone(), value: r.row.speedup }).collect();
-        let svg = figures::speedup_bars(&format!("{m}: speedup over the fastest single board"), "fleet (F: Firefly-RK3399 twin, O: Odroid-XU4 twin)", &s.strategies, &bars)?;
+        // A fleet any of whose frames overran its twins' times by more than 2 % is marked.
+        let overran = |fleet: &str| s.rows.iter().any(|r| r.model == *m && r.fleet == fleet && r.row.overrun_share > crate::bench::OVERRUN_MARK);
+        let bars: Vec<Bar> = s
+            .rows
+            .iter()
+            .filter(|r| r.model == *m)
+            .map(|r| Bar { group: if overran(&r.fleet) { format!("{}*", r.fleet) } else { r.fleet.clone() }, series: r.row.strategy.clone(), value: r.row.speedup })
+            .collect();
+        let mark = if bars.iter().any(|b| b.group.ends_with('*')) { " (*: frames overran > 2 %)" } else { "" };
+        let svg = figures::speedup_bars(&format!("{m}: speedup over the fastest single board{mark}"), "fleet (F: Firefly-RK3399 twin, O: Odroid-XU4 twin)", &s.strategies, &bars)?;
         crate::write_atomic(&out.join(format!("speedup-{m}.svg")), svg.as_bytes())?;
     }
     if let Some(g) = &s.gantt {
@@ -345,7 +353,7 @@ pub fn markdown(s: &Suite, prefix: &str) -> String {
             md += &format!("| {f} |");
             for st in &s.strategies {
                 md += &match get(st) {
-                    Some(r) => format!(" {:.2}× ({:.0}) |", r.row.speedup, r.row.measured_latency_s * 1e3),
+                    Some(r) => format!(" {:.2}× ({:.0}){} |", r.row.speedup, r.row.measured_latency_s * 1e3, if r.row.overrun_share > crate::bench::OVERRUN_MARK { " ⚠" } else { "" }),
                     None => " – |".into(),
                 };
             }
@@ -361,6 +369,8 @@ pub fn markdown(s: &Suite, prefix: &str) -> String {
                 }
             );
         }
+        let worst = s.rows.iter().filter(|r| r.model == m).map(|r| r.row.overrun_share).fold(0.0, f64::max);
+        md += &format!("\nEmulation: the largest overrun of a median frame (real time beyond the twins' times) was {:.2} % of its latency{}.\n", worst * 1e2, if worst > crate::bench::OVERRUN_MARK { "; ⚠ marks figures above 2 %" } else { "" });
         md += &format!("\n![speedup, {m}]({prefix}speedup-{m}.svg)\n\n");
     }
     if let Some(g) = &s.gantt {

@@ -3,7 +3,7 @@
 
 use crate::exec::{run, runnable, section_graph, BandExecutor, Runnable};
 use crate::ir::Model;
-use crate::link::{compute, Link, LinkSpec};
+use crate::link::{compute_accounted, Computed, Link, LinkSpec};
 use crate::halo::Rows;
 use crate::mesh::{expected, pieces, redistribution, Redistribution};
 use crate::plan::{concat_features, gather, hex, scatter, tail_stages, to_nchw, Plan, TailStage, Topology};
@@ -154,9 +154,25 @@ pub struct BandTiming {
     pub compute_s: f64,
     /// Gather: from the end of compute until the output band arrived (mesh: last group only).
     pub recv_s: f64,
-    /// Mesh: rows this board sent other boards after computing this band, and the bytes.
+    /// Mesh: the boards this board sent rows of this band to, and the rows.
     #[serde(default)]
     pub sent_to: Vec<(String, (usize, usize))>,
+    /// Emulated boards: time the computation waited for one of this machine's compute slots
+    /// (hidden inside the twin's time unless it overran).
+    #[serde(default)]
+    pub slot_wait_s: f64,
+    /// Emulated boards: real time beyond the twin's time (what the emulation could not hide).
+    #[serde(default)]
+    pub overrun_s: f64,
+}
+
+impl BandTiming {
+    /// The computation's time, slot wait and overrun.
+    pub fn account(&mut self, c: &Computed) {
+        self.compute_s = c.took.as_secs_f64();
+        self.slot_wait_s = c.slot_wait.as_secs_f64();
+        self.overrun_s = c.overrun.as_secs_f64();
+    }
 }
 
 /// The coordinator's report of one frame.
@@ -174,6 +190,29 @@ pub struct FrameReport {
     #[serde(default)]
     pub tail_split: Vec<Vec<BandTiming>>,
     pub total_s: f64,
+    /// The coordinator's own work outside bands (split, gather, concatenation), charged at
+    /// its twin's speed on an emulated board.
+    #[serde(default)]
+    pub coordinator_s: f64,
+    /// Over every computation of the frame (bands, slices, the tail, the coordinator's work):
+    /// time spent waiting for a compute slot, and overruns (see [`BandTiming`]).
+    #[serde(default)]
+    pub slot_wait_s: f64,
+    #[serde(default)]
+    pub overrun_s: f64,
+}
+
+impl FrameReport {
+    /// Add up the slot waits and overruns of every timing in the report.
+    fn account(&mut self, own: &[Computed]) {
+        let timings = self.groups.iter().chain(&self.tail_split).flatten();
+        let (mut wait, mut over) = timings.fold((0.0, 0.0), |(w, o), t| (w + t.slot_wait_s, o + t.overrun_s));
+        for c in own {
+            wait += c.slot_wait.as_secs_f64();
+            over += c.overrun.as_secs_f64();
+        }
+        (self.slot_wait_s, self.overrun_s) = (wait, over);
+    }
 }
 
 /// What the compute thread runs: this board's band of a group, a section of the tail (the
@@ -186,10 +225,10 @@ enum Work {
     Slice { split: usize, input: Tensor },
 }
 
-type Computed = Result<(Tensor, Duration)>;
+type Done = Result<(Tensor, Computed)>;
 
 /// Work for the compute thread, with where its result goes.
-type ComputeJob = (Work, std::sync::mpsc::Sender<Computed>);
+type ComputeJob = (Work, std::sync::mpsc::Sender<Done>);
 /// Where work is handed to the compute thread.
 type ComputeQueue = std::sync::mpsc::Sender<ComputeJob>;
 
@@ -252,21 +291,21 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail) -> Resu
             let done = match work {
                 Work::Band { group, input } => match groups.get(group) {
                     Some(g) => {
-                        let (out, took) = compute(speed, || exec.run_band(g.group(), g.bands()[index], input));
+                        let (out, took) = compute_accounted(speed, || exec.run_band(g.group(), g.bands()[index], input));
                         out.map(|y| (y, took))
                     }
                     None => Err(anyhow!("the plan has no group {group}")),
                 },
                 Work::Tail { stage, input } => match tail.sections.get(&stage) {
                     Some((r, _)) => {
-                        let (y, took) = compute(speed, || run(r, input));
+                        let (y, took) = compute_accounted(speed, || run(r, input));
                         y.map(|y| (y, took))
                     }
                     None => Err(anyhow!("this board has no stage {stage} of the tail")),
                 },
                 Work::Slice { split, input } => match tail.slices.get(&split) {
                     Some((r, _)) => {
-                        let (y, took) = compute(speed, || run(r, input));
+                        let (y, took) = compute_accounted(speed, || run(r, input));
                         y.map(|y| (y, took))
                     }
                     None => Err(anyhow!("this board has no slice of split layer {split} of the tail")),
@@ -436,7 +475,7 @@ pub fn serve(cfg: BoardConfig, model: Model, listen: &str) -> Result<()> {
 
 impl Board {
     /// Run `work` on the compute thread; returns its result and the emulated compute time.
-    fn on_compute_thread(&self, work: Work) -> Computed {
+    fn on_compute_thread(&self, work: Work) -> Done {
         let (tx, rx) = std::sync::mpsc::channel();
         let stopped = || anyhow!("board {}: the compute thread has stopped", self.cfg.board);
         self.compute.send((work, tx)).map_err(|_| stopped())?;
@@ -495,8 +534,8 @@ impl Board {
                 }
                 Kind::Band => self.band(&msg),
                 Kind::TailSlice => self.slice(&msg),
-                Kind::MeshFrame => self.mesh_frame(&msg, &mut stream).map(|()| None),
-                Kind::Infer => self.infer(&msg, &mut stream).map(|()| None),
+                Kind::MeshFrame => self.mesh_frame(&msg, &mut stream).map(|()| vec![]),
+                Kind::Infer => self.infer(&msg, &mut stream).map(|()| vec![]),
                 Kind::Shutdown => {
                     eprintln!("board {}: shutdown requested", self.cfg.board);
                     let _ = stream.shutdown(Shutdown::Both);
@@ -505,42 +544,50 @@ impl Board {
                 k => Err(anyhow!("unexpected {k:?} message")),
             };
             match reply {
-                Ok(Some(m)) => m.send(&mut stream)?,
-                Ok(None) => {}
+                Ok(msgs) => {
+                    for m in msgs {
+                        m.send(&mut stream)?;
+                    }
+                }
                 Err(e) => Message::text(Kind::Error, self.plan_hash, h.frame, &format!("board {}: {e:#}", self.cfg.board)).send(&mut stream)?,
             }
         }
     }
 
     /// Run one band (a worker's job) with the board's emulated speed.
-    fn run_band(&self, group: usize, input: Tensor) -> Result<(Tensor, Duration)> {
+    fn run_band(&self, group: usize, input: Tensor) -> Done {
         self.on_compute_thread(Work::Band { group, input })
     }
 
-    fn band(&self, msg: &Message) -> Result<Option<Message>> {
+    fn band(&self, msg: &Message) -> Result<Vec<Message>> {
         let h = &msg.header;
         self.shape_receive(self.cfg.coordinator, msg.wire_len());
         let (out, took) = self.run_band(h.group as usize, msg.to_tensor()?)?;
-        let mut reply = Message::tensor(Kind::BandResult, self.plan_hash, h.frame, h.group, h.rows, &out)?;
-        reply.header.aux = took.as_micros() as u64;
+        self.result_and_timing(h, &out, took)
+    }
+
+    /// A worker's answer to a band or a slice: the result (aux: compute time in µs), then its
+    /// timing (compute, slot wait, overrun) as a report.
+    fn result_and_timing(&self, h: &crate::wire::Header, out: &Tensor, took: Computed) -> Result<Vec<Message>> {
+        let mut reply = Message::tensor(Kind::BandResult, self.plan_hash, h.frame, h.group, h.rows, out)?;
+        reply.header.aux = took.took.as_micros() as u64;
         self.shape_send(self.cfg.coordinator, reply.wire_len());
-        Ok(Some(reply))
+        let mut t = BandTiming::default();
+        t.account(&took);
+        Ok(vec![reply, Message::text(Kind::Report, self.plan_hash, h.frame, &serde_json::to_string(&t)?)])
     }
 
     /// A worker's slice of a split layer of the tail.
-    fn slice(&self, msg: &Message) -> Result<Option<Message>> {
+    fn slice(&self, msg: &Message) -> Result<Vec<Message>> {
         let h = &msg.header;
         self.shape_receive(self.cfg.coordinator, msg.wire_len());
         let (out, took) = self.on_compute_thread(Work::Slice { split: h.group as usize, input: msg.to_tensor()? })?;
-        let mut reply = Message::tensor(Kind::BandResult, self.plan_hash, h.frame, h.group, h.rows, &out)?;
-        reply.header.aux = took.as_micros() as u64;
-        self.shape_send(self.cfg.coordinator, reply.wire_len());
-        Ok(Some(reply))
+        self.result_and_timing(h, &out, took)
     }
 
     /// A split Dense layer of the tail: its input to every board with features, their slices
     /// back (the coordinator computes its own meanwhile), concatenated in board order.
-    fn split_layer(&self, frame: u64, k: usize, x: Tensor, report: &mut FrameReport) -> Result<Tensor> {
+    fn split_layer(&self, frame: u64, k: usize, x: Tensor, report: &mut FrameReport, own: &mut Vec<Computed>) -> Result<Tensor> {
         let split = &self.cfg.plan.tail[k];
         let results: Vec<Result<(Tensor, BandTiming)>> = std::thread::scope(|s| {
             let handles: Vec<_> = split
@@ -554,7 +601,7 @@ impl Board {
                         let mut t = BandTiming { board: self.cfg.peers[b].name.clone(), rows: (cols.start, cols.end), ..Default::default() };
                         let y = if b == self.cfg.index {
                             let (y, took) = self.on_compute_thread(Work::Slice { split: k, input: x.clone() })?;
-                            t.compute_s = took.as_secs_f64();
+                            t.account(&took);
                             y
                         } else {
                             self.remote(b, Kind::TailSlice, frame, k, (cols.start, cols.end), x, &mut t)?
@@ -573,7 +620,16 @@ impl Board {
             timings.push(t);
         }
         report.tail_split.push(timings);
-        concat_features(parts)
+        self.charge(report, own, || concat_features(parts))
+    }
+
+    /// The coordinator's own work (split, gather, concatenation): on an emulated board,
+    /// computed holding a slot and charged at its twin's speed, like any computation.
+    fn charge<R>(&self, report: &mut FrameReport, own: &mut Vec<Computed>, f: impl FnOnce() -> R) -> R {
+        let (r, c) = compute_accounted(self.cfg.speed, f);
+        report.coordinator_s += c.took.as_secs_f64();
+        own.push(c);
+        r
     }
 
     /// An emulated board holds what it sends to board `to` until its port has let it go.
@@ -639,7 +695,7 @@ impl Board {
                 let mut t = BandTiming { board: self.cfg.board.clone(), rows: (out.start, out.end), ..Default::default() };
                 t.send_s = ready.elapsed().as_secs_f64();
                 let (y, took) = self.run_band(gi, input)?;
-                t.compute_s = took.as_secs_f64();
+                t.account(&took);
                 ready = Instant::now();
                 let band = (out, y);
                 if let Some(Some(next)) = self.exchanges.get(gi + 1) {
@@ -688,20 +744,26 @@ impl Board {
         let t0 = Instant::now();
         let x = to_nchw(&self.model, msg.to_tensor()?)?;
         let mut report = FrameReport { frame, plan: self.cfg.plan.hash(), ..Default::default() };
+        let mut own = Vec::new();
         let x = match self.cfg.plan.topology {
-            Topology::Star => self.star_groups(frame, x, &mut report)?,
-            Topology::Mesh => self.mesh_groups(frame, x, t0, &mut report)?,
+            Topology::Star => self.star_groups(frame, x, &mut report, &mut own)?,
+            Topology::Mesh => self.mesh_groups(frame, x, t0, &mut report, &mut own)?,
         };
         let tt = Instant::now();
         let mut out = x;
         for (stage, s) in tail_stages(&self.model, &self.cfg.plan).into_iter().enumerate() {
             out = match s {
-                TailStage::Local { .. } => self.on_compute_thread(Work::Tail { stage, input: out })?.0,
-                TailStage::Split(k) => self.split_layer(frame, k, out, &mut report)?,
+                TailStage::Local { .. } => {
+                    let (y, c) = self.on_compute_thread(Work::Tail { stage, input: out })?;
+                    own.push(c);
+                    y
+                }
+                TailStage::Split(k) => self.split_layer(frame, k, out, &mut report, &mut own)?,
             };
         }
         report.tail_s = tt.elapsed().as_secs_f64();
         report.total_s = t0.elapsed().as_secs_f64();
+        report.account(&own);
         Message::tensor(Kind::InferResult, self.plan_hash, frame, 0, (0, 0), &out)?.send(client)?;
         Message::text(Kind::Report, self.plan_hash, frame, &serde_json::to_string(&report)?).send(client)?;
         Ok(())
@@ -709,10 +771,10 @@ impl Board {
 
     /// Star: every group's bands out from the coordinator and back (split, scatter in
     /// parallel, gather).
-    fn star_groups(&self, frame: u64, mut x: Tensor, report: &mut FrameReport) -> Result<Tensor> {
+    fn star_groups(&self, frame: u64, mut x: Tensor, report: &mut FrameReport, own: &mut Vec<Computed>) -> Result<Tensor> {
         for (gi, g) in self.cfg.plan.groups.iter().enumerate() {
             let tg = Instant::now();
-            let inputs = scatter(&self.model, g, &x)?;
+            let inputs = self.charge(report, own, || scatter(&self.model, g, &x))?;
             let bands = g.bands();
             let results: Vec<Result<(Option<(Rows, Tensor)>, BandTiming)>> = std::thread::scope(|s| {
                 let handles: Vec<_> = inputs
@@ -725,7 +787,7 @@ impl Board {
                             let mut t = BandTiming { board: self.cfg.peers[b].name.clone(), rows: (out.start, out.end), ..Default::default() };
                             let y = if b == self.cfg.index {
                                 let (y, took) = self.run_band(gi, input)?;
-                                t.compute_s = took.as_secs_f64();
+                                t.account(&took);
                                 y
                             } else {
                                 self.remote_band(b, frame, gi, (out.start, out.end), &input, &mut t)?
@@ -743,7 +805,7 @@ impl Board {
                 parts.push(y);
                 timings.push(t);
             }
-            x = gather(parts)?;
+            x = self.charge(report, own, || gather(parts))?;
             report.groups.push(timings);
             report.group_s.push(tg.elapsed().as_secs_f64());
         }
@@ -754,13 +816,13 @@ impl Board {
     /// exchange rows between groups themselves ([`Board::mesh_part`], the coordinator's own
     /// part included); their bands of the last group come back and are gathered. The first
     /// failure gives the frame up at once: the other boards' connections are shut down.
-    fn mesh_groups(&self, frame: u64, x: Tensor, t0: Instant, report: &mut FrameReport) -> Result<Tensor> {
+    fn mesh_groups(&self, frame: u64, x: Tensor, t0: Instant, report: &mut FrameReport, own: &mut Vec<Computed>) -> Result<Tensor> {
         let groups = &self.cfg.plan.groups;
         if groups.is_empty() {
             return Ok(x);
         }
         let me = self.cfg.index;
-        let mut first = scatter(&self.model, &groups[0], &x)?;
+        let mut first = self.charge(report, own, || scatter(&self.model, &groups[0], &x))?;
         let active: Vec<usize> = (0..self.cfg.peers.len()).filter(|&b| groups.iter().any(|g| g.rows[b] > 0)).collect();
         type Part = (Option<(Rows, Tensor)>, Vec<Option<BandTiming>>, f64);
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Part>)>();
@@ -828,7 +890,7 @@ impl Board {
         for part in parts.into_iter().flatten() {
             last.push(part.0);
         }
-        gather(last)
+        self.charge(report, own, || gather(last))
     }
 
     /// The coordinator's side of a worker's mesh frame: its first input out, its last band and
@@ -886,7 +948,10 @@ impl Board {
                 bail!("{}", reply.as_text());
             }
             ensure!(reply.header.kind == Kind::BandResult && reply.header.frame == frame, "unexpected {:?} reply", reply.header.kind);
-            t.compute_s = reply.header.aux as f64 / 1e6;
+            let rep = Message::recv(&mut stream)?.ok_or_else(|| anyhow!("connection closed mid-frame"))?;
+            ensure!(rep.header.kind == Kind::Report, "unexpected {:?} instead of the timing", rep.header.kind);
+            let worker: BandTiming = serde_json::from_slice(&rep.payload)?;
+            (t.compute_s, t.slot_wait_s, t.overrun_s) = (worker.compute_s, worker.slot_wait_s, worker.overrun_s);
             self.shape_receive(b, reply.wire_len());
             t.recv_s = (tr.elapsed().as_secs_f64() - t.compute_s).max(0.0);
             reply.to_tensor()

@@ -186,9 +186,17 @@ pub fn thread_cpu_time() -> Duration {
 /// timed by the thread's CPU time corrected for the machine's drift ([`drift`]). Returns f's
 /// result and that time, this machine's core at its calibrated speed.
 pub fn emulated_cpu<R>(f: impl FnOnce() -> R) -> (R, Duration) {
+    let (r, cpu, _) = emulated_cpu_slotted(f);
+    (r, cpu)
+}
+
+/// [`emulated_cpu`], and how long it waited for its compute slot.
+fn emulated_cpu_slotted<R>(f: impl FnOnce() -> R) -> (R, Duration, Duration) {
+    let asked = Instant::now();
     let _slot = emulation_slot();
+    let wait = asked.elapsed();
     let t = drift::timed(drift::enabled(), f);
-    (t.result, t.cpu.mul_f64(t.scale))
+    (t.result, t.cpu.mul_f64(t.scale), wait)
 }
 
 /// Run `f` and return its result and the compute time of a board of relative `speed` (1.0:
@@ -196,29 +204,53 @@ pub fn emulated_cpu<R>(f: impl FnOnce() -> R) -> (R, Duration) {
 /// a real board, wall time. The board's runtime ([`compute`]) and the probe both time their
 /// runs here, so that a profile measures what a plan will take.
 pub fn measure<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration) {
+    let (r, t, _) = measure_slotted(speed, f);
+    (r, t)
+}
+
+fn measure_slotted<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration, Duration) {
     match speed {
         None => {
             let wall = Instant::now();
             let r = f();
-            (r, wall.elapsed())
+            (r, wall.elapsed(), Duration::ZERO)
         }
         Some(speed) => {
-            let (r, used) = emulated_cpu(f);
-            (r, used.div_f64(speed))
+            let (r, used, wait) = emulated_cpu_slotted(f);
+            (r, used.div_f64(speed), wait)
         }
     }
+}
+
+/// How an emulated computation went: the twin's time, and what the emulation could not hide.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Computed {
+    /// What the computation took: the twin's time, or longer if it overran.
+    pub took: Duration,
+    /// Time spent waiting for a compute slot of this machine (inside `took` unless it overran).
+    pub slot_wait: Duration,
+    /// Real time beyond the twin's time: the waiting and computing here took longer than the
+    /// twin would have. Zero on a real board.
+    pub overrun: Duration,
 }
 
 /// Run `f` as a board of relative `speed` would: [`measure`], then, for an emulated board,
 /// sleep until its twin would be done. Returns f's result and the compute time.
 pub fn compute<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration) {
+    let (r, c) = compute_accounted(speed, f);
+    (r, c.took)
+}
+
+/// [`compute`], with the slot wait and any overrun accounted.
+pub fn compute_accounted<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Computed) {
     let wall = Instant::now();
-    let (r, twin) = measure(speed, f);
+    let (r, twin, slot_wait) = measure_slotted(speed, f);
     let elapsed = wall.elapsed();
     if twin > elapsed {
         std::thread::sleep(twin - elapsed);
     }
-    (r, twin.max(elapsed))
+    let overrun = if speed.is_some() { elapsed.saturating_sub(twin) } else { Duration::ZERO };
+    (r, Computed { took: twin.max(elapsed), slot_wait, overrun })
 }
 
 /// Compute slots on this machine: one core fewer than it has (at least one). The core left
