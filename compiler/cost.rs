@@ -454,7 +454,7 @@ fn wire(payload: usize) -> usize {
 impl CostModel {
     /// The prediction of a plan, written out: per group and board the rows (and input rows
     /// with the halo), S, every segment's E with its alpha, R; the group latencies, the tail.
-    pub fn explain(&self, groups: &[(Group, Vec<usize>)]) -> String {
+    pub fn explain(&self, groups: &[(Group, Vec<usize>)], tail: &[legion_runtime::plan::TailSplit]) -> String {
         let mut s = format!("topology: {}\n", self.topology);
         let mut total = 0.0;
         let costs = self.groups_cost(groups);
@@ -496,7 +496,11 @@ impl CostModel {
                 s += &format!("      E by segment (end value:rows alpha time): {}\n", parts.join(", "));
             }
         }
-        s += &format!("tail on {}: {:.1} ms\npredicted total: {:.1} ms\n", self.boards[self.coordinator].name, self.tail_s * 1e3, (total + self.tail_s) * 1e3);
+        for t in tail {
+            s += &format!("tail layer {} split by output features {:?}\n", t.node, t.cols);
+        }
+        let tail_s = self.tail_cost(tail);
+        s += &format!("tail on {}: {:.1} ms\npredicted total: {:.1} ms\n", self.boards[self.coordinator].name, tail_s * 1e3, (total + tail_s) * 1e3);
         s
     }
 }

@@ -102,9 +102,10 @@ pub fn speedup_bars(title: &str, x_desc: &str, series: &[String], bars: &[Bar]) 
     Ok(svg)
 }
 
-/// The Gantt chart of one measured frame: for each group, each board with rows receives its
-/// input band, computes, sends its output back; the groups follow one another; the tail runs
-/// on the coordinator.
+/// The Gantt chart of one measured frame. Star: for each group, each board with rows
+/// receives its input band, computes, sends its output back; the groups follow one another.
+/// Mesh: every board on its own clock waits for its rows, computes, and sends rows on (lines
+/// from board to board); the last bands go back. Then the tail on the coordinator.
 pub fn gantt(g: &Gantt) -> Result<String> {
     let f = &g.frame;
     let boards: Vec<String> = if g.boards.is_empty() {
@@ -119,25 +120,60 @@ pub fn gantt(g: &Gantt) -> Result<String> {
         g.boards.clone()
     };
     let row = |name: &str| boards.iter().position(|b| b == name).unwrap_or(0) as f64;
-    let total_ms = (f.group_s.iter().sum::<f64>() + f.tail_s) * 1e3;
+    let mesh = f.topology == legion_runtime::plan::Topology::Mesh;
     let mut spans: Vec<(f64, f64, f64, usize)> = Vec::new(); // (row, start, end, phase)
+    // Mesh: rows sent board to board, (from row, at, to row, at).
+    let mut arrows: Vec<(f64, f64, f64, f64)> = Vec::new();
     let mut t = 0.0;
-    for (gi, bands) in f.groups.iter().enumerate() {
-        for b in bands {
-            let y = row(&b.board);
-            let a = t + b.send_s * 1e3;
-            let c = a + b.compute_s * 1e3;
-            let d = c + b.recv_s * 1e3;
-            spans.push((y, t, a, 0));
-            spans.push((y, a, c, 1));
-            spans.push((y, c, d, 2));
+    if mesh {
+        // Every board on its own clock: waits for its rows, computes, sends on; the last
+        // bands go back to the coordinator, which then runs the tail.
+        let mut ends: std::collections::HashMap<&str, Vec<(usize, f64, f64)>> = std::collections::HashMap::new(); // board -> (group, compute start, end)
+        let mut clock: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+        for (gi, bands) in f.groups.iter().enumerate() {
+            for b in bands {
+                let y = row(&b.board);
+                let t0 = clock.get(b.board.as_str()).copied().unwrap_or(0.0);
+                let a = t0 + b.send_s * 1e3;
+                let c = a + b.compute_s * 1e3;
+                spans.push((y, t0, a, 0));
+                spans.push((y, a, c, 1));
+                if gi + 1 == f.groups.len() {
+                    spans.push((y, c, c + b.recv_s * 1e3, 2));
+                }
+                clock.insert(&b.board, c);
+                ends.entry(&b.board).or_default().push((gi, a, c));
+            }
         }
-        t += f.group_s.get(gi).copied().unwrap_or(0.0) * 1e3;
+        for (gi, bands) in f.groups.iter().enumerate() {
+            for b in bands {
+                let sent = ends[b.board.as_str()].iter().find(|e| e.0 == gi).map_or(0.0, |e| e.2);
+                for (to, _) in &b.sent_to {
+                    let used = ends.get(to.as_str()).and_then(|v| v.iter().find(|e| e.0 == gi + 1)).map_or(sent, |e| e.1);
+                    arrows.push((row(&b.board), sent, row(to), used));
+                }
+            }
+        }
+        t = (f.total_s - f.tail_s) * 1e3;
+    } else {
+        for (gi, bands) in f.groups.iter().enumerate() {
+            for b in bands {
+                let y = row(&b.board);
+                let a = t + b.send_s * 1e3;
+                let c = a + b.compute_s * 1e3;
+                let d = c + b.recv_s * 1e3;
+                spans.push((y, t, a, 0));
+                spans.push((y, a, c, 1));
+                spans.push((y, c, d, 2));
+            }
+            t += f.group_s.get(gi).copied().unwrap_or(0.0) * 1e3;
+        }
     }
     let coordinator = row(&g.coordinator);
     if f.tail_s > 0.0 {
         spans.push((coordinator, t, t + f.tail_s * 1e3, 3));
     }
+    let total_ms = spans.iter().map(|s| s.2).fold(0.0, f64::max);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (1000, 120 + 44 * boards.len() as u32)).into_drawing_area();
@@ -159,20 +195,31 @@ pub fn gantt(g: &Gantt) -> Result<String> {
             .x_desc("ms since the frame arrived at the coordinator")
             .draw()
             .map_err(err)?;
-        let phases = [("receive input band", PALETTE[0]), ("compute", PALETTE[1]), ("send output band", PALETTE[2]), ("tail (coordinator)", PALETTE[7])];
+        let phases = if mesh {
+            [("wait for input rows (coordinator or boards)", PALETTE[0]), ("compute", PALETTE[1]), ("last band back to the coordinator", PALETTE[2]), ("tail (coordinator)", PALETTE[7])]
+        } else {
+            [("receive input band", PALETTE[0]), ("compute", PALETTE[1]), ("send output band", PALETTE[2]), ("tail (coordinator)", PALETTE[7])]
+        };
         for (p, (label, color)) in phases.iter().enumerate() {
             let color = *color;
             let rects: Vec<_> = spans.iter().filter(|s| s.3 == p && s.2 > s.1).map(|&(y, a, b, _)| Rectangle::new([(a, y - 0.3), (b, y + 0.3)], color.filled())).collect();
             chart.draw_series(rects).map_err(err)?.label(*label).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
         }
-        // Group boundaries.
-        let mut t = 0.0;
-        let mut lines = Vec::new();
-        for gs in &f.group_s {
-            t += gs * 1e3;
-            lines.push(PathElement::new(vec![(t, -0.5), (t, nb - 0.5)], BLACK.mix(0.3).stroke_width(1)));
+        if mesh {
+            // Rows sent board to board: from the end of the sender's band to the start of the
+            // receiver's next one.
+            let lines: Vec<_> = arrows.iter().map(|&(y0, a, y1, b)| PathElement::new(vec![(a, y0), (b, y1)], BLACK.mix(0.45).stroke_width(1))).collect();
+            chart.draw_series(lines).map_err(err)?.label("rows sent board to board").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], BLACK.mix(0.45).stroke_width(1)));
+        } else {
+            // Group boundaries.
+            let mut t = 0.0;
+            let mut lines = Vec::new();
+            for gs in &f.group_s {
+                t += gs * 1e3;
+                lines.push(PathElement::new(vec![(t, -0.5), (t, nb - 0.5)], BLACK.mix(0.3).stroke_width(1)));
+            }
+            chart.draw_series(lines).map_err(err)?;
         }
-        chart.draw_series(lines).map_err(err)?;
         chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(err)?;
         root.present().map_err(err)?;
     }

@@ -307,13 +307,6 @@ pub fn explain(fleet: &Fleet, m: &LoadedModel, plan: Option<&std::path::Path>, o
     let (mut cm, _) = cost_model(fleet, m, &opts).context("the cost model needs the profiles `legionc compile` measured")?;
     cm.topology = plan.topology;
     let groups: Vec<_> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
-    let mut text = cm.explain(&groups);
-    for t in &plan.tail {
-        text += &format!("tail layer {} split by output features {:?}\n", t.node, t.cols);
-    }
-    if !plan.tail.is_empty() {
-        let whole: f64 = cm.plan_cost(&groups);
-        text += &format!("with the tail split: tail {:.1} ms, predicted total {:.1} ms\n", cm.tail_cost(&plan.tail) * 1e3, (whole - cm.tail_s + cm.tail_cost(&plan.tail)) * 1e3);
-    }
+    let text = cm.explain(&groups, &plan.tail);
     Ok(format!("fleet {}, model {}, plan {} ({} groups)\n{}", fleet.name, m.ir.name, &plan.hash()[..16], plan.groups.len(), text))
 }

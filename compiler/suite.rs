@@ -129,7 +129,10 @@ pub struct Suite {
     pub strategies: Vec<String>,
     pub rows: Vec<SuiteRow>,
     pub summary: Summary,
+    /// legion's median frame on the largest fleet of the first model; with `legion-star`
+    /// among the strategies, its frame too.
     pub gantt: Option<Gantt>,
+    pub gantt_star: Option<Gantt>,
 }
 
 pub struct SuiteOptions {
@@ -214,6 +217,7 @@ pub fn run(o: &SuiteOptions) -> Result<Suite> {
         rows: vec![],
         summary: summarise(&[]),
         gantt: None,
+        gantt_star: None,
     };
     let mut exe: Option<PathBuf> = None;
     // Per fleet run: its board names and coordinator, as parsed, for the Gantt chart.
@@ -242,7 +246,8 @@ pub fn run(o: &SuiteOptions) -> Result<Suite> {
                 suite.rows.push(SuiteRow { model: model.clone(), fleet: mix.name(), boards: mix.boards(), single_latency_s: single, row });
             }
             suite.summary = summarise(&suite.rows);
-            suite.gantt = pick_gantt(&suite.rows, &fleets);
+            suite.gantt = pick_gantt(&suite.rows, &fleets, "legion");
+            suite.gantt_star = pick_gantt(&suite.rows, &fleets, "legion-star");
             write_outputs(&suite, &o.out)?;
         }
     }
@@ -251,9 +256,9 @@ pub fn run(o: &SuiteOptions) -> Result<Suite> {
 
 /// The Gantt chart shows legion's median frame on the largest fleet of the first model.
 /// `fleets`: per fleet name, its board names and coordinator.
-fn pick_gantt(rows: &[SuiteRow], fleets: &[(String, Vec<String>, String)]) -> Option<Gantt> {
+fn pick_gantt(rows: &[SuiteRow], fleets: &[(String, Vec<String>, String)], strategy: &str) -> Option<Gantt> {
     let model = &rows.first()?.model;
-    let r = rows.iter().filter(|r| &r.model == model && r.row.strategy == "legion").max_by_key(|r| r.boards)?;
+    let r = rows.iter().filter(|r| &r.model == model && r.row.strategy == strategy).max_by_key(|r| r.boards)?;
     let (_, boards, coordinator) = fleets.iter().find(|f| f.0 == r.fleet)?.clone();
     Some(Gantt {
         coordinator,
@@ -299,6 +304,9 @@ pub fn write_outputs(s: &Suite, out: &Path) -> Result<()> {
     }
     if let Some(g) = &s.gantt {
         crate::write_atomic(&out.join("gantt.svg"), figures::gantt(g)?.as_bytes())?;
+    }
+    if let Some(g) = &s.gantt_star {
+        crate::write_atomic(&out.join("gantt-star.svg"), figures::gantt(g)?.as_bytes())?;
     }
     crate::write_atomic(&out.join("suite.md"), markdown(s, "").as_bytes())
 }
@@ -373,8 +381,14 @@ pub fn markdown(s: &Suite, prefix: &str) -> String {
         md += &format!("\nEmulation: the largest overrun of a median frame (real time beyond the twins' times) was {:.2} % of its latency{}.\n", worst * 1e2, if worst > crate::bench::OVERRUN_MARK { "; ⚠ marks figures above 2 %" } else { "" });
         md += &format!("\n![speedup, {m}]({prefix}speedup-{m}.svg)\n\n");
     }
-    if let Some(g) = &s.gantt {
-        md += &format!("Measured frame of the `{}` plan, {} on {} (per board and group: receive, compute, send back; then the tail on the coordinator):\n\n![gantt]({prefix}gantt.svg)\n", g.strategy, g.model, g.fleet);
+    for (g, file) in [(&s.gantt, "gantt.svg"), (&s.gantt_star, "gantt-star.svg")] {
+        if let Some(g) = g {
+            let how = match g.frame.topology {
+                legion_runtime::plan::Topology::Mesh => "per board: waiting for its input rows, computing, and the rows it sends other boards; then the tail",
+                legion_runtime::plan::Topology::Star => "per board and group: receive, compute, send back; then the tail on the coordinator",
+            };
+            md += &format!("Measured frame of the `{}` plan ({} topology), {} on {} ({how}):\n\n![gantt]({prefix}{file})\n\n", g.strategy, g.frame.topology, g.model, g.fleet);
+        }
     }
     md
 }

@@ -180,6 +180,8 @@ impl BandTiming {
 pub struct FrameReport {
     pub frame: u64,
     pub plan: String,
+    #[serde(default)]
+    pub topology: Topology,
     /// Per group, per board with rows.
     pub groups: Vec<Vec<BandTiming>>,
     /// Wall time of each group (scatter to gather).
@@ -743,7 +745,7 @@ impl Board {
         let frame = self.frames.fetch_add(1, Ordering::SeqCst);
         let t0 = Instant::now();
         let x = to_nchw(&self.model, msg.to_tensor()?)?;
-        let mut report = FrameReport { frame, plan: self.cfg.plan.hash(), ..Default::default() };
+        let mut report = FrameReport { frame, plan: self.cfg.plan.hash(), topology: self.cfg.plan.topology, ..Default::default() };
         let mut own = Vec::new();
         let x = match self.cfg.plan.topology {
             Topology::Star => self.star_groups(frame, x, &mut report, &mut own)?,

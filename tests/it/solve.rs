@@ -195,7 +195,7 @@ fn explain_adds_up_to_the_predicted_latency() {
     let cm = random_cost_model("yolov2-tiny", 6, 3, 5);
     let groups = flc(&cm, Split::MinMax, &|_, _| true);
     let plan: Vec<_> = groups.iter().map(|g| (g.group, g.rows.clone())).collect();
-    let text = cm.explain(&plan);
+    let text = cm.explain(&plan, &[]);
     let total = cm.plan_cost(&plan);
     assert!(text.contains(&format!("predicted total: {:.1} ms", total * 1e3)), "{text}");
     for g in &groups {

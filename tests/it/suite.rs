@@ -54,7 +54,7 @@ fn suite_runs_verifies_and_writes_its_report() {
     std::fs::write(&readme, format!("# x\n\nbefore\n\n{}\nold\n{}\n\nafter\n", legionc::suite::README_BEGIN, legionc::suite::README_END)).unwrap();
     let out = d.path("figures");
     let o = legionc()
-        .args(["suite", "--fleets", "2F,1F+1O", "--models", "vgg16-tiny", "--strategies", "legion,one-group,single", "--frames", "1", "--port", "28800"])
+        .args(["suite", "--fleets", "2F,1F+1O", "--models", "vgg16-tiny", "--strategies", "legion,legion-star,one-group,single", "--frames", "1", "--port", "28800"])
         .arg("--out")
         .arg(&out)
         .arg("--work-dir")
@@ -69,7 +69,7 @@ fn suite_runs_verifies_and_writes_its_report() {
     assert!(o.status.success(), "{text}");
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("suite.json")).unwrap()).unwrap();
     let rows = s["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 2 * 3, "{s}");
+    assert_eq!(rows.len(), 2 * 4, "{s}");
     for r in rows {
         // every plan's output was checked against tract's single run
         assert!(r["max_rel_diff"].as_f64().unwrap() <= 1e-4, "{r}");
@@ -89,6 +89,15 @@ fn suite_runs_verifies_and_writes_its_report() {
     let gantt = std::fs::read_to_string(out.join("gantt.svg")).unwrap();
     assert!(gantt.contains("compute") && gantt.contains("firefly-1") && gantt.contains("<rect"), "{gantt}");
     assert_eq!(s["gantt"]["strategy"], "legion");
+    assert_eq!(s["gantt"]["frame"]["topology"], "mesh");
+    // legion-star: the same strategy in the star topology, its frame drawn too
+    assert_eq!(s["gantt_star"]["frame"]["topology"], "star", "{s}");
+    let star = std::fs::read_to_string(out.join("gantt-star.svg")).unwrap();
+    assert!(star.contains("receive input band") && gantt.contains("wait for input rows"), "{star}");
+    assert!(rows.iter().any(|r| r["strategy"] == "legion-star" && r["fleet"] == "2F"), "{s}");
+    for r in rows {
+        assert!(r["overrun_share"].as_f64().unwrap() >= 0.0 && r["slot_wait_s"].as_f64().unwrap() >= 0.0, "{r}");
+    }
     // the README's generated section is replaced, the rest kept; figures linked relative to it
     let md = std::fs::read_to_string(&readme).unwrap();
     assert!(md.starts_with("# x\n\nbefore\n") && md.ends_with("\n\nafter\n") && !md.contains("\nold\n"), "{md}");
