@@ -369,8 +369,8 @@ struct Mailbox {
 #[derive(Default)]
 struct MailboxState {
     pieces: HashMap<(u64, usize), Vec<(usize, Rows, Tensor)>>,
-    /// Board index → why it is taken as lost (cleared when it sends again).
-    lost: HashMap<usize, String>,
+    /// Board index → when and why its piece connection closed (cleared when it sends again).
+    lost: HashMap<usize, (Instant, String)>,
     /// Frames the coordinator gave up.
     aborted: std::collections::HashSet<u64>,
 }
@@ -384,7 +384,7 @@ impl Mailbox {
     }
 
     fn lose(&self, from: usize, why: String) {
-        self.state.lock().unwrap().lost.insert(from, why);
+        self.state.lock().unwrap().lost.insert(from, (Instant::now(), why));
         self.changed.notify_all();
     }
 
@@ -396,8 +396,9 @@ impl Mailbox {
     }
 
     /// Wait until every expected piece (sender, rows) of (frame, group) is here, and take them.
-    /// Fails naming the board when its connection is lost, or the deadline passes.
-    fn take(&self, frame: u64, group: usize, want: &[(usize, Rows)], deadline: Duration, peers: &[Peer]) -> Result<Vec<(Rows, Tensor)>> {
+    /// Fails naming the board when its connection was lost since `since` (the frame's start
+    /// here: a board restarted before the frame is not taken as lost), or the deadline passes.
+    fn take(&self, frame: u64, group: usize, want: &[(usize, Rows)], since: Instant, deadline: Duration, peers: &[Peer]) -> Result<Vec<(Rows, Tensor)>> {
         let until = Instant::now() + deadline;
         let mut s = self.state.lock().unwrap();
         loop {
@@ -419,7 +420,7 @@ impl Mailbox {
                     .collect();
                 return Ok(taken);
             }
-            if let Some((from, why)) = missing.iter().find_map(|(from, _)| s.lost.get(from).map(|w| (*from, w.clone()))) {
+            if let Some((from, why)) = missing.iter().find_map(|(from, _)| s.lost.get(from).filter(|l| l.0 >= since).map(|l| (*from, l.1.clone()))) {
                 bail!("board {} ({}) is lost: {why}", peers[from].name, peers[from].addr);
             }
             let now = Instant::now();
@@ -675,6 +676,7 @@ impl Board {
         let mut timings = Vec::new();
         let mut held: Option<(Rows, Tensor)> = None;
         let mut kept: Vec<(Rows, Tensor)> = Vec::new();
+        let started = Instant::now();
         std::thread::scope(|s| -> Result<()> {
             let mut sends = Vec::new();
             let mut ready = Instant::now();
@@ -683,7 +685,7 @@ impl Board {
                 let input = match &self.exchanges[gi] {
                     None => first.clone(),
                     Some(r) if !r.needs[me].is_empty() => {
-                        let mut got = self.mailbox.take(frame, gi, &expected(r, me), self.cfg.deadline(), &self.cfg.peers).with_context(|| format!("frame {frame}, group {gi}"))?;
+                        let mut got = self.mailbox.take(frame, gi, &expected(r, me), started, self.cfg.deadline(), &self.cfg.peers).with_context(|| format!("frame {frame}, group {gi}"))?;
                         got.append(&mut kept);
                         Some(crate::mesh::assemble(r.needs[me], got)?)
                     }
