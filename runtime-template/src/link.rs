@@ -320,9 +320,9 @@ pub fn tune_allocator() {
 /// The machine's calibrated reference time is measured once (the fastest of 40 runs) and kept
 /// in `reference-v1.ns` in the emulation dir, so that every process on this machine (probes
 /// and boards, today and next week) scales to the same speed. An emulated computation's CPU
-/// time is multiplied by calibrated ÷ current (the fastest of 3 runs just before it; for a
-/// computation of more than 20 reference times, the mean of that and the same after it), kept
-/// within [½, 2]. Measured on this project's 2-core VM: the whole ResNet-18 and a 2 ms conv
+/// time is multiplied by calibrated ÷ current (the fastest of 3 runs just before it, or on the
+/// same thread less than 250 ms before; for a computation of more than 20 reference times,
+/// the mean of that and the same after it), kept within [½, 2]. Measured on this project's 2-core VM: the whole ResNet-18 and a 2 ms conv
 /// band timed just before it correlate at 0.90 over 80 runs, and the ratio halves the
 /// coefficient of variation of the whole run (21 % → 10.7 %).
 ///
@@ -367,6 +367,27 @@ pub mod drift {
 
     thread_local! {
         static KERNEL: RefCell<Option<(Runnable, Tensor)>> = const { RefCell::new(None) };
+        /// This thread's last reference time and when it was measured.
+        static LAST: std::cell::Cell<Option<(std::time::Instant, f64)>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// How long a reference time measured on a thread stands for the machine's current speed.
+    /// The machine's spells last tens of seconds; a board computing a short band every few
+    /// milliseconds would otherwise spend more time on references than on bands (3 runs,
+    /// about 2 ms, per computation), holding a compute slot the other boards wait for.
+    pub const FRESH: std::time::Duration = std::time::Duration::from_millis(250);
+
+    /// The current reference time: this thread's last one if it is [`FRESH`], else the
+    /// fastest of 3 runs now.
+    fn current() -> f64 {
+        if let Some((at, t)) = LAST.with(|l| l.get()) {
+            if at.elapsed() < FRESH {
+                return t;
+            }
+        }
+        let t = fastest(RUNS);
+        LAST.with(|l| l.set(Some((std::time::Instant::now(), t))));
+        t
     }
 
     /// Fastest CPU time of `runs` reference runs on this thread, in seconds.
@@ -439,14 +460,18 @@ pub mod drift {
     /// different speeds: the reference is then timed after it as well, and the mean of the
     /// two current times taken.
     pub fn timed<R>(correct: bool, f: impl FnOnce() -> R) -> Timed<R> {
-        let before = if correct { fastest(RUNS) } else { 0.0 };
+        let before = if correct { current() } else { 0.0 };
         let start = super::thread_cpu_time();
         let result = f();
         let cpu = super::thread_cpu_time().saturating_sub(start);
         if !correct {
             return Timed { result, cpu, before, after: None, scale: 1.0 };
         }
-        let after = (cpu.as_secs_f64() > LONG * before).then(|| fastest(RUNS));
+        let after = (cpu.as_secs_f64() > LONG * before).then(|| {
+            let a = fastest(RUNS);
+            LAST.with(|l| l.set(Some((std::time::Instant::now(), a))));
+            a
+        });
         let current = after.map_or(before, |a| 0.5 * (before + a));
         Timed { result, cpu, before, after, scale: scale_for(calibrated(), current) }
     }
