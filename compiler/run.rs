@@ -249,6 +249,7 @@ pub fn describe_output(t: &Tensor) -> Result<String> {
 /// The per-group per-board time table of a frame.
 pub fn breakdown(report: &FrameReport, plan: &Plan) -> String {
     let mut s = String::new();
+    let _ = writeln!(s, "topology: {}{}", plan.topology, if plan.topology == legion_runtime::plan::Topology::Mesh { " (send: waiting for its input rows; recv: the last band's way back)" } else { "" });
     let _ = writeln!(s, "{:>5} {:>9} {:<14} {:>11} {:>9} {:>9} {:>9}", "group", "values", "board", "rows", "send ms", "comp ms", "recv ms");
     for (gi, (g, timings)) in plan.groups.iter().zip(&report.groups).enumerate() {
         for (i, t) in timings.iter().enumerate() {
@@ -264,6 +265,10 @@ pub fn breakdown(report: &FrameReport, plan: &Plan) -> String {
                 t.compute_s * 1e3,
                 t.recv_s * 1e3
             );
+            if !t.sent_to.is_empty() {
+                let sent: Vec<String> = t.sent_to.iter().map(|(b, r)| format!("{b} rows {}..{}", r.0, r.1)).collect();
+                let _ = writeln!(s, "{:>16} then sent to {}", "", sent.join(", "));
+            }
         }
         let _ = writeln!(s, "{:>5} {:>9} {:<14} {:>11} group wall {:.1} ms", "", "", "", "", report.group_s[gi] * 1e3);
     }
