@@ -8,7 +8,7 @@ use crate::profile::{self, Want};
 use crate::{solve, strategy};
 use legion_runtime::halo::{Group, Rows};
 use anyhow::{bail, ensure, Context, Result};
-use legion_runtime::board::FrameReport;
+use legion_runtime::board::{BandTiming, FrameReport};
 use legion_runtime::exec::{run, runnable, section_graph};
 use legion_runtime::link::compute;
 use legion_runtime::plan::{to_nchw, Plan};
@@ -251,20 +251,14 @@ pub fn breakdown(report: &FrameReport, plan: &Plan) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "topology: {}{}", plan.topology, if plan.topology == legion_runtime::plan::Topology::Mesh { " (send: waiting for its input rows; recv: the last band's way back)" } else { "" });
     let _ = writeln!(s, "{:>5} {:>9} {:<14} {:>11} {:>9} {:>9} {:>9}", "group", "values", "board", "rows", "send ms", "comp ms", "recv ms");
+    // One board's line: its part (rows, or f: features of a split tail layer) and times.
+    let line = |s: &mut String, label: String, values: String, t: &BandTiming, part: String| {
+        let _ = writeln!(s, "{label:>5} {values:>9} {:<14} {part:>11} {:>9.1} {:>9.1} {:>9.1}", t.board, t.send_s * 1e3, t.compute_s * 1e3, t.recv_s * 1e3);
+    };
     for (gi, (g, timings)) in plan.groups.iter().zip(&report.groups).enumerate() {
         for (i, t) in timings.iter().enumerate() {
             let (group, values) = if i == 0 { (gi.to_string(), format!("{}..{}", g.from, g.to)) } else { (String::new(), String::new()) };
-            let _ = writeln!(
-                s,
-                "{:>5} {:>9} {:<14} {:>11} {:>9.1} {:>9.1} {:>9.1}",
-                group,
-                values,
-                t.board,
-                format!("{}..{}", t.rows.0, t.rows.1),
-                t.send_s * 1e3,
-                t.compute_s * 1e3,
-                t.recv_s * 1e3
-            );
+            line(&mut s, group, values, t, format!("{}..{}", t.rows.0, t.rows.1));
             if !t.sent_to.is_empty() {
                 let sent: Vec<String> = t.sent_to.iter().map(|(b, r)| format!("{b} rows {}..{}", r.0, r.1)).collect();
                 let _ = writeln!(s, "{:>16} then sent to {}", "", sent.join(", "));
@@ -274,18 +268,8 @@ pub fn breakdown(report: &FrameReport, plan: &Plan) -> String {
     }
     for (split, timings) in plan.tail.iter().zip(&report.tail_split) {
         for (i, t) in timings.iter().enumerate() {
-            let (label, values) = if i == 0 { ("tail".to_string(), format!("{}", split.node)) } else { (String::new(), String::new()) };
-            let _ = writeln!(
-                s,
-                "{:>5} {:>9} {:<14} {:>11} {:>9.1} {:>9.1} {:>9.1}",
-                label,
-                values,
-                t.board,
-                format!("f{}..{}", t.rows.0, t.rows.1),
-                t.send_s * 1e3,
-                t.compute_s * 1e3,
-                t.recv_s * 1e3
-            );
+            let (label, values) = if i == 0 { ("tail".to_string(), split.node.to_string()) } else { (String::new(), String::new()) };
+            line(&mut s, label, values, t, format!("f{}..{}", t.rows.0, t.rows.1));
         }
     }
     let split = if plan.tail.is_empty() { String::new() } else { format!(" ({} layers split by output features, f: features)", plan.tail.len()) };

@@ -371,6 +371,16 @@ fn a_split_tail_verifies_on_emulated_boards_in_both_topologies() {
         let peer_rows = report.groups.iter().flatten().filter(|t| !t.sent_to.is_empty()).count();
         if topology == Topology::Mesh && plan.groups.len() > 1 {
             assert!(peer_rows > 0, "no board sent another rows: {report:?}");
+            // What the boards sent each other over their own connections is the exchange the
+            // band math asks for, board by board.
+            for (gi, w) in plan.groups.windows(2).enumerate() {
+                let r = legionc::runtime::mesh::redistribution(&m.ir, &w[0].rows, w[1].group(), &w[1].rows).unwrap();
+                for t in &report.groups[gi] {
+                    let b = fleet.boards.iter().position(|x| x.name == t.board).unwrap();
+                    let want: Vec<(String, (usize, usize))> = r.transfers.iter().filter(|x| x.from == b).map(|x| (fleet.boards[x.to].name.clone(), (x.rows.start, x.rows.end))).collect();
+                    assert_eq!(t.sent_to, want, "group {gi}, board {}", t.board);
+                }
+            }
         } else {
             assert_eq!(peer_rows, 0, "{topology}: {report:?}");
         }
