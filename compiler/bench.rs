@@ -362,6 +362,8 @@ pub struct StrategyRow {
     pub overrun_share: f64,
     /// The median frame's total wait for compute slots (hidden inside the twins' times).
     pub slot_wait_s: f64,
+    /// Per board: its process's peak resident memory (VmHWM) at the median frame, MB.
+    pub peak_rss_mb: std::collections::BTreeMap<String, f64>,
 }
 
 /// Overruns above this share of a frame's latency mark its figures.
@@ -481,6 +483,7 @@ pub fn strategies(
             },
             overrun_share: frame.overrun_s / measured,
             slot_wait_s: frame.slot_wait_s,
+            peak_rss_mb: frame.peak_rss_mb.iter().cloned().collect(),
             frame,
             max_rel_diff,
         });

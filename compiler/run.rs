@@ -282,6 +282,10 @@ pub fn breakdown(report: &FrameReport, plan: &Plan) -> String {
         report.overrun_s * 1e3,
         report.overrun_s / report.total_s.max(1e-9) * 1e2
     );
+    if !report.peak_rss_mb.is_empty() {
+        let peaks: Vec<String> = report.peak_rss_mb.iter().map(|(b, mb)| format!("{b} {mb:.0} MB")).collect();
+        let _ = writeln!(s, "peak resident memory (VmHWM) of each board process: {}", peaks.join(", "));
+    }
     s
 }
 

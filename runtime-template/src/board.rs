@@ -164,6 +164,9 @@ pub struct BandTiming {
     /// Emulated boards: real time beyond the twin's time (what the emulation could not hide).
     #[serde(default)]
     pub overrun_s: f64,
+    /// The board process's peak resident memory (VmHWM) when it had computed this, MB.
+    #[serde(default)]
+    pub peak_rss_mb: f64,
 }
 
 impl BandTiming {
@@ -172,6 +175,7 @@ impl BandTiming {
         self.compute_s = c.took.as_secs_f64();
         self.slot_wait_s = c.slot_wait.as_secs_f64();
         self.overrun_s = c.overrun.as_secs_f64();
+        self.peak_rss_mb = crate::mem::peak_rss_mb().unwrap_or(0.0);
     }
 }
 
@@ -202,6 +206,10 @@ pub struct FrameReport {
     pub slot_wait_s: f64,
     #[serde(default)]
     pub overrun_s: f64,
+    /// Per board that computed in the frame (and the coordinator): its process's peak
+    /// resident memory (VmHWM), MB, in plan order.
+    #[serde(default)]
+    pub peak_rss_mb: Vec<(String, f64)>,
 }
 
 impl FrameReport {
@@ -214,6 +222,20 @@ impl FrameReport {
             over += c.overrun.as_secs_f64();
         }
         (self.slot_wait_s, self.overrun_s) = (wait, over);
+    }
+
+    /// Every board's peak resident memory from its timings; the coordinator's (`me`) read now.
+    fn peaks(&mut self, boards: &[Peer], me: usize) {
+        let timings: Vec<&BandTiming> = self.groups.iter().chain(&self.tail_split).flatten().collect();
+        self.peak_rss_mb = boards
+            .iter()
+            .enumerate()
+            .filter_map(|(b, p)| {
+                let seen = timings.iter().filter(|t| t.board == p.name).map(|t| t.peak_rss_mb).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+                let peak = if b == me { crate::mem::peak_rss_mb().or(seen) } else { seen };
+                peak.map(|mb| (p.name.clone(), mb))
+            })
+            .collect();
     }
 }
 
@@ -768,6 +790,7 @@ impl Board {
         report.tail_s = tt.elapsed().as_secs_f64();
         report.total_s = t0.elapsed().as_secs_f64();
         report.account(&own);
+        report.peaks(&self.cfg.peers, self.cfg.index);
         Message::tensor(Kind::InferResult, self.plan_hash, frame, 0, (0, 0), &out)?.send(client)?;
         Message::text(Kind::Report, self.plan_hash, frame, &serde_json::to_string(&report)?).send(client)?;
         Ok(())
@@ -955,7 +978,7 @@ impl Board {
             let rep = Message::recv(&mut stream)?.ok_or_else(|| anyhow!("connection closed mid-frame"))?;
             ensure!(rep.header.kind == Kind::Report, "unexpected {:?} instead of the timing", rep.header.kind);
             let worker: BandTiming = serde_json::from_slice(&rep.payload)?;
-            (t.compute_s, t.slot_wait_s, t.overrun_s) = (worker.compute_s, worker.slot_wait_s, worker.overrun_s);
+            (t.compute_s, t.slot_wait_s, t.overrun_s, t.peak_rss_mb) = (worker.compute_s, worker.slot_wait_s, worker.overrun_s, worker.peak_rss_mb);
             self.shape_receive(b, reply.wire_len());
             t.recv_s = (tr.elapsed().as_secs_f64() - t.compute_s).max(0.0);
             reply.to_tensor()

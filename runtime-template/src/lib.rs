@@ -8,6 +8,7 @@ pub mod exec;
 pub mod halo;
 pub mod ir;
 pub mod link;
+pub mod mem;
 pub mod mesh;
 pub mod modelfile;
 pub mod pin;

@@ -72,6 +72,9 @@ pub struct Measurement {
     pub repeats: usize,
     /// Time the board spent on the job, warm-up included.
     pub board_seconds: f64,
+    /// The probe's peak resident memory so far (VmHWM), MB.
+    #[serde(default)]
+    pub peak_rss_mb: Option<f64>,
 }
 
 /// A line of the probe's output.
@@ -219,6 +222,7 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
                 spread: if median > 0.0 { (max - min) / median } else { 0.0 },
                 repeats: r.times.len(),
                 board_seconds: r.total,
+                peak_rss_mb: crate::mem::peak_rss_mb(),
             })?;
         }
     }

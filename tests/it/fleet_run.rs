@@ -320,6 +320,8 @@ fn the_full_search_predicts_its_plan_from_its_groups_measured_again() {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.out().join("plan-report.json")).unwrap()).unwrap();
     let records: Vec<serde_json::Value> = std::fs::read_to_string(cache.join("profiles.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let checks: Vec<f64> = records.iter().filter(|r| r["kind"] == "fss-check").map(|r| r["value"]["median_s"].as_f64().unwrap()).collect();
+    // the probe reports its own peak resident memory with every measurement
+    assert!(records.iter().all(|r| r["value"]["peak_rss_mb"].as_f64().is_some_and(|mb| mb > 1.0)), "{:?}", records[0]);
     let searched = records.iter().filter(|r| r["kind"] == "group").count();
     let groups = report["groups"].as_array().unwrap();
     let bands: Vec<&serde_json::Value> = groups.iter().flat_map(|g| g["bands"].as_array().unwrap()).filter(|b| b["rows"].as_u64() > Some(0)).collect();
@@ -368,6 +370,9 @@ fn a_split_tail_verifies_on_emulated_boards_in_both_topologies() {
         legionc::model::reference::check(&y, &want, &format!("{topology} with a split tail")).unwrap();
         assert_eq!(report.tail_split.len(), dense.len(), "{report:?}");
         assert!(report.tail_split.iter().all(|t| t.len() == 3), "{report:?}");
+        // every board process's peak resident memory, as its kernel counts it
+        let peaks: Vec<&str> = report.peak_rss_mb.iter().filter(|(_, mb)| *mb > 1.0).map(|(b, _)| b.as_str()).collect();
+        assert_eq!(peaks, ["b0", "b1", "b2"], "{:?}", report.peak_rss_mb);
         let peer_rows = report.groups.iter().flatten().filter(|t| !t.sent_to.is_empty()).count();
         if topology == Topology::Mesh && plan.groups.len() > 1 {
             assert!(peer_rows > 0, "no board sent another rows: {report:?}");
