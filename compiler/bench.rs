@@ -218,14 +218,18 @@ pub fn predict_fleet_latency(fleet: &crate::fleet::Fleet, m: &LoadedModel, plan:
     let mut dense = Vec::new();
     for t in &plan.tail {
         let x = reference::random_input(&m.ir.nodes[t.node - 1].shape, 1);
+        let whole = legion_runtime::halo::Rows::new(0, m.ir.nodes[t.node].shape[1]);
         let mut e = Vec::new();
         for (b, cols) in t.bands().into_iter().enumerate() {
+            // Each board's slice; the coordinator's also the layer whole.
+            let mut timed = vec![cols];
+            if b == c && cols != whole {
+                timed.push(whole);
+            }
             let mut points = Vec::new();
-            for cols in [cols, legion_runtime::halo::Rows::new(0, m.ir.nodes[t.node].shape[1])] {
-                if !cols.is_empty() && (b == c || cols.len() == t.cols[b]) {
-                    let r = dense_slice(&m.ir, t.node, cols)?;
-                    points.push((cols.len(), cpu_seconds(|| run(&r, x.clone()).map(|_| ()))? / fleet.boards[b].nominal_speed()));
-                }
+            for cols in timed.into_iter().filter(|c| !c.is_empty()) {
+                let r = dense_slice(&m.ir, t.node, cols)?;
+                points.push((cols.len(), cpu_seconds(|| run(&r, x.clone()).map(|_| ()))? / fleet.boards[b].nominal_speed()));
             }
             e.push(Fit::from_points(&points));
         }

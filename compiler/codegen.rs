@@ -70,15 +70,12 @@ pub fn needed_nodes(model: &legion_runtime::ir::Model, plan: &Plan, board: usize
 /// The model as board `board` holds it: each split Dense layer of the tail with only the
 /// board's slice of its weights ([in, its features]; none if it has no features).
 pub fn board_model(model: &legion_runtime::ir::Model, plan: &Plan, board: usize) -> legion_runtime::ir::Model {
-    use legion_runtime::ir::{Op, Weights};
+    use legion_runtime::ir::Op;
     let mut m = model.clone();
     for t in &plan.tail {
         let cols = t.bands()[board];
         if let Op::Dense { weight, bias } = &mut m.nodes[t.node].op {
-            let (k, out) = (weight.shape[0], weight.shape[1]);
-            let w: Vec<f32> = (0..k).flat_map(|r| weight.data[r * out + cols.start..r * out + cols.end].to_vec()).collect();
-            *weight = Weights::new(vec![k, cols.len()], w);
-            *bias = Weights::new(vec![cols.len()], bias.data[cols.start..cols.end].to_vec());
+            (*weight, *bias) = legion_runtime::ir::dense_columns(weight, bias, cols.start..cols.end);
         }
     }
     m

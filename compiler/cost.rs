@@ -246,19 +246,35 @@ impl CostModel {
     pub fn group_cost(&self, group: Group, rows: &[usize]) -> GroupCost {
         let outs = legion_runtime::halo::bands(rows);
         let bands: Vec<BandCost> = outs.iter().enumerate().map(|(b, out)| self.band_cost(b, group, *out)).collect();
-        let c = self.coordinator;
         let mut ports = self.ports();
-        let active: Vec<usize> = (0..bands.len()).filter(|&b| bands[b].rows > 0).collect();
-        let input = |b: usize| self.band_rows(group, outs[b]).0 * self.row_bytes(group.from);
-        let sends: Vec<Transfer> = active.iter().map(|&b| Transfer { from: c, to: b, bytes: wire(input(b)), ready: 0.0 }).collect();
-        let arrived = ports.run(&sends);
-        let backs: Vec<Transfer> = active
-            .iter()
-            .zip(&arrived)
-            .map(|(&b, &at)| Transfer { from: b, to: c, bytes: wire(outs[b].len() * self.row_bytes(group.to)), ready: at + bands[b].compute_s })
-            .collect();
-        let latency_s = ports.run(&backs).into_iter().fold(0.0, f64::max);
+        let sends: Vec<Transfer> = self.scatter(group, &outs).into_iter().map(|x| x.1).collect();
+        let mut done = vec![0.0; outs.len()];
+        for (t, at) in sends.iter().zip(ports.run(&sends)) {
+            done[t.to] = at + bands[t.to].compute_s;
+        }
+        let backs: Vec<Transfer> = self.gather(group, &outs, |b| done[b]).into_iter().map(|x| x.1).collect();
+        let latency_s = ports.run(&backs).into_iter().fold(done[self.coordinator], f64::max);
         GroupCost { group, rows: rows.to_vec(), bands, latency_s }
+    }
+
+    /// The input bands of `group` split as `outs`, from the coordinator to every board with a
+    /// band (to itself: free), ready at 0: (board, transfer).
+    fn scatter(&self, group: Group, outs: &[Rows]) -> Vec<(usize, Transfer)> {
+        let c = self.coordinator;
+        (0..outs.len())
+            .filter(|&b| !outs[b].is_empty())
+            .map(|b| (b, Transfer { from: c, to: b, bytes: wire(self.band_rows(group, outs[b]).0 * self.row_bytes(group.from)), ready: 0.0 }))
+            .collect()
+    }
+
+    /// The output bands of `group` split as `outs` back to the coordinator, each ready when its
+    /// board is `done` (the coordinator's own band does not travel): (board, transfer).
+    fn gather(&self, group: Group, outs: &[Rows], done: impl Fn(usize) -> f64) -> Vec<(usize, Transfer)> {
+        let c = self.coordinator;
+        (0..outs.len())
+            .filter(|&b| !outs[b].is_empty() && b != c)
+            .map(|b| (b, Transfer { from: b, to: c, bytes: wire(outs[b].len() * self.row_bytes(group.to)), ready: done(b) }))
+            .collect()
     }
 
     /// Every board's port, fresh.
@@ -346,15 +362,13 @@ impl CostModel {
         let mut ports = self.ports();
         let mut free = vec![0.0f64; n];
         let mut out = Vec::new();
-        let mut prev_done = 0.0;
+        let mut prev_done = 0.0f64;
         // When each board has its input of the current group (None: no band).
         let mut ready: Vec<Option<f64>> = vec![None; n];
         if let Some((g0, rows0)) = groups.first() {
-            let outs = legion_runtime::halo::bands(rows0);
-            let active: Vec<usize> = (0..n).filter(|&b| !outs[b].is_empty()).collect();
-            let sends: Vec<Transfer> = active.iter().map(|&b| Transfer { from: c, to: b, bytes: wire(self.band_rows(*g0, outs[b]).0 * self.row_bytes(g0.from)), ready: 0.0 }).collect();
-            for (&b, at) in active.iter().zip(ports.run(&sends)) {
-                ready[b] = Some(at);
+            let sends = self.scatter(*g0, &legion_runtime::halo::bands(rows0));
+            for ((b, _), at) in sends.iter().zip(ports.run(&sends.iter().map(|x| x.1).collect::<Vec<_>>())) {
+                ready[*b] = Some(at);
             }
         }
         for (gi, (g, rows)) in groups.iter().enumerate() {
@@ -367,7 +381,7 @@ impl CostModel {
                     let compute = self.compute_s(b, *g, outs[b]);
                     done[b] = start + compute;
                     free[b] = done[b];
-                    bands[b] = BandCost { rows: outs[b].len(), send_s: start - free_before(prev_done, start), compute_s: compute, recv_s: 0.0 };
+                    bands[b] = BandCost { rows: outs[b].len(), send_s: start - prev_done.min(start), compute_s: compute, recv_s: 0.0 };
                 }
             }
             let group_done;
@@ -382,10 +396,7 @@ impl CostModel {
                 }
                 group_done = (0..n).filter(|&b| !outs[b].is_empty()).map(|b| done[b]).fold(0.0, f64::max);
             } else {
-                let backs: Vec<(usize, Transfer)> = (0..n)
-                    .filter(|&b| !outs[b].is_empty() && b != c)
-                    .map(|b| (b, Transfer { from: b, to: c, bytes: wire(outs[b].len() * self.row_bytes(g.to)), ready: done[b] }))
-                    .collect();
+                let backs = self.gather(*g, &outs, |b| done[b]);
                 let arrived = ports.run(&backs.iter().map(|x| x.1).collect::<Vec<_>>());
                 for ((b, t), at) in backs.iter().zip(&arrived) {
                     bands[*b].recv_s = at - t.ready;
@@ -407,27 +418,23 @@ impl CostModel {
         let c = self.coordinator;
         let mut ports = self.ports();
         let outs = legion_runtime::halo::bands(rows);
-        let (needs, transfers): (Vec<bool>, Vec<(usize, usize, usize)>) = match prev {
-            None => {
-                let t = (0..n).filter(|&b| !outs[b].is_empty()).map(|b| (c, b, self.band_rows(group, outs[b]).0)).collect();
-                (outs.iter().map(|o| !o.is_empty()).collect(), t)
-            }
+        // A board with a band needs input rows, so it has a band exactly when it needs some.
+        let sends: Vec<Transfer> = match prev {
+            None => self.scatter(group, &outs).into_iter().map(|x| x.1).collect(),
             Some(p) => {
                 let r = legion_runtime::mesh::redistribution(&self.model, p, group, rows).expect("consecutive groups of a plan");
-                (r.needs.iter().map(|o| !o.is_empty()).collect(), r.transfers.iter().map(|t| (t.from, t.to, t.rows.len())).collect())
+                r.transfers.iter().map(|t| Transfer { from: t.from, to: t.to, bytes: wire(t.rows.len() * self.row_bytes(group.from)), ready: 0.0 }).collect()
             }
         };
-        let sends: Vec<Transfer> = transfers.iter().map(|&(from, to, r)| Transfer { from, to, bytes: wire(r * self.row_bytes(group.from)), ready: 0.0 }).collect();
         let mut ready = vec![0.0f64; n];
         for (t, at) in sends.iter().zip(ports.run(&sends)) {
             ready[t.to] = ready[t.to].max(at);
         }
-        let done: Vec<f64> = (0..n).map(|b| if needs[b] { ready[b] + self.compute_s(b, group, outs[b]) } else { 0.0 }).collect();
+        let done: Vec<f64> = (0..n).map(|b| if outs[b].is_empty() { 0.0 } else { ready[b] + self.compute_s(b, group, outs[b]) }).collect();
         if !last {
             return done.into_iter().fold(0.0, f64::max);
         }
-        let backs: Vec<Transfer> =
-            (0..n).filter(|&b| needs[b] && b != c).map(|b| Transfer { from: b, to: c, bytes: wire(outs[b].len() * self.row_bytes(group.to)), ready: done[b] }).collect();
+        let backs: Vec<Transfer> = self.gather(group, &outs, |b| done[b]).into_iter().map(|x| x.1).collect();
         ports.run(&backs).into_iter().fold(done[c], f64::max)
     }
 }
@@ -438,12 +445,6 @@ impl CostModel {
 pub struct MeshTimeline {
     pub groups: Vec<GroupCost>,
     pub total_s: f64,
-}
-
-/// A band's wait for its input counts from the previous group's end (or the band's own start,
-/// if later: a board idle since before that).
-fn free_before(prev_done: f64, start: f64) -> f64 {
-    prev_done.min(start)
 }
 
 /// Bytes of a tensor message of `payload` bytes on the wire.

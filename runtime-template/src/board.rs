@@ -321,17 +321,11 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail) -> Resu
                     None => Err(anyhow!("the plan has no group {group}")),
                 },
                 Work::Tail { stage, input } => match tail.sections.get(&stage) {
-                    Some((r, _)) => {
-                        let (y, took) = compute_accounted(speed, || run(r, input));
-                        y.map(|y| (y, took))
-                    }
+                    Some((r, _)) => run_tail(speed, r, input),
                     None => Err(anyhow!("this board has no stage {stage} of the tail")),
                 },
                 Work::Slice { split, input } => match tail.slices.get(&split) {
-                    Some((r, _)) => {
-                        let (y, took) = compute_accounted(speed, || run(r, input));
-                        y.map(|y| (y, took))
-                    }
+                    Some((r, _)) => run_tail(speed, r, input),
                     None => Err(anyhow!("this board has no slice of split layer {split} of the tail")),
                 },
             };
@@ -340,6 +334,12 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail) -> Resu
     })?;
     let took = ready_rx.recv().map_err(|_| anyhow!("board {}: the compute thread stopped while warming up", cfg.board))??;
     Ok((tx, took))
+}
+
+/// A section or slice of the tail, computed as the board's twin would.
+fn run_tail(speed: Option<f64>, r: &Runnable, input: Tensor) -> Done {
+    let (y, took) = compute_accounted(speed, || run(r, input));
+    y.map(|y| (y, took))
 }
 
 /// Build and run once, on zeros, every band of board `index` in `groups` and its part of the
@@ -817,7 +817,7 @@ impl Board {
                                 t.account(&took);
                                 y
                             } else {
-                                self.remote_band(b, frame, gi, (out.start, out.end), &input, &mut t)?
+                                self.remote(b, Kind::Band, frame, gi, (out.start, out.end), &input, &mut t)?
                             };
                             Ok((Some((out, y)), t))
                         })
@@ -951,10 +951,6 @@ impl Board {
 
     fn connection_to(&self, b: usize) -> Result<Arc<Mutex<TcpStream>>> {
         connection_in(&self.conns, b, &self.cfg.peers[b].addr, self.cfg.deadline())
-    }
-
-    fn remote_band(&self, b: usize, frame: u64, group: usize, rows: (usize, usize), input: &Tensor, t: &mut BandTiming) -> Result<Tensor> {
-        self.remote(b, Kind::Band, frame, group, rows, input, t)
     }
 
     /// A request to worker `b` (a band, or a slice of the tail) and its result.

@@ -328,8 +328,7 @@ pub fn dense_slice(model: &Model, node: usize, cols: Rows) -> Result<Runnable> {
     } else {
         ensure!(weight.shape[1] == out && weight.len() == k * out, "node {node}: its weights are neither whole nor the slice {cols}");
         ensure!(cols.end <= out, "node {node}: features {cols} of {out}");
-        let w: Vec<f32> = (0..k).flat_map(|r| weight.data[r * out + cols.start..r * out + cols.end].iter().copied()).collect();
-        (Weights::new(vec![k, cols.len()], w), Weights::new(vec![cols.len()], bias.data[cols.start..cols.end].to_vec()))
+        crate::ir::dense_columns(weight, bias, cols.start..cols.end)
     };
     let input = &model.nodes[n.inputs[0]];
     let mini = Model {

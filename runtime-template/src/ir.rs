@@ -21,6 +21,14 @@ pub struct Weights {
     pub data: Arc<Vec<f32>>,
 }
 
+/// Output features `cols` of a Dense layer's weights ([in, out]) and bias: its slice, [in,
+/// cols] and [cols].
+pub fn dense_columns(weight: &Weights, bias: &Weights, cols: std::ops::Range<usize>) -> (Weights, Weights) {
+    let (k, out) = (weight.shape[0], weight.shape[1]);
+    let w: Vec<f32> = (0..k).flat_map(|r| weight.data[r * out + cols.start..r * out + cols.end].iter().copied()).collect();
+    (Weights::new(vec![k, cols.len()], w), Weights::new(vec![cols.len()], bias.data[cols].to_vec()))
+}
+
 impl Weights {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Weights {
         assert_eq!(shape.iter().product::<usize>(), data.len(), "weights shape and data disagree");

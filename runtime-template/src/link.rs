@@ -184,14 +184,9 @@ pub fn thread_cpu_time() -> Duration {
 
 /// Run `f` on this machine's core as an emulated computation: holding a compute slot, and
 /// timed by the thread's CPU time corrected for the machine's drift ([`drift`]). Returns f's
-/// result and that time, this machine's core at its calibrated speed.
-pub fn emulated_cpu<R>(f: impl FnOnce() -> R) -> (R, Duration) {
-    let (r, cpu, _) = emulated_cpu_slotted(f);
-    (r, cpu)
-}
-
-/// [`emulated_cpu`], and how long it waited for its compute slot.
-fn emulated_cpu_slotted<R>(f: impl FnOnce() -> R) -> (R, Duration, Duration) {
+/// result, that time (this machine's core at its calibrated speed), and how long it waited
+/// for its compute slot.
+pub fn emulated_cpu<R>(f: impl FnOnce() -> R) -> (R, Duration, Duration) {
     let asked = Instant::now();
     let _slot = emulation_slot();
     let wait = asked.elapsed();
@@ -216,7 +211,7 @@ fn measure_slotted<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration
             (r, wall.elapsed(), Duration::ZERO)
         }
         Some(speed) => {
-            let (r, used, wait) = emulated_cpu_slotted(f);
+            let (r, used, wait) = emulated_cpu(f);
             (r, used.div_f64(speed), wait)
         }
     }
