@@ -263,11 +263,27 @@ pub fn run(plan: &Runnable, input: Tensor) -> Result<Tensor> {
     Ok(out.remove(0).into_tensor())
 }
 
+/// The threads tract's matrix products run on: its own pool of `threads`, or the caller's.
+#[derive(Clone)]
+pub struct Threads(Executor);
+
+/// A pool of `threads` for tract (none for 1).
+pub fn threads(threads: usize) -> Threads {
+    Threads(if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread })
+}
+
+impl Threads {
+    /// Run `f` with tract's matrix products on these threads.
+    pub fn scope<T>(&self, f: impl FnOnce() -> T) -> T {
+        multithread_tract_scope(self.0.clone(), f)
+    }
+}
+
 /// One board's executor: the runnable of every (group, band) it has been asked for, built once.
 pub struct BandExecutor {
     model: Arc<Model>,
     bands: HashMap<(Group, Rows), (GroupBand, Runnable)>,
-    threads: Executor,
+    threads: Threads,
 }
 
 impl BandExecutor {
@@ -278,8 +294,7 @@ impl BandExecutor {
 
     /// An executor running tract's matrix products on `threads` threads of its own.
     pub fn with_threads(model: Arc<Model>, threads: usize) -> BandExecutor {
-        let threads = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
-        BandExecutor { model, bands: HashMap::new(), threads }
+        BandExecutor { model, bands: HashMap::new(), threads: self::threads(threads) }
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -305,7 +320,7 @@ impl BandExecutor {
             bail!("group {}..{} rows {}: received {} input rows, needs {} ({})", group.from, group.to, out, got, band.input.len(), band.input);
         }
         let plan = plan.clone();
-        multithread_tract_scope(self.threads.clone(), || run(&plan, input))
+        self.threads.scope(|| run(&plan, input))
     }
 
     /// Number of runnables built so far.

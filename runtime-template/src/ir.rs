@@ -167,6 +167,16 @@ impl Op {
     }
 
     /// The weights of the op, in a fixed order.
+    pub fn weights(&self) -> Vec<&Weights> {
+        match self {
+            Op::Conv(c) => std::iter::once(&c.weight).chain(c.bias.as_ref()).collect(),
+            Op::Affine { scale, shift } => vec![scale, shift],
+            Op::Dense { weight, bias } => vec![weight, bias],
+            _ => vec![],
+        }
+    }
+
+    /// The weights of the op, in the order of [`Op::weights`].
     pub fn weights_mut(&mut self) -> Vec<&mut Weights> {
         match self {
             Op::Conv(c) => {

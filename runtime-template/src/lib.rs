@@ -18,3 +18,8 @@ pub mod stats;
 pub mod wire;
 
 pub use tract_core;
+
+/// The unit tests count allocations, as the probe does (its memory measurements are tested).
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: mem::Counting = mem::Counting;

@@ -10,7 +10,7 @@
 //! so that what was measured before a crash is kept. An emulated board's probe runs on this
 //! machine and reports its twin's time, CPU time ÷ speed, without sleeping it out.
 
-use crate::exec::BandExecutor;
+use crate::exec::Runnable;
 use crate::halo::{group_band, Group, Rows};
 use crate::ir::Model;
 use anyhow::{bail, ensure, Context, Result};
@@ -75,6 +75,17 @@ pub struct Measurement {
     /// The probe's peak resident memory so far (VmHWM), MB.
     #[serde(default)]
     pub peak_rss_mb: Option<f64>,
+    /// Bytes the job's runnables hold (tract's copy of its weights, its plan), MB; the sum
+    /// over its parts. None unless the probe counts its allocations.
+    #[serde(default)]
+    pub build_mb: Option<f64>,
+    /// Most bytes a run of the job holds at once (input, values, output, scratch), MB.
+    #[serde(default)]
+    pub work_mb: Option<f64>,
+    /// The probe's resident memory before it built any job (the binary, its libraries, the
+    /// allocator's own), MB: what a board process holds before its model.
+    #[serde(default)]
+    pub base_mb: Option<f64>,
 }
 
 /// A line of the probe's output.
@@ -132,30 +143,150 @@ fn cpu_quota() -> Option<f64> {
     None
 }
 
-/// Give every layer of `group` weights (the file carries the structure only).
-fn fill_weights(model: &mut Model, group: Group) {
-    for id in group.layers() {
-        for w in model.nodes[id].op.weights_mut() {
-            if w.data.len() != w.volume() {
-                let n = w.volume();
-                w.data = Arc::new((0..n).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.02).collect());
-            }
-        }
-    }
-}
+/// Most weights one part of a job holds. A larger Dense layer (VGG-16's first holds 411 MB) is
+/// timed a slice of its output features at a time and the slices' times are added: on one
+/// vector a Dense layer streams its weights once, so its time is linear in its features.
+pub const PART_WEIGHT_BYTES: usize = 32 << 20;
+
+/// Most weights the jobs of one chunk hold at once. A job holding more on its own is built
+/// part by part for every run, each part dropped once run.
+pub const CHUNK_WEIGHT_BYTES: usize = 64 << 20;
+
+/// Jobs measured together: their repeats are interleaved (see [`run_jobs`]).
+pub const CHUNK: usize = 16;
 
 /// Is value `v` a Dense layer's output (a job on it is a slice of its output features)?
 fn is_dense(model: &Model, v: usize) -> bool {
     matches!(model.nodes[v].op, crate::ir::Op::Dense { .. })
 }
 
-/// Jobs measured together: their repeats are interleaved (see [`run_jobs`]).
-pub const CHUNK: usize = 16;
+/// A unit of a job's work, built and run on its own; a job's time is the sum of its parts'.
+#[derive(Clone, Copy, Debug)]
+enum Part {
+    /// Output rows of a group.
+    Band(Group, Rows),
+    /// Values `from` (exclusive) to `to`, unsplit.
+    Section(usize, usize),
+    /// Output features of a Dense layer.
+    Dense(usize, Rows),
+}
 
-/// A job made ready to run: its runnable built, its input allocated.
+fn weight_bytes(model: &Model, layers: impl Iterator<Item = usize>) -> usize {
+    layers.map(|id| model.nodes[id].op.weights().iter().map(|w| w.volume() * 4).sum::<usize>()).sum()
+}
+
+/// Filler weights: run time does not depend on their values.
+fn filler(n: usize) -> Arc<Vec<f32>> {
+    Arc::new((0..n).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.02).collect())
+}
+
+impl Part {
+    fn weight_bytes(&self, model: &Model) -> usize {
+        match *self {
+            Part::Band(g, _) => weight_bytes(model, g.layers()),
+            Part::Section(from, to) => weight_bytes(model, from + 1..=to),
+            Part::Dense(node, cols) => (model.nodes[model.nodes[node].inputs[0]].shape.iter().product::<usize>() + 1) * cols.len() * 4,
+        }
+    }
+
+    fn input_shape(&self, model: &Model) -> Vec<usize> {
+        match *self {
+            Part::Band(g, out) => {
+                let mut shape = model.nodes[g.from].shape.clone();
+                shape[2] = group_band(model, g, out).input.len();
+                shape
+            }
+            Part::Section(from, _) => model.nodes[from].shape.clone(),
+            Part::Dense(node, _) => model.nodes[model.nodes[node].inputs[0]].shape.clone(),
+        }
+    }
+
+    /// Build the part's runnable, its layers given filler weights for the time it takes (the
+    /// model file the probe receives carries the structure only); the model is left as it was.
+    fn build(&self, model: &mut Model) -> Result<Runnable> {
+        use crate::ir::{Op, Weights};
+        if let Part::Dense(node, cols) = *self {
+            let Op::Dense { weight, bias } = &mut model.nodes[node].op else { bail!("node {node} is not a Dense layer") };
+            let k = weight.shape[0];
+            let whole = (std::mem::replace(weight, Weights { shape: vec![k, cols.len()], data: filler(k * cols.len()) }), std::mem::replace(bias, Weights { shape: vec![cols.len()], data: filler(cols.len()) }));
+            let built = crate::exec::dense_slice(model, node, cols);
+            let Op::Dense { weight, bias } = &mut model.nodes[node].op else { unreachable!() };
+            (*weight, *bias) = whole;
+            return built;
+        }
+        let layers = match *self {
+            Part::Band(g, _) => g.layers(),
+            Part::Section(from, to) => from + 1..=to,
+            Part::Dense(..) => unreachable!(),
+        };
+        let mut filled = Vec::new();
+        for id in layers {
+            for (i, w) in model.nodes[id].op.weights_mut().into_iter().enumerate() {
+                if w.data.len() != w.volume() {
+                    w.data = filler(w.volume());
+                    filled.push((id, i));
+                }
+            }
+        }
+        let built = match *self {
+            Part::Band(g, out) => crate::exec::band_graph(model, &group_band(model, g, out)).and_then(crate::exec::runnable),
+            Part::Section(from, to) => crate::exec::section_graph(model, from, to).and_then(crate::exec::runnable),
+            Part::Dense(..) => unreachable!(),
+        };
+        for (id, i) in filled {
+            model.nodes[id].op.weights_mut()[i].data = Arc::new(vec![]);
+        }
+        built
+    }
+}
+
+/// The parts of `job`: its band; its section whole, or, when the section holds more than
+/// [`PART_WEIGHT_BYTES`] and is a chain, cut around its large Dense layers, each timed in slices.
+fn parts(model: &Model, job: &Job) -> Vec<Part> {
+    let Group { from, to } = job.group;
+    let slices = |node: usize, cols: Rows| -> Vec<Part> {
+        let per_col = Part::Dense(node, Rows::new(0, 1)).weight_bytes(model);
+        let n = (PART_WEIGHT_BYTES / per_col).max(1);
+        (cols.start..cols.end).step_by(n).map(|c| Part::Dense(node, Rows::new(c, (c + n).min(cols.end)))).collect()
+    };
+    if !job.out.is_empty() {
+        return if is_dense(model, to) { slices(to, job.out) } else { vec![Part::Band(job.group, job.out)] };
+    }
+    let chain = (from + 1..=to).all(|id| model.nodes[id].inputs == [id - 1]);
+    if !chain || weight_bytes(model, from + 1..=to) <= PART_WEIGHT_BYTES {
+        return vec![Part::Section(from, to)];
+    }
+    let mut out = Vec::new();
+    let mut start = from;
+    for id in from + 1..=to {
+        if is_dense(model, id) && weight_bytes(model, id..=id) > PART_WEIGHT_BYTES {
+            if start < id - 1 {
+                out.push(Part::Section(start, id - 1));
+            }
+            out.extend(slices(id, Rows::new(0, model.nodes[id].shape[1])));
+            start = id;
+        }
+    }
+    if start < to {
+        out.push(Part::Section(start, to));
+    }
+    out
+}
+
+/// A part of a job being measured: its runnable while held, and what it was measured to need.
+struct Held {
+    part: Part,
+    built: Option<Runnable>,
+    /// Bytes its runnable holds (tract's copy of its weights, packed, and its plan).
+    build_bytes: Option<usize>,
+    /// Most bytes a run of it holds at once: input, intermediate values, output, scratch.
+    work_bytes: Option<usize>,
+}
+
+/// A job being measured: its parts, kept built between runs unless `streamed`.
 struct Ready {
-    whole: Option<crate::exec::Runnable>,
-    input: Tensor,
+    parts: Vec<Held>,
+    streamed: bool,
     times: Vec<f64>,
     total: f64,
 }
@@ -168,6 +299,12 @@ struct Ready {
 /// weighs on every job of the chunk alike instead of on the one job it coincides with. And,
 /// like a layer of a real run, each run starts with the caches the other jobs left: timing a
 /// job back to back with itself measures it faster than it runs in a plan.
+///
+/// The probe's memory is bounded by its largest job, not by how many it runs: a chunk holds
+/// at most [`CHUNK_WEIGHT_BYTES`] of weights (a larger job alone, built a part at a time), and
+/// every chunk's runnables are dropped before the next is built. With [`crate::mem::Counting`]
+/// as the allocator, each job also reports the bytes its runnable holds and the most a run of it
+/// holds at once (the board's memory predicted from these, like its time from E).
 pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) -> Result<()>) -> Result<()> {
     ensure!(file.repeats > 0, "repeats must be at least 1");
     let mut model = model;
@@ -175,45 +312,69 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
         ensure!(j.group.from < j.group.to && j.group.to < model.nodes.len(), "job {}: no group {:?} in model {}", j.id, j.group, model.name);
         let height = || if is_dense(&model, j.group.to) { model.nodes[j.group.to].shape[1] } else { model.rows(j.group.to) };
         ensure!(j.out.is_empty() || j.out.end <= height(), "job {}: rows {} outside value {}", j.id, j.out, j.group.to);
-        fill_weights(&mut model, j.group);
     }
-    let mut exec = BandExecutor::with_threads(Arc::new(model), file.threads.max(1));
-    for chunk in file.jobs.chunks(CHUNK) {
-        let mut ready = Vec::with_capacity(chunk.len());
-        for j in chunk {
-            let mut shape = exec.model().nodes[j.group.from].shape.clone();
-            let whole = if j.out.is_empty() {
-                Some(crate::exec::runnable(crate::exec::section_graph(exec.model(), j.group.from, j.group.to)?)?)
-            } else if is_dense(exec.model(), j.group.to) {
-                // A slice of a Dense layer of the tail: `out` are its output features.
-                Some(crate::exec::dense_slice(exec.model(), j.group.to, j.out).with_context(|| format!("job {}", j.id))?)
-            } else {
-                shape[2] = group_band(exec.model(), j.group, j.out).input.len();
-                exec.prepare(j.group, j.out).with_context(|| format!("job {}", j.id))?;
-                None
-            };
-            let input = Tensor::from_shape(&shape, &vec![0.5f32; shape.iter().product()])?;
-            ready.push(Ready { whole, input, times: Vec::with_capacity(file.repeats), total: 0.0 });
+    let base_mb = crate::mem::rss_mb();
+    let threads = crate::exec::threads(file.threads.max(1));
+    let mut rest = &file.jobs[..];
+    while !rest.is_empty() {
+        // The next chunk: up to CHUNK jobs holding up to CHUNK_WEIGHT_BYTES (at least one job).
+        let mut ready: Vec<Ready> = Vec::new();
+        let mut held = 0;
+        for j in rest.iter().take(CHUNK) {
+            let parts = parts(&model, j);
+            let bytes: usize = parts.iter().map(|p| p.weight_bytes(&model)).sum();
+            if !ready.is_empty() && held + bytes > CHUNK_WEIGHT_BYTES {
+                break;
+            }
+            held += bytes;
+            let streamed = bytes > CHUNK_WEIGHT_BYTES;
+            let parts = parts.into_iter().map(|part| Held { part, built: None, build_bytes: None, work_bytes: None }).collect();
+            ready.push(Ready { parts, streamed, times: Vec::with_capacity(file.repeats), total: 0.0 });
         }
+        let (chunk, next) = rest.split_at(ready.len());
+        rest = next;
         for round in 0..file.warmup + file.repeats {
             for (j, r) in chunk.iter().zip(ready.iter_mut()) {
-                // An emulated board's run is timed as the board's runtime times it.
-                let job = || match &r.whole {
-                    Some(w) => crate::exec::run(w, r.input.clone()).map(|_| ()),
-                    None => exec.run_band(j.group, j.out, r.input.clone()).map(|_| ()),
-                };
-                let (done, t) = crate::link::measure(file.speed, job);
-                let t = t.as_secs_f64();
-                done.with_context(|| format!("job {}", j.id))?;
-                r.total += t;
+                let mut took = 0.0;
+                for h in &mut r.parts {
+                    if h.built.is_none() {
+                        let before = crate::mem::live_bytes();
+                        h.built = Some(h.part.build(&mut model).with_context(|| format!("job {}", j.id))?);
+                        if h.build_bytes.is_none() {
+                            h.build_bytes = before.zip(crate::mem::live_bytes()).map(|(b, a)| a.saturating_sub(b));
+                        }
+                    }
+                    let plan = h.built.as_ref().expect("built above");
+                    let before = crate::mem::reset_peak();
+                    let shape = h.part.input_shape(&model);
+                    let input = Tensor::from_shape(&shape, &vec![0.5f32; shape.iter().product()])?;
+                    // An emulated board's run is timed as the board's runtime times it.
+                    let (done, t) = match h.part {
+                        Part::Band(..) => crate::link::measure(file.speed, || threads.scope(|| crate::exec::run(plan, input))),
+                        _ => crate::link::measure(file.speed, || crate::exec::run(plan, input)),
+                    };
+                    done.with_context(|| format!("job {}", j.id))?;
+                    if h.work_bytes.is_none() {
+                        h.work_bytes = before.zip(crate::mem::peak_bytes()).map(|(b, p)| p.saturating_sub(b));
+                    }
+                    took += t.as_secs_f64();
+                    if r.streamed {
+                        h.built = None;
+                    }
+                }
+                r.total += took;
                 if round >= file.warmup {
-                    r.times.push(t);
+                    r.times.push(took);
                 }
             }
         }
         for (j, r) in chunk.iter().zip(ready) {
             let median = crate::stats::median(&r.times);
             let (min, max) = crate::stats::min_max(&r.times);
+            let mb = |b: usize| b as f64 / 1e6;
+            let build: Option<usize> = r.parts.iter().map(|h| h.build_bytes).sum();
+            let work: Option<usize> = r.parts.iter().map(|h| h.work_bytes).try_fold(0, |m, w| w.map(|w| w.max(m)));
+            drop(r.parts);
             emit(Measurement {
                 id: j.id.clone(),
                 median_s: median,
@@ -223,6 +384,9 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
                 repeats: r.times.len(),
                 board_seconds: r.total,
                 peak_rss_mb: crate::mem::peak_rss_mb(),
+                build_mb: build.map(mb),
+                work_mb: work.map(mb),
+                base_mb,
             })?;
         }
     }
@@ -286,4 +450,74 @@ pub fn main() -> std::process::ExitCode {
             _ => echo(args.get("listen").unwrap_or("0.0.0.0:0"), Duration::from_secs_f64(args.number("deadline-s")?.unwrap_or(30.0))),
         }
     })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{InputLayout, Node, Op, Weights};
+
+    /// input [1, 8, 16, 16] → Flatten → Dense 2048 → 1200 (9.8 MB of weights, no data: the
+    /// probe's model file carries the structure only).
+    fn model() -> Model {
+        let node = |name: &str, op: Op, inputs: Vec<usize>, shape: Vec<usize>| Node { name: name.into(), op, inputs, shape };
+        let empty = |shape: Vec<usize>| Weights { shape, data: Arc::new(vec![]) };
+        Model {
+            name: "dense".into(),
+            input_layout: InputLayout::Nchw,
+            nodes: vec![
+                node("input", Op::Input, vec![], vec![1, 8, 16, 16]),
+                node("flatten", Op::Flatten, vec![0], vec![1, 2048]),
+                node("fc", Op::Dense { weight: empty(vec![2048, 1200]), bias: empty(vec![1200]) }, vec![1], vec![1, 1200]),
+            ],
+        }
+    }
+
+    fn measure(model: Model, jobs: Vec<Job>) -> Vec<Measurement> {
+        let file = JobFile { warmup: 0, repeats: 1, threads: 1, cores: vec![], speed: None, jobs };
+        let mut out = Vec::new();
+        run_jobs(model, &file, |m| Ok(out.push(m))).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_large_dense_layer_is_timed_in_slices_and_its_memory_counted() {
+        let m = model();
+        let weights = 4 * (2048 * 1200 + 1200);
+        // Within the part size: the tail and the slice are one part each.
+        let tail = Job { id: "tail".into(), group: Group { from: 0, to: 2 }, out: Rows::new(0, 0) };
+        let slice = Job { id: "slice".into(), group: Group { from: 1, to: 2 }, out: Rows::new(100, 1100) };
+        assert_eq!(parts(&m, &tail).len(), 1, "a section within the part size is one part");
+        let per_col = 4 * 2049;
+        let before = crate::mem::live_bytes().unwrap();
+        let got = measure(m, vec![tail, slice]);
+        // What a run builds: tract's copy of the weights (with its packing), within 30 %.
+        let built = got[0].build_mb.unwrap() * 1e6;
+        assert!(built > 0.9 * weights as f64 && built < 1.3 * weights as f64, "built {built} for {weights} bytes of weights");
+        let sliced = got[1].build_mb.unwrap() * 1e6;
+        assert!(sliced > 0.9 * (1000 * per_col) as f64 && sliced < 1.3 * (1000 * per_col) as f64, "slice built {sliced}");
+        // A run holds at least its input and output.
+        assert!(got[0].work_mb.unwrap() * 1e6 >= 4.0 * (2048.0 + 1200.0));
+        assert!(got[0].median_s > 0.0 && got[0].base_mb.is_some());
+        // Nothing built is kept once measured (other tests' allocations aside).
+        let after = crate::mem::live_bytes().unwrap();
+        assert!(after < before + weights / 2, "{} bytes still live", after as i64 - before as i64);
+    }
+
+    #[test]
+    fn parts_bound_what_is_held() {
+        let mut m = model();
+        // 4096 × 4096 inputs: 64 MB, over the part size.
+        m.nodes[0].shape = vec![1, 16, 16, 16];
+        m.nodes[1].shape = vec![1, 4096];
+        m.nodes[2].op = Op::Dense { weight: Weights { shape: vec![4096, 4096], data: Arc::new(vec![]) }, bias: Weights { shape: vec![4096], data: Arc::new(vec![]) } };
+        m.nodes[2].shape = vec![1, 4096];
+        let tail = Job { id: "tail".into(), group: Group { from: 0, to: 2 }, out: Rows::new(0, 0) };
+        let p = parts(&m, &tail);
+        assert!(p.len() > 2, "{p:?}");
+        let cols: usize = p.iter().map(|p| if let Part::Dense(_, c) = p { c.len() } else { 0 }).sum();
+        assert_eq!(cols, 4096, "the slices cover the layer");
+        assert!(p.iter().all(|p| p.weight_bytes(&m) <= PART_WEIGHT_BYTES + 4 * 4097), "{p:?}");
+        assert!(matches!(p[0], Part::Section(0, 1)), "the flatten before the layer: {:?}", p[0]);
+    }
 }
