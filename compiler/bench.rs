@@ -244,6 +244,7 @@ pub fn predict_fleet_latency(fleet: &crate::fleet::Fleet, m: &LoadedModel, plan:
         group_e: Some(group_e),
         topology: plan.topology,
         dense,
+        memory: None,
     };
     let chosen: Vec<(Group, Vec<usize>)> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
     let groups: Vec<f64> = cm.groups_cost(&chosen).iter().map(|g| g.latency_s).collect();

@@ -31,6 +31,13 @@ pub struct Target {
     pub threads: usize,
     /// The emulated twin.
     pub emulated: Twin,
+    /// RAM of the board, MB (from its specification; a fleet's board may override it). None:
+    /// not limited (the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<f64>,
+    /// What a plan must leave free of it: the operating system, sshd, page cache, MB.
+    #[serde(default)]
+    pub memory_reserve_mb: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -206,6 +213,7 @@ struct RawBoard {
     emulated: Option<RawEmulated>,
     runtime_port: Option<u16>,
     threads: Option<usize>,
+    memory_mb: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,9 +251,16 @@ pub struct Board {
     /// Port its runtime listens on.
     pub runtime_port: u16,
     pub threads: usize,
+    /// RAM, MB: the fleet's `memory_mb` for the board, else its target's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<f64>,
 }
 
 impl Board {
+    /// What a plan may use of the board's memory, MB: its RAM less its target's reserve.
+    pub fn memory_limit_mb(&self) -> Option<f64> {
+        self.memory_mb.map(|m| m - self.target.as_ref().map_or(0.0, |t| t.memory_reserve_mb))
+    }
     pub fn is_emulated(&self) -> bool {
         matches!(self.kind, BoardKind::Emulated { .. })
     }
@@ -457,7 +472,13 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
             },
             _ => b.threads.or(d.threads).unwrap_or(target.as_ref().map_or(1, |t| t.threads)),
         };
-        boards.push(Board { name: b.name.clone(), kind, target, link, runtime_port, threads });
+        if let Some(m) = b.memory_mb {
+            if !(m > 0.0 && m.is_finite()) {
+                return Err(cx.err(&needle, 0, format!("board '{}': memory_mb must be positive, got {m}", b.name)));
+            }
+        }
+        let memory_mb = b.memory_mb.or(target.as_ref().and_then(|t| t.memory_mb));
+        boards.push(Board { name: b.name.clone(), kind, target, link, runtime_port, threads, memory_mb });
     }
     let coordinator = match &raw.coordinator {
         None => 0,

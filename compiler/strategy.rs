@@ -43,6 +43,8 @@ pub struct Planned {
     /// Prediction and DP, without profiling or the wild card's runs.
     pub solve_seconds: f64,
     pub profiling: Stats,
+    /// Every board's predicted peak memory (None without the probe's memory measurements).
+    pub memory: Option<Vec<crate::cost::BoardMemory>>,
 }
 
 /// A centred band of r rows of h.
@@ -78,28 +80,32 @@ pub fn cost_model(fleet: &Fleet, m: &LoadedModel, opts: &Options) -> Result<(Cos
         }
     }
     let measured = profile::measure(fleet, m, &wants, opts)?;
-    let mut points: HashMap<(usize, usize), Vec<(usize, f64)>> = HashMap::new();
-    let mut tail_s = 0.0;
-    let mut dense_points: HashMap<(usize, usize), Vec<(usize, f64)>> = HashMap::new();
+    // (seconds, kept MB, building's extra MB, a run's MB) per measured point.
+    type Point = (usize, [Option<f64>; 4]);
+    let mut points: HashMap<(usize, usize), Vec<Point>> = HashMap::new();
+    let mut dense_points: HashMap<(usize, usize), Vec<Point>> = HashMap::new();
+    let mut tail_point = None;
+    let mut base_mb: Vec<Option<f64>> = vec![None; fleet.boards.len()];
     for (w, r) in wants.iter().zip(&measured.results) {
-        if w.kind == "tail" {
-            tail_s = r.median_s;
-            continue;
+        base_mb[w.board] = base_mb[w.board].or(r.base_mb);
+        let point = (w.out.len(), [Some(r.median_s), r.build_mb, r.build_extra_mb, r.work_mb]);
+        match w.kind {
+            "tail" => tail_point = Some((1, point.1)),
+            "dense" => dense_points.entry((w.board, w.group.to)).or_default().push(point),
+            _ => points.entry((w.board, cuts.iter().position(|&c| c == w.group.from).unwrap())).or_default().push(point),
         }
-        if w.kind == "dense" {
-            dense_points.entry((w.board, w.group.to)).or_default().push((w.out.len(), r.median_s));
-            continue;
-        }
-        let k = cuts.iter().position(|&c| c == w.group.from).unwrap();
-        points.entry((w.board, k)).or_default().push((w.out.len(), r.median_s));
     }
+    // The fit of one measured quantity, None if a point lacks it (a probe that does not count).
+    let fit = |points: &[Point], i: usize| -> Option<Fit> { points.iter().map(|&(r, v)| v[i].map(|v| (r, v))).collect::<Option<Vec<_>>>().map(|p| Fit::from_points(&p)) };
+    let mem_fit = |points: &[Point]| -> Option<crate::cost::MemFit> { Some(crate::cost::MemFit { build: fit(points, 1)?, extra: fit(points, 2)?, work: fit(points, 3)? }) };
+    let tail_s = tail_point.map_or(0.0, |p| p.1[0].unwrap_or(0.0));
     let dense = dense_nodes
         .iter()
         .map(|&d| crate::cost::DenseCost {
             node: d,
             inputs: ir.nodes[d - 1].shape.iter().product(),
             outputs: ir.nodes[d].shape[1],
-            e: (0..fleet.boards.len()).map(|b| Fit::from_points(&dense_points[&(b, d)])).collect(),
+            e: (0..fleet.boards.len()).map(|b| fit(&dense_points[&(b, d)], 0).expect("timed")).collect(),
         })
         .collect();
     let boards = fleet
@@ -109,10 +115,23 @@ pub fn cost_model(fleet: &Fleet, m: &LoadedModel, opts: &Options) -> Result<(Cos
         .map(|(b, board)| crate::cost::BoardCost {
             name: board.name.clone(),
             link: measured.links[b].link,
-            e: (0..cuts.len() - 1).map(|k| Fit::from_points(&points[&(b, k)])).collect(),
+            e: (0..cuts.len() - 1).map(|k| fit(&points[&(b, k)], 0).expect("timed")).collect(),
         })
         .collect();
-    Ok((CostModel { model: ir.clone(), cuts, boards, coordinator: fleet.coordinator, tail_s, group_e: None, topology: fleet.topology, dense }, measured.stats))
+    let n = fleet.boards.len();
+    let memory = (|| {
+        let tail = match tail_point {
+            Some(p) => mem_fit(&[p])?,
+            None => crate::cost::MemFit { build: Fit::line(0.0, 0.0), extra: Fit::line(0.0, 0.0), work: Fit::line(0.0, 0.0) },
+        };
+        Some(crate::cost::MemoryCost {
+            base_mb: base_mb.iter().copied().collect::<Option<Vec<f64>>>()?,
+            segments: (0..n).map(|b| (0..cuts.len() - 1).map(|k| mem_fit(&points[&(b, k)])).collect::<Option<Vec<_>>>()).collect::<Option<Vec<_>>>()?,
+            dense: dense_nodes.iter().map(|&d| (0..n).map(|b| mem_fit(&dense_points[&(b, d)])).collect::<Option<Vec<_>>>()).collect::<Option<Vec<_>>>()?,
+            tail,
+        })
+    })();
+    Ok((CostModel { model: ir.clone(), cuts, boards, coordinator: fleet.coordinator, tail_s, group_e: None, topology: fleet.topology, dense, memory }, measured.stats))
 }
 
 /// The tail's Dense layers that may be split by output features: those of its chain (each
@@ -192,6 +211,10 @@ impl Planned {
         for t in &self.plan.tail {
             s += &format!("  tail layer {:>3} split by output features {:?}\n", t.node, t.cols);
         }
+        if let Some(m) = &self.memory {
+            let peaks: Vec<String> = m.iter().map(|b| format!("{} {:.0} MB", b.board, b.peak_mb)).collect();
+            s += &format!("predicted peak memory: {}\n", peaks.join(", "));
+        }
         if self.predicted_latency_s.is_finite() {
             s += &format!("predicted latency {:.1} ms (tail {:.1} ms); solved in {:.1} ms\n", self.predicted_latency_s * 1e3, self.tail_s * 1e3, self.solve_seconds * 1e3);
         }
@@ -215,6 +238,7 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
             wild_card: None,
             solve_seconds: 0.0,
             profiling: Stats::default(),
+            memory: None,
         });
     }
     let (mut cm, mut stats) = cost_model(fleet, m, opts)?;
@@ -276,8 +300,13 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
     if strategy != Strategy::Fss {
         groups = cm.groups_cost(&chosen);
     }
-    // The tail's Dense layers split where that pays (not for the single-board baseline).
-    let tail = if strategy == Strategy::Single { vec![] } else { solve::tail_splits(&cm) };
+    // The tail's Dense layers split where that pays (not for the single-board baseline), or
+    // where the boards' memory asks for it.
+    let mut tail = if strategy == Strategy::Single { vec![] } else { solve::tail_splits(&cm) };
+    let memory = match cm.memory(&chosen, &tail) {
+        Some(memory) => Some(fit_memory(fleet, &cm, &chosen, &mut tail, memory, strategy)?),
+        None => None,
+    };
     let tail_s = cm.tail_cost(&tail);
     let mut plan = solve::plan_from_groups(&m.ir, &m.sha256, &names, &groups, cm.topology)?;
     plan.tail = tail;
@@ -292,7 +321,53 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
         wild_card,
         solve_seconds,
         profiling: stats,
+        memory,
     })
+}
+
+/// Make the plan fit every board's memory: when a board's predicted peak exceeds its limit,
+/// the tail's Dense layers are split within what each board can hold (the coordinator, which
+/// holds the tail, is the usual one short). Returns the plan's predicted memory, or an error
+/// naming the board that no plan fits and by how much.
+fn fit_memory(fleet: &Fleet, cm: &CostModel, groups: &[(Group, Vec<usize>)], tail: &mut Vec<legion_runtime::plan::TailSplit>, memory: Vec<crate::cost::BoardMemory>, strategy: Strategy) -> Result<Vec<crate::cost::BoardMemory>> {
+    let mut limits: Vec<Option<f64>> = fleet.boards.iter().map(|b| b.memory_limit_mb()).collect();
+    let mut memory = memory;
+    // A board over its limit after a split within the caps (the caps are a linear estimate)
+    // has its limit lowered by what it is over, a few times.
+    for _ in 0..4 {
+        if crate::cost::overflow(&memory, &limits).is_none() || strategy == Strategy::Single || cm.dense.is_empty() {
+            break;
+        }
+        let caps = cm.dense_caps(groups, &limits).expect("memory measured");
+        match solve::tail_splits_within(cm, Some(&caps)) {
+            Some(t) => *tail = t,
+            None => break,
+        }
+        memory = cm.memory(groups, tail).expect("memory measured");
+        if let Some((b, short)) = crate::cost::overflow(&memory, &limits) {
+            limits[b] = limits[b].map(|l| l - short);
+        }
+    }
+    let limits: Vec<Option<f64>> = fleet.boards.iter().map(|b| b.memory_limit_mb()).collect();
+    if let Some((b, short)) = crate::cost::overflow(&memory, &limits) {
+        let board = &fleet.boards[b];
+        let m = &memory[b];
+        let reserve = board.target.as_ref().map_or(0.0, |t| t.memory_reserve_mb);
+        let what = if b == fleet.coordinator && !cm.dense.is_empty() { ", the tail's Dense layers spread over the fleet as far as its boards' memory allows" } else { "" };
+        anyhow::bail!(
+            "no plan fits board '{}': its predicted peak is {:.0} MB ({:.0} MB of weights, {:.0} MB in tract's runnables, {:.0} MB for a run, {:.0} MB for the process{what}), and it has {:.0} MB less a {:.0} MB reserve: {:.0} MB short. Give it more memory (memory_mb), remove it from the fleet, or make another board the coordinator",
+            board.name,
+            m.peak_mb,
+            m.weights_mb,
+            m.built_mb + m.build_extra_mb,
+            m.work_mb,
+            m.base_mb,
+            board.memory_mb.unwrap_or(f64::NAN),
+            reserve,
+            short
+        );
+    }
+    Ok(memory)
 }
 
 /// `legionc explain`: `plan` (the compiled one if None) predicted from the cached profiles,

@@ -287,14 +287,32 @@ pub fn plan_from_groups(model: &Model, model_sha256: &str, boards: &[String], gr
 /// on [`CostModel::dense_tables`], kept when the split layer is predicted faster than the
 /// layer whole on the coordinator.
 pub fn tail_splits(cm: &CostModel) -> Vec<legion_runtime::plan::TailSplit> {
+    tail_splits_within(cm, None).expect("without caps every layer fits")
+}
+
+/// [`tail_splits`] with at most `caps[i][b]` features of Dense layer `cm.dense[i]` on board
+/// `b` (what fits its memory): a layer whose features do not fit on the coordinator whole is
+/// split even where that is slower. None if some layer's features fit nowhere in all.
+pub fn tail_splits_within(cm: &CostModel, caps: Option<&[Vec<usize>]>) -> Option<Vec<legion_runtime::plan::TailSplit>> {
     let c = cm.coordinator;
-    cm.dense
-        .iter()
-        .filter_map(|d| {
-            let (cols, _) = min_max_rows(&cm.dense_tables(d), d.outputs);
-            let split = cm.split_cost(d, &cols);
-            let whole = d.e[c].at(d.outputs);
-            (split < whole && cols[c] < d.outputs).then(|| legion_runtime::plan::TailSplit { node: d.node, cols })
-        })
-        .collect()
+    let mut out = Vec::new();
+    for (i, d) in cm.dense.iter().enumerate() {
+        let cap = |b: usize| caps.map_or(usize::MAX, |caps| caps[i][b]);
+        if (0..cm.boards.len()).map(|b| cap(b).min(d.outputs)).sum::<usize>() < d.outputs {
+            return None;
+        }
+        let mut tables = cm.dense_tables(d);
+        for (b, t) in tables.iter_mut().enumerate() {
+            for x in t.iter_mut().skip(cap(b).saturating_add(1)) {
+                *x = f64::INFINITY;
+            }
+        }
+        let (cols, _) = min_max_rows(&tables, d.outputs);
+        let whole_fits = cap(c) >= d.outputs;
+        let faster = cm.split_cost(d, &cols) < d.e[c].at(d.outputs);
+        if cols[c] < d.outputs && (faster || !whole_fits) {
+            out.push(legion_runtime::plan::TailSplit { node: d.node, cols });
+        }
+    }
+    Some(out)
 }

@@ -347,14 +347,16 @@ fn run_tail(speed: Option<f64>, r: &Runnable, input: Tensor) -> Done {
 fn warm_up(exec: &mut BandExecutor, model: &Model, groups: &[crate::plan::PlanGroup], index: usize, tail: &BoardTail, emulated: bool) -> Result<()> {
     let _slot = if emulated { crate::link::emulation_slot() } else { None };
     let zeros = |shape: &[usize]| Tensor::zero::<f32>(shape);
-    for g in groups {
-        let band = g.bands()[index];
-        if band.is_empty() {
-            continue;
-        }
-        let rows = exec.prepare(g.group(), band)?.0.input.len();
+    let mine: Vec<_> = groups.iter().map(|g| (g, g.bands()[index])).filter(|(_, band)| !band.is_empty()).collect();
+    let mut inputs = Vec::with_capacity(mine.len());
+    for &(g, band) in &mine {
         let mut shape = model.nodes[g.from].shape.clone();
-        shape[2] = rows;
+        shape[2] = exec.prepare(g.group(), band)?.0.input.len();
+        inputs.push(shape);
+    }
+    // Everything is built (the tail before this thread started): frames reuse the heap.
+    crate::link::allocator_for_frames();
+    for (&(g, band), shape) in mine.iter().zip(inputs) {
         exec.run_band(g.group(), band, zeros(&shape)?).with_context(|| format!("warming up group {}..{} rows {band}", g.from, g.to))?;
     }
     for (r, shape) in tail.sections.values().chain(tail.slices.values()) {

@@ -293,18 +293,32 @@ pub fn emulation_slot_in(dir: &std::path::Path, n: usize) -> Option<EmulationSlo
     f.lock().ok().map(|()| EmulationSlot(f))
 }
 
-/// Make glibc keep freed memory for reuse: one arena for every thread, large buffers from the
-/// heap rather than fresh mappings, no trimming. tract allocates the same large buffers on
-/// every run; without this, a band run on a thread other than the main one page-faults them
-/// in again each time (a quarter of the run time on some machines). Called first by the board,
-/// probe and generic board binaries.
+/// Make glibc keep freed memory for reuse: one arena for every thread, no trimming. And, for
+/// what the process does first (reading its model, building its runnables), every allocation
+/// of 256 KB or more in a mapping of its own, returned whole when freed: what building leaves
+/// behind (tract's unpacked copies of weights, its passes' graphs) does not stay as holes in
+/// the heap, so that a board holds what its runnables need, as the probe's counted allocations
+/// predict (with one heap throughout, a board held 40–75 MB more). Called first by the board,
+/// probe and generic board binaries; [`allocator_for_frames`] once built.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before other threads start.
+    // SAFETY: mallopt only sets allocator parameters.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+/// Once the runnables are built: large buffers from the heap rather than fresh mappings.
+/// tract allocates the same large buffers on every run; from fresh mappings, a band run on a
+/// thread other than the main one page-faults them in again each time (a quarter of the run
+/// time on some machines).
+pub fn allocator_for_frames() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters (it takes the allocator's lock).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
     }
 }
 

@@ -82,6 +82,10 @@ pub struct Measurement {
     /// Most bytes a run of the job holds at once (input, values, output, scratch), MB.
     #[serde(default)]
     pub work_mb: Option<f64>,
+    /// Most bytes building a part of the job held for a while beyond its weights and what it
+    /// keeps (tract's unpacked copy of a layer's weights), MB.
+    #[serde(default)]
+    pub build_extra_mb: Option<f64>,
     /// The probe's resident memory before it built any job (the binary, its libraries, the
     /// allocator's own), MB: what a board process holds before its model.
     #[serde(default)]
@@ -279,6 +283,8 @@ struct Held {
     built: Option<Runnable>,
     /// Bytes its runnable holds (tract's copy of its weights, packed, and its plan).
     build_bytes: Option<usize>,
+    /// Most bytes building it held beyond its weights and `build_bytes`.
+    build_extra_bytes: Option<usize>,
     /// Most bytes a run of it holds at once: input, intermediate values, output, scratch.
     work_bytes: Option<usize>,
 }
@@ -328,7 +334,7 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
             }
             held += bytes;
             let streamed = bytes > CHUNK_WEIGHT_BYTES;
-            let parts = parts.into_iter().map(|part| Held { part, built: None, build_bytes: None, work_bytes: None }).collect();
+            let parts = parts.into_iter().map(|part| Held { part, built: None, build_bytes: None, build_extra_bytes: None, work_bytes: None }).collect();
             ready.push(Ready { parts, streamed, times: Vec::with_capacity(file.repeats), total: 0.0 });
         }
         let (chunk, next) = rest.split_at(ready.len());
@@ -338,10 +344,15 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
                 let mut took = 0.0;
                 for h in &mut r.parts {
                     if h.built.is_none() {
-                        let before = crate::mem::live_bytes();
+                        let before = crate::mem::reset_peak();
                         h.built = Some(h.part.build(&mut model).with_context(|| format!("job {}", j.id))?);
                         if h.build_bytes.is_none() {
-                            h.build_bytes = before.zip(crate::mem::live_bytes()).map(|(b, a)| a.saturating_sub(b));
+                            let kept = before.zip(crate::mem::live_bytes()).map(|(b, a)| a.saturating_sub(b));
+                            // Beyond the weights (a board holds them already) and what is
+                            // kept: tract's copy before it is packed, the graph's passes.
+                            let weights = h.part.weight_bytes(&model);
+                            h.build_extra_bytes = before.zip(crate::mem::peak_bytes()).zip(kept).map(|((b, p), k)| p.saturating_sub(b + weights + k));
+                            h.build_bytes = kept;
                         }
                     }
                     let plan = h.built.as_ref().expect("built above");
@@ -373,7 +384,8 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
             let (min, max) = crate::stats::min_max(&r.times);
             let mb = |b: usize| b as f64 / 1e6;
             let build: Option<usize> = r.parts.iter().map(|h| h.build_bytes).sum();
-            let work: Option<usize> = r.parts.iter().map(|h| h.work_bytes).try_fold(0, |m, w| w.map(|w| w.max(m)));
+            let most = |f: fn(&Held) -> Option<usize>| r.parts.iter().map(f).try_fold(0, |m, w| w.map(|w| w.max(m)));
+            let (work, extra) = (most(|h| h.work_bytes), most(|h| h.build_extra_bytes));
             drop(r.parts);
             emit(Measurement {
                 id: j.id.clone(),
@@ -386,6 +398,7 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
                 peak_rss_mb: crate::mem::peak_rss_mb(),
                 build_mb: build.map(mb),
                 work_mb: work.map(mb),
+                build_extra_mb: extra.map(mb),
                 base_mb,
             })?;
         }
@@ -433,6 +446,8 @@ fn echo(listen: &str, deadline: Duration) -> Result<()> {
 /// `facts` | `run --model FILE --jobs FILE` | `echo [--listen ADDR] [--deadline-s S]`.
 pub fn main() -> std::process::ExitCode {
     crate::link::tune_allocator();
+    // The probe builds and runs by turns; its jobs' needs are counted, not its resident pages.
+    crate::link::allocator_for_frames();
     crate::board::exit_code((|| -> Result<()> {
         let usage = "legion-probe facts | run --model FILE --jobs FILE | echo [--listen ADDR] [--deadline-s S]";
         let args = crate::args::Args::parse(usage, &["facts", "run", "echo"], &["model", "jobs", "listen", "deadline-s"])?;

@@ -63,7 +63,7 @@ fn random_cost_model(name: &str, segments: usize, boards: usize, seed: u64) -> C
             e: (0..cuts.len() - 1).map(|_| Fit::line(rng.gen_range(0.0..1e-3), rng.gen_range(0.0..1e-3))).collect(),
         })
         .collect();
-    CostModel { model: m.ir.clone(), cuts, boards, coordinator: 0, tail_s: 0.0, group_e: None, topology: Topology::Star, dense: vec![] }
+    CostModel { model: m.ir.clone(), cuts, boards, coordinator: 0, tail_s: 0.0, group_e: None, topology: Topology::Star, dense: vec![], memory: None }
 }
 
 /// The mesh's DP against every configuration, under the same costs: each group split by its

@@ -22,6 +22,9 @@
 //!   to the coordinator. The plan is simulated as a whole (`mesh_timeline`); the solver's DP
 //!   uses the same simulation one group at a time (`mesh_step`).
 
+mod memory;
+pub use memory::{overflow, BoardMemory, MemFit, MemoryCost};
+
 use legion_runtime::halo::{group_band, Group, Rows};
 use legion_runtime::ir::Model;
 use legion_runtime::link::{LinkSpec, Ports, Transfer};
@@ -127,6 +130,8 @@ pub struct CostModel {
     /// The tail's Dense layers that may be split by output features, with each board's E for
     /// a slice (by features). Empty: the tail stays whole on the coordinator.
     pub dense: Vec<DenseCost>,
+    /// What boards hold in memory (the probe's counted allocations); None without them.
+    pub memory: Option<MemoryCost>,
 }
 
 /// A Dense layer of the tail as the cost model sees it.
