@@ -142,6 +142,9 @@ pub fn run_frames(fleet: &Fleet, o: &RunOptions, out: &mut dyn std::io::Write) -
         frames.push(infer(fleet, &plan, &x)?);
     }
     let (y, report, _) = frames.last().expect("at least one frame");
+    if !report.peak_rss_mb.is_empty() {
+        crate::strategy::record_measured_memory(fleet, &plan.hash(), &report.peak_rss_mb)?;
+    }
     writeln!(out, "fleet {}, model {}, plan {}", fleet.name, m.ir.name, &plan.hash()[..16])?;
     writeln!(out, "{}", describe_output(y)?)?;
     write!(out, "{}", breakdown(report, &plan))?;

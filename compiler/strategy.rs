@@ -7,7 +7,7 @@ use crate::fleet::Fleet;
 use crate::model::LoadedModel;
 use crate::profile::{self, Options, Stats, Want};
 use crate::solve::{self, Split};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use legion_runtime::halo::{bands, Group, Rows};
 use legion_runtime::plan::Plan;
 use serde::Serialize;
@@ -373,7 +373,6 @@ fn fit_memory(fleet: &Fleet, cm: &CostModel, groups: &[(Group, Vec<usize>)], tai
 /// `legionc explain`: `plan` (the compiled one if None) predicted from the cached profiles,
 /// per group and board.
 pub fn explain(fleet: &Fleet, m: &LoadedModel, plan: Option<&std::path::Path>, opts: &Options) -> Result<String> {
-    use anyhow::Context;
     let plan = match plan {
         None => crate::codegen::compiled_plan(fleet)?,
         Some(p) => crate::codegen::plan_for(fleet, m, p)?,
@@ -382,6 +381,44 @@ pub fn explain(fleet: &Fleet, m: &LoadedModel, plan: Option<&std::path::Path>, o
     let (mut cm, _) = cost_model(fleet, m, &opts).context("the cost model needs the profiles `legionc compile` measured")?;
     cm.topology = plan.topology;
     let groups: Vec<_> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
-    let text = cm.explain(&groups, &plan.tail);
+    let mut text = cm.explain(&groups, &plan.tail);
+    if let Some(memory) = cm.memory(&groups, &plan.tail) {
+        let measured = measured_memory(fleet, &plan.hash());
+        text += "memory per board (predicted peak: process, weights, tract's runnables, a run; measured by the last `legionc run` of this plan):\n";
+        for (b, mb) in memory.iter().enumerate() {
+            let seen = measured.as_ref().and_then(|m| m.get(&mb.board)).map_or("not run yet".to_string(), |x| format!("measured {x:.0} MB"));
+            let limit = fleet.boards[b].memory_limit_mb().map_or(String::new(), |l| format!(", limit {l:.0} MB"));
+            text += &format!(
+                "  {:<14} {:.0} + {:.0} + {:.0} + {:.0} = predicted {:.0} MB; {seen}{limit}\n",
+                mb.board,
+                mb.base_mb,
+                mb.weights_mb,
+                mb.built_mb + mb.build_extra_mb,
+                mb.work_mb,
+                mb.peak_mb
+            );
+        }
+    }
     Ok(format!("fleet {}, model {}, plan {} ({} groups)\n{}", fleet.name, m.ir.name, &plan.hash()[..16], plan.groups.len(), text))
+}
+
+/// Where `legionc run` keeps the boards' measured peak memory for `explain`.
+fn measured_memory_path(fleet: &Fleet) -> std::path::PathBuf {
+    fleet.output.join("run").join("memory.json")
+}
+
+/// Keep the boards' peak resident memory measured running plan `plan_hash` (MB by board).
+pub fn record_measured_memory(fleet: &Fleet, plan_hash: &str, peaks: &[(String, f64)]) -> Result<()> {
+    let path = measured_memory_path(fleet);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let peaks: std::collections::BTreeMap<&str, f64> = peaks.iter().map(|(b, mb)| (b.as_str(), *mb)).collect();
+    crate::write_atomic(&path, &serde_json::to_vec_pretty(&serde_json::json!({ "plan": plan_hash, "peak_rss_mb": peaks }))?)
+}
+
+/// The boards' peak memory the last `run` of plan `plan_hash` measured, if any.
+fn measured_memory(fleet: &Fleet, plan_hash: &str) -> Option<std::collections::BTreeMap<String, f64>> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(measured_memory_path(fleet)).ok()?).ok()?;
+    (v["plan"] == plan_hash).then(|| serde_json::from_value(v["peak_rss_mb"].clone()).ok()).flatten()
 }

@@ -148,3 +148,24 @@ fn mean_and_std_have_three_usable_values() {
     assert!(e.contains("model.std") && e.contains("positive"), "{e}");
     assert!(parse(&full.replace("mean: [0.5, 0.5]", "mean: [0.5, 0.5, 0.5]")).is_ok());
 }
+
+/// A board's memory: its target's RAM less the target's reserve, or what the fleet gives it;
+/// nonsense refused naming the board.
+#[test]
+fn memory_comes_from_the_target_or_the_board() {
+    let f = parse(GOOD).unwrap();
+    let t = f.boards[0].target.as_ref().unwrap();
+    assert_eq!(t.name, "firefly-rk3399");
+    assert_eq!(f.boards[0].memory_mb, t.memory_mb);
+    assert_eq!(f.boards[0].memory_limit_mb(), Some(t.memory_mb.unwrap() - t.memory_reserve_mb));
+    assert!(t.memory_reserve_mb > 0.0);
+    let given = GOOD.replace("    emulated: firefly-rk3399\n", "    emulated: firefly-rk3399\n    memory_mb: 768\n");
+    let f = parse(&given).unwrap();
+    assert_eq!(f.boards[0].memory_limit_mb(), Some(768.0 - t.memory_reserve_mb));
+    let e = err(&GOOD.replace("    emulated: firefly-rk3399\n", "    emulated: firefly-rk3399\n    memory_mb: -5\n"));
+    assert!(e.contains("board 'a'") && e.contains("memory_mb must be positive"), "{e}");
+    // Every target of a board states its RAM and reserve.
+    for t in fleet::targets().unwrap().into_iter().filter(|t| t.name != "x86_64-host") {
+        assert!(t.memory_mb.is_some_and(|m| m > t.memory_reserve_mb), "{}", t.name);
+    }
+}

@@ -402,3 +402,45 @@ fn a_split_tail_verifies_on_emulated_boards_in_both_topologies() {
         }
     }
 }
+
+/// A board's `memory_mb` is respected: VGG-16's coordinator given less than the plan without a
+/// limit needs gets its tail's Dense layers spread over the others until its predicted peak
+/// fits, the fleet runs verified, its measured peak is under the limit and `explain` shows it
+/// beside the prediction; with less than the convolutions alone need, compile fails naming the
+/// board and the shortfall, and leaves the compiled fleet as it was.
+#[test]
+fn a_coordinator_short_of_memory_gets_a_plan_that_fits_or_a_named_shortfall() {
+    let mut f = TestFleet::emulated("memfit", "vgg16", 28960, &[1.0, 1.0, 1.0]);
+    let report = |f: &TestFleet| -> serde_json::Value { serde_json::from_slice(&std::fs::read(f.out().join("plan-report.json")).unwrap()).unwrap() };
+    let o = f.legionc(&["compile", "--no-build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let free = report(&f)["memory"][0]["peak_mb"].as_f64().unwrap();
+    let weights = report(&f)["memory"][0]["weights_mb"].as_f64().unwrap();
+    let limit = (free * 0.7).round();
+    let yaml = std::fs::read_to_string(&f.yaml).unwrap();
+    std::fs::write(&f.yaml, yaml.replace("  - name: b0\n    emulated: {speed: 1}\n", &format!("  - name: b0\n    emulated: {{speed: 1}}\n    memory_mb: {limit}\n"))).unwrap();
+    f.compile();
+    let fitted = report(&f);
+    let peak = fitted["memory"][0]["peak_mb"].as_f64().unwrap();
+    assert!(peak <= limit, "predicted {peak} MB within {limit} MB");
+    let fewer = fitted["memory"][0]["weights_mb"].as_f64().unwrap();
+    assert!(fewer < weights, "the coordinator holds less of the tail: {fewer} MB of weights, {weights} MB without a limit");
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(f.out().join("plan.json")).unwrap()).unwrap();
+    assert!(!plan["tail"].as_array().unwrap().is_empty(), "the tail is split: {plan}");
+    f.up = true;
+    let o = f.legionc(&["run", "--random", "1", "--verify", "--up", "--no-baseline"]);
+    assert!(o.status.success() && text(&o).contains("verified against tract"), "{}", text(&o));
+    let explained = f.legionc(&["explain"]);
+    let line = text(&explained).lines().find(|l| l.trim_start().starts_with("b0 ") && l.contains("predicted")).map(String::from).unwrap_or_else(|| panic!("{}", text(&explained)));
+    let measured: f64 = line.split("measured ").nth(1).and_then(|t| t.split(' ').next()).and_then(|t| t.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+    assert!(measured <= limit, "b0 measured at {measured} MB over its {limit} MB: {line}");
+    assert!((measured / peak - 1.0).abs() <= 0.2, "predicted {peak} MB, measured {measured} MB");
+    // Less than the convolutions need: an error naming the board and the shortfall.
+    let before = std::fs::read(f.out().join("plan.json")).unwrap();
+    let yaml = std::fs::read_to_string(&f.yaml).unwrap();
+    std::fs::write(&f.yaml, yaml.replace(&format!("memory_mb: {limit}"), "memory_mb: 60")).unwrap();
+    let o = f.legionc(&["compile"]);
+    let msg = text(&o);
+    assert!(!o.status.success() && msg.contains("no plan fits board 'b0'") && msg.contains("MB short"), "{msg}");
+    assert_eq!(std::fs::read(f.out().join("plan.json")).unwrap(), before, "the compiled fleet is left as it was");
+}

@@ -256,3 +256,24 @@ fn e_fits_pass_through_the_probes_points_and_never_decrease() {
     // line(a, b) is a + b·r.
     assert!(close(Fit::line(0.5, 0.25).at(4), 1.5));
 }
+
+/// Under memory caps the tail's features go where they fit: a layer the coordinator cannot
+/// hold whole is split even behind a link so slow that splitting is slower, no board gets
+/// more features than its cap, and a layer that fits nowhere in all gives None.
+#[test]
+fn the_tail_is_split_within_each_boards_memory() {
+    let mut cm = random_cost_model("vgg16-tiny", 2, 3, 4);
+    cm.dense = vec![legionc::cost::DenseCost { node: 99, inputs: 25088, outputs: 4096, e: vec![Fit::line(0.0, 1e-4); 3] }];
+    for b in &mut cm.boards {
+        b.link = LinkSpec { bandwidth_mbps: 0.5, latency_ms: 20.0 };
+    }
+    assert!(tail_splits(&cm).is_empty(), "without caps a slow link keeps the layer whole");
+    let caps = vec![vec![1000, 2000, 3000]];
+    let t = legionc::solve::tail_splits_within(&cm, Some(&caps)).unwrap();
+    assert_eq!(t.len(), 1, "the coordinator cannot hold the layer: split");
+    assert_eq!(t[0].cols.iter().sum::<usize>(), 4096);
+    assert!(t[0].cols.iter().zip(&caps[0]).all(|(c, cap)| c <= cap), "{:?} within {:?}", t[0].cols, caps[0]);
+    assert_eq!(legionc::solve::tail_splits_within(&cm, Some(&[vec![1000, 1000, 2000]])), None, "4000 features of room for 4096");
+    // Room for the layer on the coordinator: the caps change nothing.
+    assert_eq!(legionc::solve::tail_splits_within(&cm, Some(&[vec![4096, 0, 0]])).unwrap(), vec![]);
+}
