@@ -101,6 +101,13 @@ pub fn compile(fleet: &Fleet, m: &LoadedModel, o: &CompileOptions, out: &mut dyn
     }
     writeln!(out, "plan {} ({}, {} groups) -> {}", &plan.hash()[..16], strategy.name(), plan.groups.len(), out_dir.join("plan.json").display())?;
     write!(out, "{}", planned.describe())?;
+    // What each board carries: the weights of the layers (and slices) it computes.
+    let sizes: Vec<String> = fleet
+        .boards
+        .iter()
+        .filter_map(|b| files.iter().find(|f| f.path == std::path::Path::new(&b.name).join("model.bin")).map(|f| format!("{} {:.1} MB", b.name, f.bytes.len() as f64 / 1e6)))
+        .collect();
+    writeln!(out, "model files (the weights each board computes with): {}", sizes.join(", "))?;
     if !o.no_build {
         out.flush()?;
         let bin_dir = cargo_build::build(fleet, &opts.target_dir, false)?;

@@ -9,57 +9,20 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use legion_runtime::ir::{Conv, InputLayout, Model, Node, Op, Weights, Window};
 use prost::Message;
 use std::collections::HashMap;
-use tract_onnx::pb::{tensor_proto::DataType, type_proto, AttributeProto, ModelProto, NodeProto, TensorProto};
+use tract_onnx::pb::{type_proto, AttributeProto, ModelProto, NodeProto};
 
 /// ONNX ops the front end maps, as listed in errors.
 pub const SUPPORTED_OPS: &str = "Conv, MaxPool, AveragePool, Relu, LeakyRelu, Clip, \
     BatchNormalization, Add, Sub, Mul, Div (by a constant or of two same-shape tensors for Add), \
     Concat (channels), SpaceToDepth, Transpose, Flatten, Reshape (flattening), Gemm, MatMul, \
-    GlobalAveragePool, GlobalMaxPool, Softmax, Identity, Dropout";
+    GlobalAveragePool, GlobalMaxPool, Softmax, Identity, Dropout; and, on shapes and constants \
+    (evaluated when the model is read): Shape, Gather, Cast, Slice, Concat, Unsqueeze, Squeeze, \
+    Reshape, ConstantOfShape, Range, Add, Sub, Mul, Div";
 
-/// A constant tensor of the ONNX file.
-#[derive(Clone, Debug)]
-enum Const {
-    F32(Vec<usize>, Vec<f32>),
-    I64(Vec<i64>),
-}
+/// Ops evaluated on constants (and `Shape` on any tensor) when the model is read.
+const FOLDED_OPS: &[&str] = &["Shape", "Gather", "Cast", "Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "ConstantOfShape", "Range", "Add", "Sub", "Mul", "Div", "Identity"];
 
-impl Const {
-    fn f32(&self) -> Result<(&[usize], &[f32])> {
-        match self {
-            Const::F32(s, d) => Ok((s, d)),
-            Const::I64(..) => bail!("expected a float tensor, found int64"),
-        }
-    }
-}
-
-fn read_tensor(t: &TensorProto) -> Result<Const> {
-    let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-    let n: usize = shape.iter().product();
-    let c = if t.data_type == DataType::Float as i32 {
-        let d: Vec<f32> = if !t.raw_data.is_empty() {
-            ensure!(t.raw_data.len() == 4 * n, "raw data of '{}' has {} bytes for {n} floats", t.name, t.raw_data.len());
-            t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
-        } else {
-            t.float_data.clone()
-        };
-        ensure!(d.len() == n, "tensor '{}' has {} values for shape {shape:?}", t.name, d.len());
-        Const::F32(shape, d)
-    } else if t.data_type == DataType::Int64 as i32 {
-        let d: Vec<i64> = if !t.raw_data.is_empty() {
-            t.raw_data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
-        } else {
-            t.int64_data.clone()
-        };
-        ensure!(d.len() == n, "tensor '{}' has {} values for shape {shape:?}", t.name, d.len());
-        Const::I64(d)
-    } else if !t.external_data.is_empty() || t.data_location == Some(1) {
-        bail!("tensor '{}' keeps its data in an external file, which is not supported", t.name)
-    } else {
-        bail!("tensor '{}' has data type {}, only float32 and int64 are supported", t.name, t.data_type)
-    };
-    Ok(c)
-}
+use super::fold::{self, read_tensor, Const};
 
 struct Attrs<'a>(&'a [AttributeProto]);
 
@@ -231,6 +194,7 @@ impl Importer {
     fn affine(&mut self, node: &NodeProto, x: usize, c: &Const, op: &str) -> Result<()> {
         let (cshape, data) = c.f32()?;
         let s = self.shape(x).to_vec();
+        ensure!(s.len() >= 2, "a constant operand over shape {s:?}");
         let ch = s[1];
         let per_channel = match s.len() {
             4 => data.len() == 1 || (data.len() == ch && cshape.len() >= 3 && cshape[cshape.len() - 2..] == [1, 1]),
@@ -251,12 +215,70 @@ impl Importer {
         Ok(())
     }
 
+    /// Evaluate `node` on constants, if it is a shape op whose inputs are all known.
+    fn fold(&self, node: &NodeProto) -> Result<Option<Const>> {
+        let op = node.op_type.as_str();
+        if !FOLDED_OPS.contains(&op) {
+            return Ok(None);
+        }
+        let a = Attrs(&node.attribute);
+        if op == "Shape" {
+            let x = input(node, 0)?;
+            let shape: Vec<i64> = match (self.values.get(x), self.consts.get(x)) {
+                (Some(&v), _) => self.shape(v).iter().map(|&d| d as i64).collect(),
+                (None, Some(c)) => c.shape().iter().map(|&d| d as i64).collect(),
+                _ => return Err(self.value(x).unwrap_err()),
+            };
+            let r = shape.len() as i64;
+            let clip = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+            let (start, end) = (clip(a.int("start", 0)), clip(a.int("end", r)));
+            let dims = shape[start..end.max(start)].to_vec();
+            return Ok(Some(Const::Int(vec![dims.len()], dims)));
+        }
+        let ins: Vec<Option<&Const>> = node.input.iter().map(|i| if i.is_empty() { None } else { self.consts.get(i) }).collect();
+        if ins.is_empty() || node.input.iter().zip(&ins).any(|(name, c)| !name.is_empty() && c.is_none()) {
+            return Ok(None);
+        }
+        let arg = |i: usize| -> Result<&Const> { ins.get(i).copied().flatten().ok_or_else(|| anyhow!("{op} needs input {i}")) };
+        let opt_ints = |i: usize, attr: &str| -> Result<Option<Vec<i64>>> {
+            match ins.get(i).copied().flatten() {
+                Some(c) => Ok(Some(c.ints()?)),
+                None => Ok(a.ints(attr)),
+            }
+        };
+        let c = match op {
+            "Identity" => arg(0)?.clone(),
+            "Gather" => fold::gather(arg(0)?, arg(1)?, a.int("axis", 0))?,
+            "Cast" => fold::cast(arg(0)?, a.int("to", 1))?,
+            "Concat" => fold::concat(&ins.iter().map(|c| c.cloned().ok_or_else(|| anyhow!("Concat of an empty input"))).collect::<Result<Vec<_>>>()?, a.int("axis", 0))?,
+            "Unsqueeze" => fold::unsqueeze(arg(0)?, &opt_ints(1, "axes")?.ok_or_else(|| anyhow!("Unsqueeze without axes"))?)?,
+            "Squeeze" => fold::squeeze(arg(0)?, opt_ints(1, "axes")?.as_deref())?,
+            "Reshape" => fold::reshape(arg(0)?, &arg(1)?.ints()?, a.int("allowzero", 0) != 0)?,
+            "Slice" => {
+                let (starts, ends) = if self.opset >= 10 { (arg(1)?.ints()?, arg(2)?.ints()?) } else { (a.ints("starts").unwrap_or_default(), a.ints("ends").unwrap_or_default()) };
+                let axes = if self.opset >= 10 { opt_ints(3, "")? } else { a.ints("axes") };
+                fold::slice(arg(0)?, &starts, &ends, axes.as_deref(), opt_ints(4, "")?.as_deref())?
+            }
+            "ConstantOfShape" => {
+                let value = a.get("value").and_then(|v| v.t.as_ref()).map(read_tensor).transpose()?;
+                fold::constant_of_shape(arg(0)?, value.as_ref())?
+            }
+            "Range" => fold::range(arg(0)?, arg(1)?, arg(2)?)?,
+            _ => fold::binary(op, arg(0)?, arg(1)?)?,
+        };
+        Ok(Some(c))
+    }
+
     fn node(&mut self, node: &NodeProto) -> Result<()> {
         let a = Attrs(&node.attribute);
         let out = node.output.first().cloned().ok_or_else(|| anyhow!("node has no output"))?;
         let name = node_name(node);
+        if let Some(c) = self.fold(node)? {
+            self.consts.insert(out, c);
+            return Ok(());
+        }
         let unary = |imp: &mut Importer, op: Op| -> Result<()> {
-            let x = imp.value(&node.input[0])?;
+            let x = imp.value(input(node, 0)?)?;
             let s = imp.shape(x).to_vec();
             imp.push(out.clone(), name.clone(), op, vec![x], s);
             Ok(())
@@ -268,15 +290,18 @@ impl Importer {
                 self.consts.insert(out, c);
             }
             "Identity" | "Dropout" => {
-                let x = self.value(&node.input[0])?;
+                let x = self.value(input(node, 0)?)?;
                 self.values.insert(out, x);
             }
             "Conv" => {
-                let x = self.value(&node.input[0])?;
-                let (wshape, wdata) = self.konst(&node.input[1])?.f32()?;
+                let x = self.value(input(node, 0)?)?;
+                let (wshape, wdata) = self.konst(input(node, 1)?)?.f32()?;
                 ensure!(wshape.len() == 4, "only 2-D convolutions are supported (kernel {wshape:?})");
+                ensure!(wshape.iter().all(|&d| d > 0), "kernel of shape {wshape:?} has an empty dimension");
                 let (wshape, wdata) = (wshape.to_vec(), wdata.to_vec());
-                let group = a.int("group", 1) as usize;
+                let group = a.int("group", 1);
+                ensure!(group >= 1, "group {group} must be at least 1");
+                let group = group as usize;
                 let in_c = self.shape(x)[1];
                 ensure!(wshape[1] * group == in_c, "kernel {wshape:?} with group {group} does not fit {in_c} input channels");
                 let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
@@ -300,9 +325,10 @@ impl Importer {
             }
             "MaxPool" | "AveragePool" => {
                 ensure!(node.output.len() == 1, "MaxPool with indices output is not supported");
-                let x = self.value(&node.input[0])?;
+                let x = self.value(input(node, 0)?)?;
                 let k = a.ints("kernel_shape").ok_or_else(|| anyhow!("kernel_shape missing"))?;
                 ensure!(k.len() == 2, "only 2-D pools are supported");
+                ensure!(k.iter().all(|&d| d > 0), "kernel_shape {k:?} must be positive");
                 let ceil = a.int("ceil_mode", 0) != 0;
                 let (window, o) = self.window(node, x, [k[0] as usize, k[1] as usize], ceil)?;
                 let c = self.shape(x)[1];
@@ -340,8 +366,9 @@ impl Importer {
                 unary(self, Op::Clip { min, max })?
             }
             "BatchNormalization" => {
-                let x = self.value(&node.input[0])?;
+                let x = self.value(input(node, 0)?)?;
                 let eps = a.float("epsilon", 1e-5);
+                ensure!(node.input.len() >= 5, "BatchNormalization needs 5 inputs, has {}", node.input.len());
                 let p: Vec<Vec<f32>> = node.input[1..5]
                     .iter()
                     .map(|n| Ok(self.konst(n)?.f32()?.1.to_vec()))
@@ -353,7 +380,7 @@ impl Importer {
                 unary(self, Op::Affine { scale: Weights::new(vec![c], scale), shift: Weights::new(vec![c], shift) })?
             }
             op @ ("Add" | "Sub" | "Mul" | "Div") => {
-                let (l, r) = (&node.input[0], &node.input[1]);
+                let (l, r) = (input(node, 0)?, input(node, 1)?);
                 match (self.values.get(l).copied(), self.values.get(r).copied()) {
                     (Some(x), Some(y)) => {
                         ensure!(op == "Add", "{op} of two computed tensors is not supported");
@@ -374,6 +401,7 @@ impl Importer {
             }
             "Concat" => {
                 let xs: Vec<usize> = node.input.iter().map(|i| self.value(i)).collect::<Result<_>>()?;
+                ensure!(!xs.is_empty(), "Concat of nothing");
                 let mut s = self.shape(xs[0]).to_vec();
                 let axis = a.int("axis", 1);
                 let axis = if axis < 0 { axis + s.len() as i64 } else { axis };
@@ -386,16 +414,23 @@ impl Importer {
                 self.push(out, name, Op::Concat, xs, s);
             }
             "SpaceToDepth" => {
-                let x = self.value(&node.input[0])?;
-                let b = a.int("blocksize", 0) as usize;
+                let x = self.value(input(node, 0)?)?;
+                let b = usize::try_from(a.int("blocksize", 0)).unwrap_or(0);
                 let s = self.shape(x).to_vec();
+                ensure!(s.len() == 4, "SpaceToDepth of shape {s:?}");
                 ensure!(b > 0 && s[2].is_multiple_of(b) && s[3].is_multiple_of(b), "blocksize {b} does not divide {}×{}", s[2], s[3]);
                 self.push(out, name, Op::SpaceToDepth { block: b }, vec![x], vec![1, s[1] * b * b, s[2] / b, s[3] / b]);
             }
             "Transpose" => {
-                let x = self.value(&node.input[0])?;
+                let x = self.value(input(node, 0)?)?;
                 let s = self.shape(x).to_vec();
-                let perm: Vec<usize> = a.ints("perm").map(|p| p.iter().map(|&i| i as usize).collect()).unwrap_or_else(|| (0..s.len()).rev().collect());
+                let perm: Vec<usize> = match a.ints("perm") {
+                    Some(p) => p.iter().map(|&i| usize::try_from(i).ok().filter(|&i| i < s.len()).ok_or_else(|| anyhow!("perm {p:?} is not a permutation of {} axes", s.len()))).collect::<Result<_>>()?,
+                    None => (0..s.len()).rev().collect(),
+                };
+                let mut seen = perm.clone();
+                seen.sort_unstable();
+                ensure!(seen == (0..s.len()).collect::<Vec<_>>(), "perm {perm:?} is not a permutation of {} axes", s.len());
                 if x == 0 && self.model.nodes.len() == 1 && perm == [0, 3, 1, 2] && self.model.input_layout == InputLayout::Nchw {
                     // NHWC → NCHW at the input (Keras / TensorFlow): the coordinator does it.
                     self.model.input_layout = InputLayout::Nhwc;
@@ -409,29 +444,30 @@ impl Importer {
                 }
             }
             "Flatten" => {
-                let x = self.value(&node.input[0])?;
+                let x = self.value(input(node, 0)?)?;
                 let axis = a.int("axis", 1);
                 ensure!(axis == 1, "Flatten axis {axis} is not supported (only 1)");
+                ensure!(self.shape(x).len() >= 2, "Flatten of shape {:?}", self.shape(x));
                 let k = self.shape(x)[1..].iter().product();
                 self.push(out, name, Op::Flatten, vec![x], vec![1, k]);
             }
             "Reshape" => {
-                let x = self.value(&node.input[0])?;
-                let target = match self.konst(&node.input[1])? {
-                    Const::I64(d) => d.clone(),
-                    Const::F32(..) => bail!("Reshape shape must be int64"),
+                let x = self.value(input(node, 0)?)?;
+                let target = match self.konst(input(node, 1)?)? {
+                    Const::Int(_, d) => d.clone(),
+                    Const::F32(..) => bail!("Reshape shape must be integers"),
                 };
                 let s = self.shape(x).to_vec();
-                let k: usize = s[1..].iter().product();
-                let flat = target.len() == 2 && (target[0] == 1 || target[0] == -1 || target[0] == 0) && (target[1] == -1 || target[1] == k as i64);
-                ensure!(flat, "only a Reshape that flattens to [1, {k}] is supported (target {target:?})");
+                let k: usize = s.iter().skip(1).product();
+                let to = fold::reshaped(&s, &target, a.int("allowzero", 0) != 0)?;
+                ensure!(to == [1, k], "only a Reshape that flattens to [1, {k}] is supported (target {target:?} gives {to:?})");
                 self.push(out, name, Op::Flatten, vec![x], vec![1, k]);
             }
             "Gemm" | "MatMul" => {
-                let x = self.value(&node.input[0])?;
+                let x = self.value(input(node, 0)?)?;
                 let s = self.shape(x).to_vec();
                 ensure!(s.len() == 2, "input has shape {s:?}, a flattened [1, K] is needed");
-                let (bshape, bdata) = self.konst(&node.input[1])?.f32()?;
+                let (bshape, bdata) = self.konst(input(node, 1)?)?.f32()?;
                 ensure!(bshape.len() == 2, "weights of shape {bshape:?} are not a matrix");
                 let (alpha, beta, trans_a, trans_b) = if node.op_type == "Gemm" {
                     (a.float("alpha", 1.0), a.float("beta", 1.0), a.int("transA", 0), a.int("transB", 0))
@@ -460,16 +496,17 @@ impl Importer {
                 self.push(out, name, op, vec![x], vec![1, n]);
             }
             "GlobalAveragePool" | "GlobalMaxPool" => {
-                let x = self.value(&node.input[0])?;
+                let x = self.value(input(node, 0)?)?;
                 let s = self.shape(x).to_vec();
+                ensure!(s.len() == 4, "{} of shape {s:?}", node.op_type);
                 let op = if node.op_type == "GlobalAveragePool" { Op::GlobalAvgPool } else { Op::GlobalMaxPool };
                 self.push(out, name, op, vec![x], vec![1, s[1], 1, 1]);
             }
             "Softmax" => {
-                let x = self.value(&node.input[0])?;
-                let rank = self.shape(x).len() as i64;
-                let axis = a.int("axis", if self.opset >= 13 { -1 } else { 1 });
-                let axis = if axis < 0 { axis + rank } else { axis } as usize;
+                let x = self.value(input(node, 0)?)?;
+                let rank = self.shape(x).len();
+                let axis = fold::axis(a.int("axis", if self.opset >= 13 { -1 } else { 1 }), rank)?;
+                let rank = rank as i64;
                 ensure!(self.opset >= 13 || axis == rank as usize - 1, "Softmax before opset 13 over axes {axis}.. is not supported");
                 unary(self, Op::Softmax { axis })?
             }
@@ -477,6 +514,11 @@ impl Importer {
         }
         Ok(())
     }
+}
+
+/// Input `i` of `node`, or an error naming it.
+fn input(node: &NodeProto, i: usize) -> Result<&str> {
+    node.input.get(i).map(String::as_str).filter(|s| !s.is_empty()).ok_or_else(|| anyhow!("input {i} is missing ({} has {})", node.op_type, node.input.len()))
 }
 
 fn node_name(node: &NodeProto) -> String {

@@ -74,10 +74,10 @@ pub struct Builder {
     counter: usize,
 }
 
-fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: v.to_vec(), ..Default::default() }
 }
-fn attr_int(name: &str, v: i64) -> AttributeProto {
+pub fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: v, ..Default::default() }
 }
 fn attr_float(name: &str, v: f32) -> AttributeProto {
@@ -168,11 +168,42 @@ impl Builder {
         name.into()
     }
 
+    /// An integer initializer of ONNX data type `dtype` (int32 or int64, raw little-endian).
+    pub fn init_int(&mut self, prefix: &str, dtype: DataType, shape: &[usize], data: &[i64]) -> String {
+        let name = self.fresh(prefix);
+        let raw = match dtype {
+            DataType::Int32 => data.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+            _ => data.iter().flat_map(|&x| x.to_le_bytes()).collect(),
+        };
+        self.inits.push(TensorProto { name: name.clone(), dims: shape.iter().map(|&d| d as i64).collect(), data_type: dtype as i32, raw_data: raw, ..Default::default() });
+        name
+    }
+
+    /// A float initializer of any shape, values in [lo, hi).
+    pub fn init_f32(&mut self, prefix: &str, shape: &[usize], lo: f32, hi: f32) -> String {
+        let name = self.fresh(prefix);
+        let data = self.uniform(shape.iter().product(), lo, hi);
+        self.init(&name, shape, data)
+    }
+
+    /// Leave the batch dimension of the input and output open (`N`), as exporters with
+    /// dynamic axes do.
+    pub fn symbolic_batch(&mut self) {
+        for v in self.inputs.iter_mut().chain(self.outputs.iter_mut()) {
+            if let Some(type_proto::Value::TensorType(t)) = v.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+                if let Some(d) = t.shape.as_mut().and_then(|s| s.dim.first_mut()) {
+                    d.value = Some(tensor_shape_proto::dimension::Value::DimParam("N".into()));
+                }
+            }
+        }
+    }
+
     fn uniform(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..n).map(|_| self.rng.gen_range(lo..hi)).collect()
     }
 
-    fn node(&mut self, op: &str, inputs: Vec<String>, attrs: Vec<AttributeProto>, shape: Vec<usize>) -> V {
+    /// A node of any op (shape arithmetic of exporters, for the fixtures).
+    pub fn node(&mut self, op: &str, inputs: Vec<String>, attrs: Vec<AttributeProto>, shape: Vec<usize>) -> V {
         let name = self.fresh(&op.to_lowercase());
         self.nodes.push(NodeProto {
             name: name.clone(),
@@ -469,4 +500,92 @@ fn mixed(b: &mut Builder) {
     x = b.matmul_add(&x, 10);
     x = b.softmax(&x);
     b.output(&x);
+}
+
+/// The exporter patterns kept as fixtures in `tests/fixtures/<name>.onnx`: small networks
+/// written as Keras (tf2onnx) and PyTorch (torch.onnx without constant folding) export them.
+pub const FIXTURES: &[(&str, &str)] = &[
+    (
+        "keras-tf2onnx",
+        "NHWC input with a symbolic batch and its Transpose, Conv with bias, BatchNorm folded into Mul/Add, \
+         the Transpose back to NHWC before the flatten, the flatten as Shape → Cast → Slice → Concat → Cast → \
+         Reshape on int32 constants, Dense as MatMul + Add, Softmax",
+    ),
+    (
+        "pytorch-export",
+        "symbolic batch, Conv, BatchNormalization, the flatten as Shape → Gather → Unsqueeze → Concat → \
+         Reshape(-1, N) (no constant folding), GlobalAveragePool, Gemm",
+    ),
+];
+
+/// The ONNX bytes of an exporter-pattern fixture.
+pub fn fixture(name: &str) -> Result<Vec<u8>> {
+    let mut b = Builder::new(name, DEFAULT_SEED);
+    match name {
+        "keras-tf2onnx" => keras_tf2onnx(&mut b),
+        "pytorch-export" => pytorch_export(&mut b),
+        _ => bail!("unknown fixture '{name}'"),
+    }
+    b.symbolic_batch();
+    Ok(b.finish())
+}
+
+/// `shape` of `x` as int64, then int32 (tf2onnx casts shapes to int32 around Slice).
+fn flatten_tf2onnx(b: &mut Builder, x: &V) -> V {
+    let k: usize = x.shape[1..].iter().product();
+    let shape = b.node("Shape", vec![x.name.clone()], vec![], vec![x.shape.len()]);
+    let s32 = b.node("Cast", vec![shape.name], vec![attr_int("to", DataType::Int32 as i64)], vec![x.shape.len()]);
+    let (starts, ends, axes) = (b.init_int("starts", DataType::Int32, &[1], &[0]), b.init_int("ends", DataType::Int32, &[1], &[1]), b.init_int("axes", DataType::Int32, &[1], &[0]));
+    let batch = b.node("Slice", vec![s32.name, starts, ends, axes], vec![], vec![1]);
+    let rest = b.init_int("rest", DataType::Int32, &[1], &[-1]);
+    let target = b.node("Concat", vec![batch.name, rest], vec![attr_int("axis", 0)], vec![2]);
+    let t64 = b.node("Cast", vec![target.name], vec![attr_int("to", DataType::Int64 as i64)], vec![2]);
+    b.node("Reshape", vec![x.name.clone(), t64.name], vec![], vec![1, k])
+}
+
+fn keras_tf2onnx(b: &mut Builder) {
+    let x = b.input(&[1, 40, 36, 3]);
+    let x = b.transpose(&x, &[0, 3, 1, 2]);
+    let mut x = b.conv(&x, 8, 3);
+    for c in [8, 16] {
+        if c != 8 {
+            x = b.conv(&x, c, 3);
+        }
+        // BatchNorm as tf2onnx folds it: a per-channel Mul and Add on [C, 1, 1] constants.
+        let scale = b.init_f32("bn_scale", &[c, 1, 1], 0.5, 1.5);
+        let y = b.node("Mul", vec![x.name.clone(), scale], vec![], x.shape.clone());
+        let shift = b.init_f32("bn_shift", &[c, 1, 1], -0.1, 0.1);
+        let y = b.node("Add", vec![y.name.clone(), shift], vec![], y.shape.clone());
+        let y = b.relu(&y);
+        x = b.maxpool(&y, 2, 2, 0);
+    }
+    let nhwc = b.transpose(&x, &[0, 2, 3, 1]);
+    let flat = flatten_tf2onnx(b, &nhwc);
+    let d = b.matmul_add(&flat, 32);
+    let d = b.relu(&d);
+    let d = b.matmul_add(&d, 10);
+    let out = b.node("Softmax", vec![d.name.clone()], vec![attr_int("axis", -1)], d.shape.clone());
+    b.output(&out);
+}
+
+fn pytorch_export(b: &mut Builder) {
+    let x = b.input(&[1, 3, 30, 34]);
+    let x = b.conv_full(&x, 8, 3, 1, 1, 1, 1, false);
+    let x = b.batch_norm(&x);
+    let x = b.relu(&x);
+    let x = b.maxpool(&x, 2, 2, 0);
+    let x = b.conv(&x, 16, 3);
+    let x = b.relu(&x);
+    let x = b.global_avg_pool(&x);
+    // torch.flatten(x, 1) exported without constant folding: x.view(x.size(0), -1).
+    let shape = b.node("Shape", vec![x.name.clone()], vec![], vec![4]);
+    let zero = b.init_int("index", DataType::Int64, &[], &[0]);
+    let batch = b.node("Gather", vec![shape.name, zero], vec![attr_int("axis", 0)], vec![]);
+    let axes = b.init_int("axes", DataType::Int64, &[1], &[0]);
+    let batch = b.node("Unsqueeze", vec![batch.name, axes], vec![], vec![1]);
+    let rest = b.init_int("rest", DataType::Int64, &[1], &[-1]);
+    let target = b.node("Concat", vec![batch.name, rest], vec![attr_int("axis", 0)], vec![2]);
+    let flat = b.node("Reshape", vec![x.name.clone(), target.name], vec![], vec![1, 16]);
+    let y = b.gemm(&flat, 10);
+    b.output(&y);
 }

@@ -164,3 +164,90 @@ fn not_a_model_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-model") && err.contains("not a zoo model"), "{err}");
 }
+
+/// Exporter patterns (`tests/fixtures/`): each committed file is what the zoo's writer gives
+/// (`UPDATE_SNAPSHOTS=1` rewrites them), imports with its shape arithmetic folded away and its
+/// symbolic batch taken as 1, and legionc's split of it agrees with tract-onnx's run of the file
+/// itself on 1, 3 and 8 boards, every way of fusing.
+#[test]
+fn exporter_fixtures_import_and_agree_with_tract() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for (name, _) in zoo::FIXTURES {
+        let path = dir.join(format!("{name}.onnx"));
+        let bytes = zoo::fixture(name).unwrap();
+        if std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        assert_eq!(std::fs::read(&path).expect("fixture missing: run with UPDATE_SNAPSHOTS=1"), bytes, "{name}: the committed fixture is stale");
+        let m = legionc::model::load(path.to_str().unwrap(), None).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let kinds: Vec<&str> = m.ir.nodes.iter().map(|n| n.op.kind()).collect();
+        assert!(kinds.contains(&"Dense") && kinds.contains(&"Flatten"), "{name}: {kinds:?}");
+        assert_eq!(m.ir.user_input_shape()[0], 1, "{name}: the symbolic batch is one image");
+        for boards in [1, 3, 8] {
+            for fusion in [legionc::solve::Fusion::Layerwise, legionc::solve::Fusion::Blocks, legionc::solve::Fusion::One] {
+                let speeds: Vec<f64> = (0..boards).map(|b| 1.0 + b as f64 * 0.25).collect();
+                let r = legionc::run::verify_in_process(&m, &speeds, fusion, 7).unwrap_or_else(|e| panic!("{name} on {boards}: {e:#}"));
+                r.agreement.ensure_within(&format!("{name} on {boards} boards, {fusion:?}")).unwrap();
+            }
+        }
+    }
+    // The Keras pattern's flatten follows its Transpose back to NHWC.
+    let m = legionc::model::load(dir.join("keras-tf2onnx.onnx").to_str().unwrap(), None).unwrap();
+    assert_eq!(m.ir.input_layout, InputLayout::Nhwc);
+    let flat = m.ir.nodes.iter().position(|n| matches!(n.op, Op::Flatten)).unwrap();
+    assert!(matches!(&m.ir.nodes[m.ir.nodes[flat].inputs[0]].op, Op::Transpose { perm } if perm == &[0, 2, 3, 1]));
+}
+
+/// Malformed nodes are errors naming the node, never panics: missing inputs, a bad perm, an
+/// empty kernel, an int32 shape constant of the wrong length.
+#[test]
+fn malformed_nodes_are_named_errors() {
+    let bytes = zoo::fixture("pytorch-export").unwrap();
+    let cases: Vec<(&str, Box<dyn Fn(&mut ModelProto)>)> = vec![
+        ("BatchNormalization needs 5 inputs", Box::new(|p: &mut ModelProto| {
+            let n = p.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type == "BatchNormalization").unwrap();
+            n.input.truncate(3);
+        })),
+        ("input 1 is missing", Box::new(|p: &mut ModelProto| {
+            let n = p.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type == "Conv").unwrap();
+            n.input.truncate(1);
+        })),
+        ("Gather index 7 is out of range", Box::new(|p: &mut ModelProto| {
+            let g = p.graph.as_mut().unwrap();
+            let idx = g.node.iter().find(|n| n.op_type == "Gather").unwrap().input[1].clone();
+            let t = g.initializer.iter_mut().find(|t| t.name == idx).unwrap();
+            t.raw_data = 7i64.to_le_bytes().to_vec();
+        })),
+        ("raw data of", Box::new(|p: &mut ModelProto| {
+            let g = p.graph.as_mut().unwrap();
+            let idx = g.node.iter().find(|n| n.op_type == "Gather").unwrap().input[1].clone();
+            g.initializer.iter_mut().find(|t| t.name == idx).unwrap().raw_data = vec![0; 5];
+        })),
+        ("empty dimension", Box::new(|p: &mut ModelProto| {
+            let g = p.graph.as_mut().unwrap();
+            let w = g.node.iter().find(|n| n.op_type == "Conv").unwrap().input[1].clone();
+            let t = g.initializer.iter_mut().find(|t| t.name == w).unwrap();
+            t.dims[2] = 0;
+            t.raw_data.clear();
+        })),
+    ];
+    let dir = TempDir::new("malformed");
+    for (want, change) in cases {
+        let mut p = ModelProto::decode(bytes.as_slice()).unwrap();
+        change(&mut p);
+        let path = dir.path("m.onnx");
+        std::fs::write(&path, p.encode_to_vec()).unwrap();
+        let out = legionc().arg("inspect").arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{want}: {err}");
+        assert!(err.contains(want) && (err.contains("node '") || err.contains("initializer '")), "{want}: {err}");
+    }
+    let mut p = ModelProto::decode(zoo::build("mixed-tiny", 1).unwrap().as_slice()).unwrap();
+    let t = p.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type == "Transpose" && n.attribute.iter().any(|a| a.ints == [0, 2, 3, 1])).unwrap();
+    t.attribute.iter_mut().find(|a| a.name == "perm").unwrap().ints = vec![0, 2, 2, 1];
+    let path = dir.path("perm.onnx");
+    std::fs::write(&path, p.encode_to_vec()).unwrap();
+    let out = legionc().arg("inspect").arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && err.contains("not a permutation"), "{err}");
+}
