@@ -444,3 +444,51 @@ fn a_coordinator_short_of_memory_gets_a_plan_that_fits_or_a_named_shortfall() {
     assert!(!o.status.success() && msg.contains("no plan fits board 'b0'") && msg.contains("MB short"), "{msg}");
     assert_eq!(std::fs::read(f.out().join("plan.json")).unwrap(), before, "the compiled fleet is left as it was");
 }
+
+/// Each board's model file holds the weights of exactly the layers it computes (the groups in
+/// which it has rows; the tail on the coordinator) and, of a split tail layer, only its slice:
+/// its size is the sum of those weights and the header.
+#[test]
+fn each_model_file_holds_only_what_its_board_computes() {
+    use legionc::runtime::plan::{TailSplit, Topology};
+    let f = TestFleet::emulated("modelfiles", "vgg16-tiny", 28980, &[1.0, 0.5, 0.5]);
+    let fleet = f.fleet();
+    let m = zoo_model("vgg16-tiny");
+    let boards: Vec<(String, f64)> = fleet.boards.iter().map(|b| (b.name.clone(), 1.0)).collect();
+    let mut plan = solve::plan_from(&m.ir, &m.sha256, &boards, &solve::fused_groups(&m.ir, solve::Fusion::Blocks), Topology::Mesh).unwrap();
+    // Board 2 computes nothing of the first group, board 1 nothing of the last.
+    let first = &mut plan.groups[0].rows;
+    (first[0], first[2]) = (first[0] + first[2], 0);
+    let last = &mut plan.groups.last_mut().unwrap().rows;
+    (last[0], last[1]) = (last[0] + last[1], 0);
+    let dense = legionc::strategy::splittable_dense(&m.ir);
+    plan.tail = vec![TailSplit { node: dense[0], cols: solve::proportional_rows(m.ir.nodes[dense[0]].shape[1], &[1.0, 0.0, 1.0]) }];
+    plan.validate(&m.ir).unwrap();
+    let files = codegen::render(&fleet, m, &plan).unwrap();
+    let weight_bytes = |op: &legionc::runtime::ir::Op| op.weights().iter().map(|w| w.len() * 4).sum::<usize>();
+    for (b, board) in fleet.boards.iter().enumerate() {
+        let bytes = &files.iter().find(|o| o.path == Path::new(&board.name).join("model.bin")).unwrap().bytes;
+        let held = legionc::runtime::modelfile::read(bytes).unwrap();
+        let needed = codegen::needed_nodes(&m.ir, &plan, b, b == fleet.coordinator);
+        let mut total = 0;
+        for (id, node) in held.nodes.iter().enumerate() {
+            let has = weight_bytes(&node.op);
+            total += has;
+            if m.ir.nodes[id].op.weights().is_empty() {
+                continue;
+            }
+            let computes = plan.groups.iter().any(|g| g.rows[b] > 0 && g.group().layers().contains(&id))
+                || (b == fleet.coordinator && id > m.ir.split_end() && id != dense[0])
+                || (id == dense[0] && plan.tail[0].cols[b] > 0);
+            assert_eq!(has > 0, computes, "board {b}, node {id}: holds {has} bytes");
+            assert_eq!(needed.contains(&id), computes, "board {b}, node {id}");
+            if id == dense[0] && computes {
+                let k = m.ir.nodes[id - 1].shape[1];
+                assert_eq!(has, 4 * (k + 1) * plan.tail[0].cols[b], "board {b}: its slice only");
+            } else if computes {
+                assert_eq!(has, weight_bytes(&m.ir.nodes[id].op), "board {b}, node {id}: whole");
+            }
+        }
+        assert!(bytes.len() > total && bytes.len() < total + 64 * 1024, "board {b}: {} bytes for {total} of weights", bytes.len());
+    }
+}
