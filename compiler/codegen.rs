@@ -51,35 +51,6 @@ fn tera() -> Result<tera::Tera> {
     Ok(t)
 }
 
-/// Values of the model each board needs: the layers of the groups it has rows in, the tail
-/// for the coordinator but the split Dense layers, and the split layers it has features in.
-pub fn needed_nodes(model: &legion_runtime::ir::Model, plan: &Plan, board: usize, coordinator: bool) -> BTreeSet<usize> {
-    let mut keep = BTreeSet::new();
-    for g in &plan.groups {
-        if g.rows[board] > 0 {
-            keep.extend(g.group().layers());
-        }
-    }
-    if coordinator {
-        keep.extend((model.split_end() + 1..model.nodes.len()).filter(|id| !plan.tail.iter().any(|t| t.node == *id)));
-    }
-    keep.extend(plan.tail.iter().filter(|t| t.cols[board] > 0).map(|t| t.node));
-    keep
-}
-
-/// The model as board `board` holds it: each split Dense layer of the tail with only the
-/// board's slice of its weights ([in, its features]; none if it has no features).
-pub fn board_model(model: &legion_runtime::ir::Model, plan: &Plan, board: usize) -> legion_runtime::ir::Model {
-    use legion_runtime::ir::Op;
-    let mut m = model.clone();
-    for t in &plan.tail {
-        let cols = t.bands()[board];
-        if let Op::Dense { weight, bias } = &mut m.nodes[t.node].op {
-            (*weight, *bias) = legion_runtime::ir::dense_columns(weight, bias, cols.start..cols.end);
-        }
-    }
-    m
-}
 
 /// Board `index`'s runtime configuration for `plan`: compiled into its crate as constants, or
 /// read from JSON by the generic board binary.
@@ -133,8 +104,8 @@ pub fn render(fleet: &Fleet, model: &LoadedModel, plan: &Plan) -> Result<Vec<Out
     let mut files = vec![OutFile { path: "plan.json".into(), bytes: [serde_json::to_vec_pretty(plan)?, b"\n".to_vec()].concat() }];
     for (i, b) in fleet.boards.iter().enumerate() {
         let dir = PathBuf::from(b.slug());
-        let keep = needed_nodes(&model.ir, plan, i, i == fleet.coordinator);
-        let model_file = modelfile::write(&board_model(&model.ir, plan, i), &|id| keep.contains(&id));
+        let coordinator = i == fleet.coordinator;
+        let model_file = modelfile::write(&plan.board_model((*model.ir).clone(), i), &|id| plan.board_needs(i, coordinator, id));
         // The same configuration the generic board reads from JSON, rendered as constants.
         let cfg = board_config(fleet, plan, i, &hex(&Sha256::digest(&model_file)));
         let peers: Vec<PeerCtx> = cfg

@@ -4,8 +4,7 @@
 //! A board process holds, besides its own binary and libraries (`base`, the probe's resident
 //! memory before any job):
 //! - the weights of its model file (the layers it computes; of a split tail layer, its slice):
-//!   exactly known from the plan. While the file is read, the file's bytes and the parsed
-//!   weights are both held (`load`: twice the weights);
+//!   exactly known from the plan (the file is streamed: only they are ever held);
 //! - tract's runnables of its bands and its part of the tail: tract's own copy of their weights,
 //!   packed, and their plans (`built`, the probe's `build_mb` per segment and slice, by rows or
 //!   features). Building one also holds its unpacked copy for a while (`build_extra_mb`: the
@@ -14,7 +13,7 @@
 //!   probe's `work_mb`, the largest over its bands and tail parts), and on the coordinator the
 //!   frame's input and the largest feature map it assembles.
 //!
-//! Peak = base + max(load, weights + built + extra + work).
+//! Peak = base + weights + built + extra + work.
 
 use super::{CostModel, Fit};
 use legion_runtime::halo::{bands, Group};
@@ -136,7 +135,7 @@ impl CostModel {
                         built_mb: built[b],
                         build_extra_mb: extra[b],
                         work_mb: work[b],
-                        peak_mb: mem.base_mb[b] + steady.max(2.0 * weights[b]),
+                        peak_mb: mem.base_mb[b] + steady,
                     }
                 })
                 .collect(),
@@ -165,10 +164,9 @@ impl CostModel {
                         .map(|b| match limits[b] {
                             None => usize::MAX,
                             Some(limit) => {
-                                // A feature's weights are held once, twice while the file
-                                // is read, and tract keeps its own copy.
+                                // A feature's weights are held once, and tract keeps its copy.
                                 let held = sizes[i] / d.outputs as f64;
-                                let per_col = (2.0 * held).max(held + mem.dense[i][b].build.at(d.outputs) / d.outputs as f64);
+                                let per_col = held + mem.dense[i][b].build.at(d.outputs) / d.outputs as f64;
                                 let free = (limit - without[b].peak_mb).max(0.0) * sizes[i] / total;
                                 (free / per_col) as usize
                             }

@@ -13,9 +13,11 @@ use tract_onnx::pb::{type_proto, AttributeProto, ModelProto, NodeProto};
 
 /// ONNX ops the front end maps, as listed in errors.
 pub const SUPPORTED_OPS: &str = "Conv, MaxPool, AveragePool, Relu, LeakyRelu, Clip, \
-    BatchNormalization, Add, Sub, Mul, Div (by a constant or of two same-shape tensors for Add), \
-    Concat (channels), SpaceToDepth, Transpose, Flatten, Reshape (flattening), Gemm, MatMul, \
-    GlobalAveragePool, GlobalMaxPool, Softmax, Identity, Dropout; and, on shapes and constants \
+    BatchNormalization, Add, Sub, Mul, Div (by a constant, or of two same-shape tensors for Add \
+    and Mul), Sigmoid, HardSigmoid, HardSwish, PRelu, Pad (constant, H and W), Resize and \
+    Upsample (nearest, integer factor), ReduceMean (H and W), Concat (channels), SpaceToDepth, \
+    Transpose, Flatten, Reshape (flattening), Gemm, MatMul, GlobalAveragePool, GlobalMaxPool, \
+    Softmax, Identity, Dropout; and, on shapes and constants \
     (evaluated when the model is read): Shape, Gather, Cast, Slice, Concat, Unsqueeze, Squeeze, \
     Reshape, ConstantOfShape, Range, Add, Sub, Mul, Div";
 
@@ -346,6 +348,89 @@ impl Importer {
                 self.push(out, name, op, vec![x], vec![1, c, o[0], o[1]]);
             }
             "Relu" => unary(self, Op::Relu)?,
+            "Sigmoid" => unary(self, Op::Sigmoid)?,
+            "HardSigmoid" => unary(self, Op::HardSigmoid { alpha: a.float("alpha", 0.2), beta: a.float("beta", 0.5) })?,
+            "HardSwish" => unary(self, Op::HardSwish)?,
+            "PRelu" => {
+                let x = self.value(input(node, 0)?)?;
+                let (sshape, d) = self.konst(input(node, 1)?)?.f32()?;
+                let s = self.shape(x).to_vec();
+                let per_channel = s.len() >= 2 && d.len() == s[1] && sshape.iter().rev().take_while(|&&n| n == 1).count() >= sshape.len().saturating_sub(1);
+                ensure!(d.len() == 1 || per_channel, "slope of shape {sshape:?} is neither one value nor one per channel of {s:?}");
+                let slope = Weights::new(vec![d.len()], d.to_vec());
+                self.push(out, name, Op::PRelu { slope }, vec![x], s);
+            }
+            "Pad" => {
+                let x = self.value(input(node, 0)?)?;
+                let s = self.shape(x).to_vec();
+                ensure!(s.len() == 4, "Pad of shape {s:?}");
+                let mode = a.string("mode").unwrap_or_else(|| "constant".into());
+                ensure!(mode == "constant", "Pad mode '{mode}' is not supported (only constant)");
+                let (pads, value) = if self.opset >= 11 {
+                    ensure!(node.input.get(3).is_none_or(|i| i.is_empty()), "Pad with axes is not supported");
+                    let value = match node.input.get(2).filter(|i| !i.is_empty()) {
+                        Some(v) => {
+                            let (_, d) = self.konst(v)?.f32()?;
+                            ensure!(d.len() == 1, "Pad value has {} values", d.len());
+                            d[0]
+                        }
+                        None => 0.0,
+                    };
+                    (self.konst(input(node, 1)?)?.ints()?, value)
+                } else {
+                    (a.ints("pads").ok_or_else(|| anyhow!("Pad without pads"))?, a.float("value", 0.0))
+                };
+                ensure!(pads.len() == 8 && pads.iter().all(|&p| p >= 0) && pads[0] == 0 && pads[1] == 0 && pads[4] == 0 && pads[5] == 0, "pads {pads:?}: only non-negative padding of H and W is supported");
+                let window = Window { kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pad_before: [pads[2], pads[3]], pad_after: [pads[6], pads[7]] };
+                let shape = vec![1, s[1], s[2] + (pads[2] + pads[6]) as usize, s[3] + (pads[3] + pads[7]) as usize];
+                self.push(out, name, Op::Pad { window, value }, vec![x], shape);
+            }
+            "Resize" | "Upsample" => {
+                let x = self.value(input(node, 0)?)?;
+                let s = self.shape(x).to_vec();
+                ensure!(s.len() == 4, "{} of shape {s:?}", node.op_type);
+                let mode = a.string("mode").unwrap_or_else(|| "nearest".into());
+                ensure!(mode == "nearest", "{} mode '{mode}' is not supported (only nearest)", node.op_type);
+                // Scales (Upsample: input 1; Resize: input 2) or sizes (Resize: input 3).
+                let scales_at = if node.op_type == "Upsample" { 1 } else { 2 };
+                let scales: Vec<f32> = match node.input.get(scales_at).filter(|i| !i.is_empty()) {
+                    Some(t) => self.konst(t)?.f32().map(|(_, d)| d.to_vec()).or_else(|_| self.konst(t).and_then(|c| c.ints()).map(|v| v.iter().map(|&x| x as f32).collect()))?,
+                    None if node.op_type == "Upsample" => a.get("scales").map(|s| s.floats.clone()).unwrap_or_default(),
+                    None => {
+                        let sizes = self.konst(input(node, 3)?)?.ints()?;
+                        ensure!(sizes.len() == 4, "Resize sizes {sizes:?}");
+                        sizes.iter().zip(&s).map(|(&o, &i)| o as f32 / i as f32).collect()
+                    }
+                };
+                ensure!(scales.len() == 4 && scales[0] == 1.0 && scales[1] == 1.0 && scales[2] == scales[3] && scales[2] >= 1.0 && scales[2].fract() == 0.0, "{} scales {scales:?}: only an integer factor on H and W is supported", node.op_type);
+                let f = scales[2] as usize;
+                let coord = a.string("coordinate_transformation_mode").unwrap_or_else(|| "half_pixel".into());
+                let nearest = a.string("nearest_mode").unwrap_or_else(|| "round_prefer_floor".into());
+                // Where output row r reads input row r / f (the only mapping legionc splits).
+                let floor = (coord == "asymmetric" && nearest == "floor")
+                    || (node.op_type == "Upsample" && self.opset < 11)
+                    || (f == 2 && ["asymmetric", "half_pixel", "pytorch_half_pixel"].contains(&coord.as_str()) && ["floor", "round_prefer_floor"].contains(&nearest.as_str()));
+                ensure!(floor, "nearest resizing by {f} with coordinate_transformation_mode '{coord}' and nearest_mode '{nearest}' is not supported (only modes that read input row r / {f})");
+                self.push(out, name, Op::Upsample { scale: f }, vec![x], vec![1, s[1], s[2] * f, s[3] * f]);
+            }
+            "ReduceMean" => {
+                let x = self.value(input(node, 0)?)?;
+                let s = self.shape(x).to_vec();
+                let axes = match node.input.get(1).filter(|i| !i.is_empty()) {
+                    Some(t) => self.konst(t)?.ints()?,
+                    None => a.ints("axes").unwrap_or_default(),
+                };
+                let mut axes: Vec<usize> = axes.iter().map(|&x| fold::axis(x, s.len())).collect::<Result<_>>()?;
+                axes.sort_unstable();
+                ensure!(s.len() == 4 && axes == [2, 3], "ReduceMean over axes {axes:?} of {s:?} is not supported (only H and W)");
+                let keep = a.int("keepdims", 1) != 0;
+                if keep {
+                    self.push(out, name, Op::GlobalAvgPool, vec![x], vec![1, s[1], 1, 1]);
+                } else {
+                    let pooled = self.push(format!("{out}.keepdims"), format!("{name}.pool"), Op::GlobalAvgPool, vec![x], vec![1, s[1], 1, 1]);
+                    self.push(out, name, Op::Flatten, vec![pooled], vec![1, s[1]]);
+                }
+            }
             "LeakyRelu" => unary(self, Op::LeakyRelu { alpha: a.float("alpha", 0.01) })?,
             "Clip" => {
                 let (mut min, mut max) = (a.float("min", f32::MIN), a.float("max", f32::MAX));
@@ -383,10 +468,10 @@ impl Importer {
                 let (l, r) = (input(node, 0)?, input(node, 1)?);
                 match (self.values.get(l).copied(), self.values.get(r).copied()) {
                     (Some(x), Some(y)) => {
-                        ensure!(op == "Add", "{op} of two computed tensors is not supported");
-                        ensure!(self.shape(x) == self.shape(y), "Add of shapes {:?} and {:?} (broadcasting) is not supported", self.shape(x), self.shape(y));
+                        ensure!(op == "Add" || op == "Mul", "{op} of two computed tensors is not supported");
+                        ensure!(self.shape(x) == self.shape(y), "{op} of shapes {:?} and {:?} (broadcasting) is not supported", self.shape(x), self.shape(y));
                         let s = self.shape(x).to_vec();
-                        self.push(out, name, Op::Add, vec![x, y], s);
+                        self.push(out, name, if op == "Add" { Op::Add } else { Op::Mul }, vec![x, y], s);
                     }
                     (Some(x), None) => {
                         let c = self.konst(r)?.clone();

@@ -24,6 +24,10 @@ pub const MODELS: &[(&str, &str)] = &[
     ("yolov2-tiny", "YOLOv2 layout, 64×64, channels ÷16"),
     ("resnet18", "ResNet-18, 224×224, residual adds"),
     ("resnet18-tiny", "ResNet-18 layout, 32×32, channels ÷8"),
+    ("mobilenetv2", "MobileNetV2, 224×224: depthwise convolutions, ReLU6, inverted residuals"),
+    ("mobilenetv2-tiny", "MobileNetV2 layout, 32×32, channels ÷8"),
+    ("unet", "U-Net, 192×256 (not square): encoder-decoder, nearest ×2 upsampling, skip concatenations"),
+    ("unet-tiny", "U-Net layout, 48×64, channels ÷8"),
     (
         "mixed-tiny",
         "import coverage: NHWC input transpose, strided/dilated/depthwise convs, ceil-mode and \
@@ -48,6 +52,10 @@ pub fn build(name: &str, seed: u64) -> Result<Vec<u8>> {
         "resnet18" => resnet18(&mut b, 224, 1, 1000),
         "resnet18-tiny" => resnet18(&mut b, 32, 8, 10),
         "mixed-tiny" => mixed(&mut b),
+        "mobilenetv2" => mobilenetv2(&mut b, 224, 1, 1000),
+        "mobilenetv2-tiny" => mobilenetv2(&mut b, 32, 8, 10),
+        "unet" => unet(&mut b, [192, 256], 1),
+        "unet-tiny" => unet(&mut b, [48, 64], 8),
         _ => {
             let names: Vec<&str> = MODELS.iter().map(|m| m.0).collect();
             bail!("unknown zoo model '{name}' (the zoo has: {})", names.join(", "))
@@ -77,6 +85,10 @@ pub struct Builder {
 pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: v.to_vec(), ..Default::default() }
 }
+pub fn attr_string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::String as i32, s: v.as_bytes().to_vec(), ..Default::default() }
+}
+
 pub fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: v, ..Default::default() }
 }
@@ -478,6 +490,72 @@ fn resnet18(b: &mut Builder, size: usize, div: usize, classes: usize) {
     b.output(&x);
 }
 
+/// Convolution, batch normalisation and (optionally) ReLU6.
+fn conv_bn(b: &mut Builder, x: &V, c: usize, k: usize, stride: usize, group: usize, relu6: bool) -> V {
+    let y = b.conv_full(x, c, k, stride, k / 2, 1, group, false);
+    let y = b.batch_norm(&y);
+    if relu6 { b.clip(&y, 0.0, 6.0) } else { y }
+}
+
+fn mobilenetv2(b: &mut Builder, size: usize, div: usize, classes: usize) {
+    let ch = |c: usize| (c / div).max(4);
+    let mut x = b.input(&[1, 3, size, size]);
+    x = conv_bn(b, &x, ch(32), 3, 2, 1, true);
+    // (expansion, channels, repeats, stride) of the inverted residual blocks.
+    for (t, c, n, s) in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)] {
+        for i in 0..n {
+            let stride = if i == 0 { s } else { 1 };
+            let hidden = x.shape[1] * t;
+            let mut y = if t == 1 { x.clone() } else { conv_bn(b, &x, hidden, 1, 1, 1, true) };
+            y = conv_bn(b, &y, hidden, 3, stride, hidden, true); // depthwise
+            y = conv_bn(b, &y, ch(c), 1, 1, 1, false);
+            x = if stride == 1 && x.shape[1] == y.shape[1] { b.add(&x, &y) } else { y };
+        }
+    }
+    x = conv_bn(b, &x, ch(1280), 1, 1, 1, true);
+    x = b.global_avg_pool(&x);
+    x = b.flatten(&x);
+    x = b.gemm(&x, classes);
+    b.output(&x);
+}
+
+/// Nearest-neighbour ×2 upsampling as PyTorch exports `nn.Upsample(scale_factor=2)`.
+fn upsample2(b: &mut Builder, x: &V) -> V {
+    let roi = b.init_f32("roi", &[0], 0.0, 1.0);
+    let scales = b.init(&format!("scales_{}", x.name), &[4], vec![1.0, 1.0, 2.0, 2.0]);
+    let attrs = vec![attr_string("mode", "nearest"), attr_string("coordinate_transformation_mode", "asymmetric"), attr_string("nearest_mode", "floor")];
+    b.node("Resize", vec![x.name.clone(), roi, scales], attrs, vec![1, x.shape[1], x.shape[2] * 2, x.shape[3] * 2])
+}
+
+fn unet(b: &mut Builder, size: [usize; 2], div: usize) {
+    let double = |b: &mut Builder, x: &V, c: usize| -> V {
+        let y = b.conv_full(x, c, 3, 1, 1, 1, 1, false);
+        let y = b.batch_norm(&y);
+        let y = b.relu(&y);
+        let y = b.conv_full(&y, c, 3, 1, 1, 1, 1, false);
+        let y = b.batch_norm(&y);
+        b.relu(&y)
+    };
+    let mut x = b.input(&[1, 3, size[0], size[1]]);
+    let mut skips = Vec::new();
+    for c in [32, 64, 128, 256] {
+        x = double(b, &x, c / div);
+        skips.push(x.clone());
+        x = b.maxpool(&x, 2, 2, 0);
+    }
+    x = double(b, &x, 512 / div);
+    for c in [256, 128, 64, 32] {
+        let up = upsample2(b, &x);
+        let up = b.conv_full(&up, c / div, 1, 1, 0, 1, 1, true);
+        let skip = skips.pop().expect("one skip per level");
+        x = b.concat(&[&skip, &up]);
+        x = double(b, &x, c / div);
+    }
+    // Two classes per pixel.
+    x = b.conv_full(&x, 2, 1, 1, 0, 1, 1, true);
+    b.output(&x);
+}
+
 /// Import coverage in one small graph, shaped like a Keras export.
 fn mixed(b: &mut Builder) {
     let x = b.input(&[1, 48, 40, 3]);
@@ -512,6 +590,11 @@ pub const FIXTURES: &[(&str, &str)] = &[
          Reshape on int32 constants, Dense as MatMul + Add, Softmax",
     ),
     (
+        "edge-ops",
+        "today's edge-CNN ops as PyTorch exports them: Pad, HardSwish, PRelu, SiLU as Mul(x, Sigmoid(x)), \
+         HardSigmoid, Resize nearest ×2, a skip Concat at the same resolution, ReduceMean over H and W",
+    ),
+    (
         "pytorch-export",
         "symbolic batch, Conv, BatchNormalization, the flatten as Shape → Gather → Unsqueeze → Concat → \
          Reshape(-1, N) (no constant folding), GlobalAveragePool, Gemm",
@@ -524,6 +607,7 @@ pub fn fixture(name: &str) -> Result<Vec<u8>> {
     match name {
         "keras-tf2onnx" => keras_tf2onnx(&mut b),
         "pytorch-export" => pytorch_export(&mut b),
+        "edge-ops" => edge_ops(&mut b),
         _ => bail!("unknown fixture '{name}'"),
     }
     b.symbolic_batch();
@@ -587,5 +671,27 @@ fn pytorch_export(b: &mut Builder) {
     let target = b.node("Concat", vec![batch.name, rest], vec![attr_int("axis", 0)], vec![2]);
     let flat = b.node("Reshape", vec![x.name.clone(), target.name], vec![], vec![1, 16]);
     let y = b.gemm(&flat, 10);
+    b.output(&y);
+}
+
+fn edge_ops(b: &mut Builder) {
+    let x = b.input(&[1, 3, 32, 30]);
+    let pads = b.init_int("pads", DataType::Int64, &[8], &[0, 0, 1, 2, 0, 0, 1, 0]);
+    let x = b.node("Pad", vec![x.name.clone(), pads], vec![attr_string("mode", "constant")], vec![1, 3, 34, 32]);
+    let x = b.conv_full(&x, 8, 3, 1, 0, 1, 1, true); // 32×30 with the pad's columns: 2 left, 0 right
+    let x = b.node("HardSwish", vec![x.name.clone()], vec![], x.shape.clone());
+    let x = b.conv(&x, 8, 3);
+    let slope = b.init_f32("slope", &[8, 1, 1], 0.05, 0.3);
+    let skip = b.node("PRelu", vec![x.name.clone(), slope], vec![], x.shape.clone());
+    let x = b.maxpool(&skip, 2, 2, 0);
+    let x = b.conv(&x, 8, 3);
+    let gate = b.node("Sigmoid", vec![x.name.clone()], vec![], x.shape.clone());
+    let x = b.node("Mul", vec![x.name.clone(), gate.name], vec![], x.shape.clone());
+    let x = b.node("HardSigmoid", vec![x.name.clone()], vec![attr_float("alpha", 0.25), attr_float("beta", 0.4)], x.shape.clone());
+    let x = upsample2(b, &x);
+    let x = b.concat(&[&skip, &x]);
+    let x = b.conv(&x, 12, 3);
+    let x = b.node("ReduceMean", vec![x.name.clone()], vec![attr_ints("axes", &[2, 3]), attr_int("keepdims", 0)], vec![1, 12]);
+    let y = b.gemm(&x, 5);
     b.output(&y);
 }

@@ -135,12 +135,47 @@ impl StaticConfig {
     }
 }
 
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Read the model file at `path` as board `cfg` runs it under `cfg.plan`: only the weights it
+/// computes with are kept, streamed from the file (a board never holds the whole file), and a
+/// split tail layer given whole is cut to the board's slice. With `sha256`, the file must have
+/// it; otherwise the plan's layers must all have their weights in it.
+fn read_for_board(cfg: &BoardConfig, path: &std::path::Path, sha256: Option<&str>) -> Result<Model> {
+    let file = std::fs::File::open(path).with_context(|| format!("reading model file {}", path.display()))?;
+    let mut r = Hashing { inner: std::io::BufReader::with_capacity(1 << 20, file), hash: Sha256::new() };
+    let coordinator = cfg.index == cfg.coordinator;
+    let model = crate::modelfile::read_from(&mut r, &|id| cfg.plan.board_needs(cfg.index, coordinator, id)).with_context(|| format!("model file {}", path.display()))?;
+    let rest = std::io::copy(&mut r, &mut std::io::sink()).with_context(|| format!("reading model file {}", path.display()))?;
+    ensure!(rest == 0, "model file {} has {rest} bytes past its weights", path.display());
+    if let Some(want) = sha256 {
+        let got = hex(&r.hash.finalize());
+        ensure!(got == want, "model file {} has sha256 {got}, board {} was built for {want}", path.display(), cfg.board);
+    }
+    for (id, n) in model.nodes.iter().enumerate() {
+        if cfg.plan.board_needs(cfg.index, coordinator, id) {
+            let missing = n.op.weights().iter().any(|w| w.len() != w.volume());
+            ensure!(!missing, "model file {} lacks the weights of node {id}, which board {} computes with", path.display(), cfg.board);
+        }
+    }
+    Ok(cfg.plan.board_model(model, cfg.index))
+}
+
 /// Load and check a board's model file.
 pub fn load_model(cfg: &BoardConfig, path: &std::path::Path) -> Result<Model> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading model file {}", path.display()))?;
-    let got = hex(&Sha256::digest(&bytes));
-    ensure!(got == cfg.model_sha256, "model file {} has sha256 {got}, board {} was built for {}", path.display(), cfg.board, cfg.model_sha256);
-    crate::modelfile::read(&bytes).with_context(|| format!("model file {}", path.display()))
+    read_for_board(cfg, path, Some(&cfg.model_sha256))
 }
 
 /// Timing of one board's part of one group, seconds.
@@ -1075,15 +1110,7 @@ pub fn main_with(constants: &StaticConfig) -> std::process::ExitCode {
                 let plan: Plan = serde_json::from_slice(&bytes).with_context(|| format!("plan {}", p.display()))?;
                 ensure!(plan.boards.get(cfg.index).map(String::as_str) == Some(cfg.board.as_str()), "plan {} does not have board {} at index {}", p.display(), cfg.board, cfg.index);
                 cfg.plan = plan;
-                let bytes = std::fs::read(&model).with_context(|| format!("reading model file {}", model.display()))?;
-                let m = crate::modelfile::read(&bytes).with_context(|| format!("model file {}", model.display()))?;
-                for g in cfg.plan.groups.iter().filter(|g| g.rows.get(cfg.index).is_some_and(|&r| r > 0)) {
-                    for id in g.group().layers() {
-                        let missing = m.nodes[id].op.clone().weights_mut().iter().any(|w| w.len() != w.volume());
-                        ensure!(!missing, "model file {} lacks the weights of node {id}, which plan {} needs", model.display(), p.display());
-                    }
-                }
-                m
+                read_for_board(&cfg, &model, None).with_context(|| format!("plan {}", p.display()))?
             }
             None => load_model(&cfg, &model)?,
         };

@@ -42,6 +42,17 @@ fn pool_spec(w: &Window, in_c: usize, out_c: usize, pad_top: usize, pad_bottom: 
     }
 }
 
+/// `max(0, min(1, alpha·x + beta))`.
+fn hard_sigmoid(target: &mut TypedModel, name: &str, x: OutletId, alpha: f32, beta: f32, rank: usize) -> TractResult<TVec<OutletId>> {
+    let a = scalar(target, format!("{name}.alpha"), alpha, rank)?;
+    let b = scalar(target, format!("{name}.beta"), beta, rank)?;
+    let (zero, one) = (scalar(target, format!("{name}.zero"), 0.0, rank)?, scalar(target, format!("{name}.one"), 1.0, rank)?);
+    let y = target.wire_node(format!("{name}.mul"), tract_core::ops::math::mul(), &[x, a])?;
+    let y = target.wire_node(format!("{name}.add"), tract_core::ops::math::add(), &[y[0], b])?;
+    let y = target.wire_node(format!("{name}.lo"), tract_core::ops::math::max(), &[y[0], zero])?;
+    target.wire_node(format!("{name}.hi"), tract_core::ops::math::min(), &[y[0], one])
+}
+
 /// Wire one IR layer into `target`. `inputs` are already sliced to the rows the layer reads.
 fn wire_layer(
     target: &mut TypedModel,
@@ -100,6 +111,48 @@ fn wire_layer(
             target.wire_node(&name, tract_core::ops::math::add(), &[x[0], t])?
         }
         Op::Add => target.wire_node(&name, tract_core::ops::math::add(), inputs)?,
+        Op::Mul => target.wire_node(&name, tract_core::ops::math::mul(), inputs)?,
+        Op::Sigmoid => target.wire_node(&name, tract_core::ops::nn::sigmoid(), inputs)?,
+        Op::HardSigmoid { alpha, beta } => hard_sigmoid(target, &name, inputs[0], *alpha, *beta, rank)?,
+        Op::HardSwish => {
+            let h = hard_sigmoid(target, &format!("{name}.gate"), inputs[0], 1.0 / 6.0, 0.5, rank)?;
+            target.wire_node(&name, tract_core::ops::math::mul(), &[inputs[0], h[0]])?
+        }
+        Op::PRelu { slope } => {
+            let shape = if slope.len() == 1 { vec![1; rank] } else if rank == 4 { vec![1, slope.len(), 1, 1] } else { vec![1, slope.len()] };
+            let a = konst(target, format!("{name}.slope"), &Weights { shape, data: slope.data.clone() })?;
+            let z = scalar(target, format!("{name}.zero"), 0.0, rank)?;
+            let pos = target.wire_node(format!("{name}.pos"), tract_core::ops::math::max(), &[inputs[0], z])?;
+            let neg = target.wire_node(format!("{name}.neg"), tract_core::ops::math::min(), &[inputs[0], z])?;
+            let neg = target.wire_node(format!("{name}.scaled"), tract_core::ops::math::mul(), &[neg[0], a])?;
+            target.wire_node(&name, tract_core::ops::math::add(), &[pos[0], neg[0]])?
+        }
+        Op::Pad { window, value } => {
+            let pads = vec![(0, 0), (0, 0), (pt, pb), (window.pad_before[1] as usize, window.pad_after[1] as usize)];
+            let mode = tract_core::ops::array::PadMode::Constant(Arc::new(tensor0(*value)));
+            target.wire_node(&name, tract_core::ops::array::Pad { pads, mode }, inputs)?
+        }
+        Op::Upsample { scale } => {
+            // Every row and column repeated: [N, C, h, W] → [N, C, h·s, W·s], then the rows of
+            // the band (its first input row's copies start at input.start · s).
+            let s = *scale;
+            let shape = target.outlet_fact(inputs[0])?.shape.to_tvec();
+            let (h, w) = (shape[2].clone(), shape[3].clone());
+            let x = target.wire_node(format!("{name}.h1"), AxisOp::Add(3), inputs)?;
+            let x = target.wire_node(format!("{name}.hs"), TypedConcat::new(3), &vec![x[0]; s])?;
+            let x = target.wire_node(format!("{name}.h"), AxisOp::Reshape(2, tvec!(h.clone(), s.to_dim()), tvec!(h * s as u64)), &x)?;
+            let x = target.wire_node(format!("{name}.w1"), AxisOp::Add(4), &x)?;
+            let x = target.wire_node(format!("{name}.ws"), TypedConcat::new(4), &vec![x[0]; s])?;
+            let x = target.wire_node(format!("{name}.w"), AxisOp::Reshape(3, tvec!(w.clone(), s.to_dim()), tvec!(w * s as u64)), &x)?;
+            let first = layer.inputs.first().map_or(0, |r| r.start) * s;
+            let (a, b) = (layer.out.start - first, layer.out.end - first);
+            let made = target.outlet_fact(x[0])?.shape[2].to_usize()?;
+            if (a, b) == (0, made) {
+                x
+            } else {
+                target.wire_node(&name, Slice::new(2, a, b), &x)?
+            }
+        }
         Op::Concat => target.wire_node(&name, TypedConcat::new(1), inputs)?,
         Op::SpaceToDepth { block } => {
             let b = *block;

@@ -88,6 +88,7 @@ pub fn layer_input_rows(op: &Op, out: Rows, in_rows: usize) -> (Rows, usize, usi
     }
     match op {
         Op::SpaceToDepth { block } => (Rows::new(out.start * block, out.end * block), 0, 0),
+        Op::Upsample { scale } => (Rows::new(out.start / scale, (out.end - 1) / scale + 1), 0, 0),
         _ => match op.window() {
             Some(w) => {
                 let s = w.stride[0] as i64;

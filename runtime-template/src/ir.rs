@@ -112,6 +112,21 @@ pub enum Op {
     Concat,
     /// ONNX SpaceToDepth (YOLOv2's reorg): `[C, H, W]` → `[C·b², H/b, W/b]`.
     SpaceToDepth { block: usize },
+    /// Logistic sigmoid.
+    Sigmoid,
+    /// `max(0, min(1, alpha·x + beta))`.
+    HardSigmoid { alpha: f32, beta: f32 },
+    /// `x · HardSigmoid(x)` with alpha 1/6 and beta 1/2.
+    HardSwish,
+    /// `x` where `x ≥ 0`, `slope · x` below: one slope per channel, or one for all.
+    PRelu { slope: Weights },
+    /// Elementwise product of two tensors of the same shape (SiLU: `x · sigmoid(x)`).
+    Mul,
+    /// Constant padding of H and W: a window of one element whose pads are the padding.
+    Pad { window: Window, value: f32 },
+    /// Nearest-neighbour upsampling of H and W by an integer factor: output row r is input
+    /// row r / scale.
+    Upsample { scale: usize },
     // ---- unsplittable ops: they only appear in the tail, run on the coordinator ----
     GlobalAvgPool,
     GlobalMaxPool,
@@ -139,6 +154,13 @@ impl Op {
             Op::Add => "Add",
             Op::Concat => "Concat",
             Op::SpaceToDepth { .. } => "SpaceToDepth",
+            Op::Sigmoid => "Sigmoid",
+            Op::HardSigmoid { .. } => "HardSigmoid",
+            Op::HardSwish => "HardSwish",
+            Op::PRelu { .. } => "PRelu",
+            Op::Mul => "Mul",
+            Op::Pad { .. } => "Pad",
+            Op::Upsample { .. } => "Upsample",
             Op::GlobalAvgPool => "GlobalAvgPool",
             Op::GlobalMaxPool => "GlobalMaxPool",
             Op::Transpose { .. } => "Transpose",
@@ -163,6 +185,13 @@ impl Op {
                 | Op::Add
                 | Op::Concat
                 | Op::SpaceToDepth { .. }
+                | Op::Sigmoid
+                | Op::HardSigmoid { .. }
+                | Op::HardSwish
+                | Op::PRelu { .. }
+                | Op::Mul
+                | Op::Pad { .. }
+                | Op::Upsample { .. }
         )
     }
 
@@ -172,6 +201,7 @@ impl Op {
             Op::Conv(c) => std::iter::once(&c.weight).chain(c.bias.as_ref()).collect(),
             Op::Affine { scale, shift } => vec![scale, shift],
             Op::Dense { weight, bias } => vec![weight, bias],
+            Op::PRelu { slope } => vec![slope],
             _ => vec![],
         }
     }
@@ -188,6 +218,7 @@ impl Op {
             }
             Op::Affine { scale, shift } => vec![scale, shift],
             Op::Dense { weight, bias } => vec![weight, bias],
+            Op::PRelu { slope } => vec![slope],
             _ => vec![],
         }
     }
@@ -196,7 +227,7 @@ impl Op {
     pub fn window(&self) -> Option<&Window> {
         match self {
             Op::Conv(c) => Some(&c.window),
-            Op::MaxPool(w) | Op::AvgPool { window: w, .. } => Some(w),
+            Op::MaxPool(w) | Op::AvgPool { window: w, .. } | Op::Pad { window: w, .. } => Some(w),
             _ => None,
         }
     }
@@ -315,7 +346,7 @@ impl Model {
             Op::GlobalAvgPool | Op::GlobalMaxPool => {
                 self.nodes[n.inputs[0]].shape.iter().product::<usize>() as u64
             }
-            Op::Input | Op::Transpose { .. } | Op::Flatten | Op::Concat | Op::SpaceToDepth { .. } => 0,
+            Op::Input | Op::Transpose { .. } | Op::Flatten | Op::Concat | Op::SpaceToDepth { .. } | Op::Pad { .. } | Op::Upsample { .. } => 0,
             _ => out,
         }
     }

@@ -305,8 +305,18 @@ pub fn tune_allocator() {
     // SAFETY: mallopt only sets allocator parameters.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+    allocator_for_loading();
+}
+
+/// While building: allocations of 256 KB or more in mappings of their own (see
+/// [`tune_allocator`]).
+pub fn allocator_for_loading() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters (it takes the allocator's lock).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
     }
 }
 

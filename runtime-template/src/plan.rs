@@ -139,6 +139,33 @@ pub fn tail_stages(model: &Model, plan: &Plan) -> Vec<TailStage> {
 }
 
 impl Plan {
+    /// Does board `board` compute with the weights of node `id`: a layer of a group in which
+    /// it has rows; on the coordinator, the tail but its split layers; a split layer of which
+    /// it has features (their slice).
+    pub fn board_needs(&self, board: usize, coordinator: bool, id: usize) -> bool {
+        let split_end = self.groups.last().map_or(0, |g| g.to);
+        self.groups.iter().any(|g| g.rows.get(board).is_some_and(|&r| r > 0) && g.group().layers().contains(&id))
+            || match self.tail.iter().find(|t| t.node == id) {
+                Some(t) => t.cols.get(board).is_some_and(|&c| c > 0),
+                None => coordinator && id > split_end,
+            }
+    }
+
+    /// `model` as board `board` holds it: each split Dense layer of the tail cut to the board's
+    /// slice of its weights ([in, its features]; none if it has none). A layer already cut is
+    /// left as it is.
+    pub fn board_model(&self, mut model: Model, board: usize) -> Model {
+        for t in &self.tail {
+            let cols = t.bands()[board];
+            if let crate::ir::Op::Dense { weight, bias } = &mut model.nodes[t.node].op {
+                if weight.len() == weight.volume() && weight.shape[1] != cols.len() {
+                    (*weight, *bias) = crate::ir::dense_columns(weight, bias, cols.start..cols.end);
+                }
+            }
+        }
+        model
+    }
+
     /// Canonical form: compact JSON of the struct (fields in declaration order).
     pub fn canonical_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a plan always serialises")

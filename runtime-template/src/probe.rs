@@ -179,9 +179,22 @@ fn weight_bytes(model: &Model, layers: impl Iterator<Item = usize>) -> usize {
     layers.map(|id| model.nodes[id].op.weights().iter().map(|w| w.volume() * 4).sum::<usize>()).sum()
 }
 
-/// Filler weights: run time does not depend on their values.
+/// Filler weights: run time does not depend on their values. Layers of one size share one
+/// (YOLOv2's 1024-channel convolutions: one 38 MB filler instead of one each).
 fn filler(n: usize) -> Arc<Vec<f32>> {
-    Arc::new((0..n).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.02).collect())
+    thread_local! {
+        static MADE: std::cell::RefCell<std::collections::HashMap<usize, std::sync::Weak<Vec<f32>>>> = Default::default();
+    }
+    MADE.with(|made| {
+        let mut made = made.borrow_mut();
+        if let Some(f) = made.get(&n).and_then(std::sync::Weak::upgrade) {
+            return f;
+        }
+        let f = Arc::new((0..n).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.02).collect::<Vec<f32>>());
+        made.retain(|_, w| w.strong_count() > 0);
+        made.insert(n, Arc::downgrade(&f));
+        f
+    })
 }
 
 impl Part {
@@ -207,16 +220,20 @@ impl Part {
 
     /// Build the part's runnable, its layers given filler weights for the time it takes (the
     /// model file the probe receives carries the structure only); the model is left as it was.
-    fn build(&self, model: &mut Model) -> Result<Runnable> {
+    /// Returns the runnable and the bytes the filler weights took meanwhile (counted).
+    fn build(&self, model: &mut Model) -> Result<(Runnable, usize)> {
         use crate::ir::{Op, Weights};
+        let before = crate::mem::live_bytes().unwrap_or(0);
+        let filler_bytes = || crate::mem::live_bytes().unwrap_or(0).saturating_sub(before);
         if let Part::Dense(node, cols) = *self {
             let Op::Dense { weight, bias } = &mut model.nodes[node].op else { bail!("node {node} is not a Dense layer") };
             let k = weight.shape[0];
             let whole = (std::mem::replace(weight, Weights { shape: vec![k, cols.len()], data: filler(k * cols.len()) }), std::mem::replace(bias, Weights { shape: vec![cols.len()], data: filler(cols.len()) }));
+            let fill = filler_bytes();
             let built = crate::exec::dense_slice(model, node, cols);
             let Op::Dense { weight, bias } = &mut model.nodes[node].op else { unreachable!() };
             (*weight, *bias) = whole;
-            return built;
+            return built.map(|r| (r, fill));
         }
         let layers = match *self {
             Part::Band(g, _) => g.layers(),
@@ -232,6 +249,7 @@ impl Part {
                 }
             }
         }
+        let fill = filler_bytes();
         let built = match *self {
             Part::Band(g, out) => crate::exec::band_graph(model, &group_band(model, g, out)).and_then(crate::exec::runnable),
             Part::Section(from, to) => crate::exec::section_graph(model, from, to).and_then(crate::exec::runnable),
@@ -240,7 +258,7 @@ impl Part {
         for (id, i) in filled {
             model.nodes[id].op.weights_mut()[i].data = Arc::new(vec![]);
         }
-        built
+        built.map(|r| (r, fill))
     }
 }
 
@@ -344,13 +362,17 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
                 let mut took = 0.0;
                 for h in &mut r.parts {
                     if h.built.is_none() {
+                        // Built as a board builds (what building leaves is returned whole),
+                        // run as a board runs (its buffers reused from the heap).
+                        crate::link::allocator_for_loading();
                         let before = crate::mem::reset_peak();
-                        h.built = Some(h.part.build(&mut model).with_context(|| format!("job {}", j.id))?);
+                        let (built, weights) = h.part.build(&mut model).with_context(|| format!("job {}", j.id))?;
+                        h.built = Some(built);
+                        crate::link::allocator_for_frames();
                         if h.build_bytes.is_none() {
                             let kept = before.zip(crate::mem::live_bytes()).map(|(b, a)| a.saturating_sub(b));
-                            // Beyond the weights (a board holds them already) and what is
-                            // kept: tract's copy before it is packed, the graph's passes.
-                            let weights = h.part.weight_bytes(&model);
+                            // Beyond the filler weights (a board holds its weights already) and
+                            // what is kept: tract's copy before it is packed, the passes' graphs.
                             h.build_extra_bytes = before.zip(crate::mem::peak_bytes()).zip(kept).map(|((b, p), k)| p.saturating_sub(b + weights + k));
                             h.build_bytes = kept;
                         }
@@ -446,8 +468,6 @@ fn echo(listen: &str, deadline: Duration) -> Result<()> {
 /// `facts` | `run --model FILE --jobs FILE` | `echo [--listen ADDR] [--deadline-s S]`.
 pub fn main() -> std::process::ExitCode {
     crate::link::tune_allocator();
-    // The probe builds and runs by turns; its jobs' needs are counted, not its resident pages.
-    crate::link::allocator_for_frames();
     crate::board::exit_code((|| -> Result<()> {
         let usage = "legion-probe facts | run --model FILE --jobs FILE | echo [--listen ADDR] [--deadline-s S]";
         let args = crate::args::Args::parse(usage, &["facts", "run", "echo"], &["model", "jobs", "listen", "deadline-s"])?;

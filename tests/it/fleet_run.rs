@@ -469,7 +469,6 @@ fn each_model_file_holds_only_what_its_board_computes() {
     for (b, board) in fleet.boards.iter().enumerate() {
         let bytes = &files.iter().find(|o| o.path == Path::new(&board.name).join("model.bin")).unwrap().bytes;
         let held = legionc::runtime::modelfile::read(bytes).unwrap();
-        let needed = codegen::needed_nodes(&m.ir, &plan, b, b == fleet.coordinator);
         let mut total = 0;
         for (id, node) in held.nodes.iter().enumerate() {
             let has = weight_bytes(&node.op);
@@ -481,7 +480,7 @@ fn each_model_file_holds_only_what_its_board_computes() {
                 || (b == fleet.coordinator && id > m.ir.split_end() && id != dense[0])
                 || (id == dense[0] && plan.tail[0].cols[b] > 0);
             assert_eq!(has > 0, computes, "board {b}, node {id}: holds {has} bytes");
-            assert_eq!(needed.contains(&id), computes, "board {b}, node {id}");
+            assert_eq!(plan.board_needs(b, b == fleet.coordinator, id), computes, "board {b}, node {id}");
             if id == dense[0] && computes {
                 let k = m.ir.nodes[id - 1].shape[1];
                 assert_eq!(has, 4 * (k + 1) * plan.tail[0].cols[b], "board {b}: its slice only");
