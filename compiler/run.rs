@@ -26,12 +26,18 @@ pub enum InputSpec<'a> {
 /// Read a `.npy` file of float32 (C order) with npyz.
 pub fn read_npy(path: &Path) -> Result<Tensor> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let npy = npyz::NpyFile::new(bytes.as_slice()).with_context(|| format!("{}: not a .npy file", path.display()))?;
-    ensure!(npy.order() == npyz::Order::C, "{}: only C-order arrays are supported", path.display());
-    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    parse_npy(&bytes).with_context(|| format!("{}", path.display()))
+}
+
+/// A `.npy` file's float32 tensor (C order).
+pub fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
+    let npy = npyz::NpyFile::new(bytes).context("not a .npy file")?;
+    ensure!(npy.order() == npyz::Order::C, "only C-order arrays are supported");
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| usize::try_from(d)).collect::<Result<_, _>>().context("a dimension does not fit")?;
+    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n.saturating_mul(4) <= bytes.len()).ok_or_else(|| anyhow::anyhow!("shape {shape:?} needs more values than the file holds"))?;
     let dtype = npy.dtype().descr();
-    let data: Vec<f32> = npy.into_vec().with_context(|| format!("{}: only float32 arrays are supported (this one is {dtype})", path.display()))?;
-    ensure!(data.len() == shape.iter().product::<usize>(), "{}: {} values for shape {shape:?}", path.display(), data.len());
+    let data: Vec<f32> = npy.into_vec().with_context(|| format!("only float32 arrays are supported (this one is {dtype})"))?;
+    ensure!(data.len() == n, "{} values for shape {shape:?}", data.len());
     Tensor::from_shape(&shape, &data)
 }
 

@@ -15,7 +15,8 @@ use tract_onnx::pb::{type_proto, AttributeProto, ModelProto, NodeProto};
 pub const SUPPORTED_OPS: &str = "Conv, MaxPool, AveragePool, Relu, LeakyRelu, Clip, \
     BatchNormalization, Add, Sub, Mul, Div (by a constant, or of two same-shape tensors for Add \
     and Mul), Sigmoid, HardSigmoid, HardSwish, PRelu, Pad (constant, H and W), Resize and \
-    Upsample (nearest, integer factor), ReduceMean (H and W), Concat (channels), SpaceToDepth, \
+    Upsample (nearest, integer factor), ConvTranspose, ReduceMean (H and W), Concat (channels), \
+    SpaceToDepth, \
     Transpose, Flatten, Reshape (flattening), Gemm, MatMul, GlobalAveragePool, GlobalMaxPool, \
     Softmax, Identity, Dropout; and, on shapes and constants \
     (evaluated when the model is read): Shape, Gather, Cast, Slice, Concat, Unsqueeze, Squeeze, \
@@ -324,6 +325,66 @@ impl Importer {
                     bias,
                 };
                 self.push(out, name, Op::Conv(conv), vec![x], vec![1, wshape[0], o[0], o[1]]);
+            }
+            "ConvTranspose" => {
+                let x = self.value(input(node, 0)?)?;
+                let (wshape, wdata) = self.konst(input(node, 1)?)?.f32()?;
+                ensure!(wshape.len() == 4 && wshape.iter().all(|&d| d > 0), "only 2-D transposed convolutions with a kernel are supported (kernel {wshape:?})");
+                let (wshape, wdata) = (wshape.to_vec(), wdata.to_vec());
+                let s = self.shape(x).to_vec();
+                ensure!(s.len() == 4, "input of shape {s:?}");
+                let group = a.int("group", 1);
+                ensure!(group >= 1 && wshape[0] == s[1] && wshape[0] % group as usize == 0, "kernel {wshape:?} with group {group} does not fit {} input channels", s[1]);
+                let group = group as usize;
+                let (in_c, out_c) = (s[1], wshape[1] * group);
+                for (attr, what) in [("output_shape", "output_shape"), ("output_padding", "output_padding")] {
+                    ensure!(a.ints(attr).is_none_or(|v| v.iter().all(|&p| p == 0) || attr == "output_shape" && v.is_empty()), "ConvTranspose with {what} is not supported");
+                }
+                ensure!(matches!(a.string("auto_pad").as_deref(), None | Some("NOTSET")), "ConvTranspose with auto_pad is not supported (give pads)");
+                let strides = a.ints("strides").unwrap_or(vec![1, 1]);
+                let dil = a.ints("dilations").unwrap_or(vec![1, 1]);
+                let pads = a.ints("pads").unwrap_or(vec![0; 4]);
+                ensure!(strides.len() == 2 && dil.len() == 2 && pads.len() == 4, "only 2-D transposed convolutions are supported");
+                ensure!(strides.iter().chain(&dil).all(|&v| v >= 1) && pads.iter().all(|&p| p >= 0), "strides {strides:?}, dilations {dil:?} and pads {pads:?} must be positive (pads non-negative)");
+                let window = Window {
+                    kernel: [wshape[2], wshape[3]],
+                    stride: [strides[0] as usize, strides[1] as usize],
+                    dilation: [dil[0] as usize, dil[1] as usize],
+                    pad_before: [pads[0], pads[1]],
+                    pad_after: [pads[2], pads[3]],
+                };
+                // Every output row takes a kernel row from some input row (legionc's row
+                // mapping needs no gaps).
+                ensure!(window.span(0) >= window.stride[0], "ConvTranspose whose stride {} exceeds its kernel's reach {} leaves rows no input reaches: not supported", window.stride[0], window.span(0));
+                let out_len = |ax: usize| -> Result<usize> {
+                    let full = (s[2 + ax] as i64 - 1) * window.stride[ax] as i64 + window.span(ax) as i64 - window.pad_before[ax] - window.pad_after[ax];
+                    ensure!(full > 0, "the pads crop the whole output");
+                    Ok(full as usize)
+                };
+                let (h, w) = (out_len(0)?, out_len(1)?);
+                // ONNX keeps [C_in, C_out / group, kh, kw]; the IR (and tract's Deconv) OIHW:
+                // [C_out, C_in / group, kh, kw].
+                let (cig, cog, kk) = (in_c / group, wshape[1], wshape[2] * wshape[3]);
+                let mut oihw = vec![0f32; wdata.len()];
+                for g in 0..group {
+                    for i in 0..cig {
+                        for o in 0..cog {
+                            let src = ((g * cig + i) * cog + o) * kk;
+                            let dst = ((g * cog + o) * cig + i) * kk;
+                            oihw[dst..dst + kk].copy_from_slice(&wdata[src..src + kk]);
+                        }
+                    }
+                }
+                let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+                    Some(b) => {
+                        let d = self.konst(b)?.f32()?.1.to_vec();
+                        ensure!(d.len() == out_c, "bias has {} values for {out_c} output channels", d.len());
+                        Some(Weights::new(vec![out_c], d))
+                    }
+                    None => None,
+                };
+                let conv = Conv { window, in_channels: in_c, out_channels: out_c, group, weight: Weights::new(vec![out_c, cig, wshape[2], wshape[3]], oihw), bias };
+                self.push(out, name, Op::Deconv(conv), vec![x], vec![1, out_c, h, w]);
             }
             "MaxPool" | "AveragePool" => {
                 ensure!(node.output.len() == 1, "MaxPool with indices output is not supported");

@@ -26,7 +26,7 @@ pub const MODELS: &[(&str, &str)] = &[
     ("resnet18-tiny", "ResNet-18 layout, 32×32, channels ÷8"),
     ("mobilenetv2", "MobileNetV2, 224×224: depthwise convolutions, ReLU6, inverted residuals"),
     ("mobilenetv2-tiny", "MobileNetV2 layout, 32×32, channels ÷8"),
-    ("unet", "U-Net, 192×256 (not square): encoder-decoder, nearest ×2 upsampling, skip concatenations"),
+    ("unet", "U-Net, 192×256 (not square): encoder-decoder, ConvTranspose ×2 upsampling, skip concatenations"),
     ("unet-tiny", "U-Net layout, 48×64, channels ÷8"),
     (
         "mixed-tiny",
@@ -252,6 +252,20 @@ impl Builder {
             attr_int("group", group as i64),
         ];
         self.node("Conv", inputs, attrs, vec![1, out_c, h, wd])
+    }
+
+    /// Transposed convolution, square kernel `k`, stride `s`, no padding, with bias (the U-Net
+    /// decoder's upsampling: k = s = 2 doubles H and W).
+    pub fn conv_transpose(&mut self, x: &V, out_c: usize, k: usize, s: usize) -> V {
+        let in_c = x.shape[1];
+        let bound = (6.0 / (in_c * k * k) as f32).sqrt();
+        let (wname, bname) = (self.fresh("wt"), self.fresh("bt"));
+        let w = self.uniform(in_c * out_c * k * k, -bound, bound);
+        let b = self.uniform(out_c, -0.1, 0.1);
+        let inputs = vec![x.name.clone(), self.init(&wname, &[in_c, out_c, k, k], w), self.init(&bname, &[out_c], b)];
+        let attrs = vec![attr_ints("kernel_shape", &[k as i64, k as i64]), attr_ints("strides", &[s as i64, s as i64])];
+        let shape = vec![1, out_c, (x.shape[2] - 1) * s + k, (x.shape[3] - 1) * s + k];
+        self.node("ConvTranspose", inputs, attrs, shape)
     }
 
     pub fn conv(&mut self, x: &V, out_c: usize, k: usize) -> V {
@@ -545,8 +559,7 @@ fn unet(b: &mut Builder, size: [usize; 2], div: usize) {
     }
     x = double(b, &x, 512 / div);
     for c in [256, 128, 64, 32] {
-        let up = upsample2(b, &x);
-        let up = b.conv_full(&up, c / div, 1, 1, 0, 1, 1, true);
+        let up = b.conv_transpose(&x, c / div, 2, 2);
         let skip = skips.pop().expect("one skip per level");
         x = b.concat(&[&skip, &up]);
         x = double(b, &x, c / div);

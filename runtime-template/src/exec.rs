@@ -132,6 +132,35 @@ fn wire_layer(
             let mode = tract_core::ops::array::PadMode::Constant(Arc::new(tensor0(*value)));
             target.wire_node(&name, tract_core::ops::array::Pad { pads, mode }, inputs)?
         }
+        Op::Deconv(c) => {
+            // Rows unpadded (the band's first input row i0 lands on output row i0·s − p),
+            // then the band's rows cut out; columns as the model pads them.
+            let k = konst(target, format!("{name}.kernel"), &c.weight)?;
+            let b = match &c.bias {
+                Some(b) => konst(target, format!("{name}.bias"), b)?,
+                None => target.add_const(format!("{name}.bias"), tensor0(0f32))?,
+            };
+            let w = &c.window;
+            let spec = PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec!(w.kernel[0], w.kernel[1]),
+                padding: PaddingSpec::Explicit(tvec!(0, w.pad_before[1] as usize), tvec!(0, w.pad_after[1] as usize)),
+                dilations: Some(tvec!(w.dilation[0], w.dilation[1])),
+                strides: Some(tvec!(w.stride[0], w.stride[1])),
+                input_channels: c.in_channels,
+                output_channels: c.out_channels,
+            };
+            let x = target.wire_node(format!("{name}.full"), tract_core::ops::cnn::Deconv::new(spec, KernelFormat::OIHW, tvec!(0, 0), c.group), &[inputs[0], k, b])?;
+            let first = (layer.inputs.first().map_or(0, |r| r.start) * w.stride[0]) as i64 - w.pad_before[0];
+            let (a, e) = (layer.out.start as i64 - first, layer.out.end as i64 - first);
+            let made = target.outlet_fact(x[0])?.shape[2].to_usize()? as i64;
+            ensure!(a >= 0 && e <= made, "transposed convolution {}: rows {} not within the {made} its input rows give", layer.node, layer.out);
+            if (a, e) == (0, made) {
+                x
+            } else {
+                target.wire_node(&name, Slice::new(2, a as usize, e as usize), &x)?
+            }
+        }
         Op::Upsample { scale } => {
             // Every row and column repeated: [N, C, h, W] → [N, C, h·s, W·s], then the rows of
             // the band (its first input row's copies start at input.start · s).

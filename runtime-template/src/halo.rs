@@ -89,6 +89,14 @@ pub fn layer_input_rows(op: &Op, out: Rows, in_rows: usize) -> (Rows, usize, usi
     match op {
         Op::SpaceToDepth { block } => (Rows::new(out.start * block, out.end * block), 0, 0),
         Op::Upsample { scale } => (Rows::new(out.start / scale, (out.end - 1) / scale + 1), 0, 0),
+        Op::Deconv(c) => {
+            // Input rows i with i·s − p ≤ r ≤ i·s − p + (k − 1)·d for some output row r of `out`.
+            let (s, p, reach) = (c.window.stride[0] as i64, c.window.pad_before[0], (c.window.span(0) - 1) as i64);
+            let lo = (out.start as i64 + p - reach).div_euclid(s) + i64::from((out.start as i64 + p - reach).rem_euclid(s) != 0);
+            let hi = (out.end as i64 - 1 + p).div_euclid(s) + 1;
+            let (lo, hi) = (lo.clamp(0, in_rows as i64), hi.clamp(0, in_rows as i64));
+            (Rows::new(lo as usize, hi.max(lo) as usize), 0, 0)
+        }
         _ => match op.window() {
             Some(w) => {
                 let s = w.stride[0] as i64;

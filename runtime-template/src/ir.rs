@@ -127,6 +127,10 @@ pub enum Op {
     /// Nearest-neighbour upsampling of H and W by an integer factor: output row r is input
     /// row r / scale.
     Upsample { scale: usize },
+    /// Transposed convolution (ONNX ConvTranspose), weights in OIHW like [`Op::Conv`]; the
+    /// window's pads crop the output. Input row i adds to output rows
+    /// `i·stride − pad_before + k·dilation` for every kernel row k.
+    Deconv(Conv),
     // ---- unsplittable ops: they only appear in the tail, run on the coordinator ----
     GlobalAvgPool,
     GlobalMaxPool,
@@ -161,6 +165,7 @@ impl Op {
             Op::Mul => "Mul",
             Op::Pad { .. } => "Pad",
             Op::Upsample { .. } => "Upsample",
+            Op::Deconv(_) => "ConvTranspose",
             Op::GlobalAvgPool => "GlobalAvgPool",
             Op::GlobalMaxPool => "GlobalMaxPool",
             Op::Transpose { .. } => "Transpose",
@@ -192,13 +197,14 @@ impl Op {
                 | Op::Mul
                 | Op::Pad { .. }
                 | Op::Upsample { .. }
+                | Op::Deconv(_)
         )
     }
 
     /// The weights of the op, in a fixed order.
     pub fn weights(&self) -> Vec<&Weights> {
         match self {
-            Op::Conv(c) => std::iter::once(&c.weight).chain(c.bias.as_ref()).collect(),
+            Op::Conv(c) | Op::Deconv(c) => std::iter::once(&c.weight).chain(c.bias.as_ref()).collect(),
             Op::Affine { scale, shift } => vec![scale, shift],
             Op::Dense { weight, bias } => vec![weight, bias],
             Op::PRelu { slope } => vec![slope],
@@ -209,7 +215,7 @@ impl Op {
     /// The weights of the op, in the order of [`Op::weights`].
     pub fn weights_mut(&mut self) -> Vec<&mut Weights> {
         match self {
-            Op::Conv(c) => {
+            Op::Conv(c) | Op::Deconv(c) => {
                 let mut w = vec![&mut c.weight];
                 if let Some(b) = c.bias.as_mut() {
                     w.push(b);
@@ -342,6 +348,10 @@ impl Model {
                 out * (c.in_channels / c.group) as u64 * (c.window.kernel[0] * c.window.kernel[1]) as u64
             }
             Op::MaxPool(w) | Op::AvgPool { window: w, .. } => out * (w.kernel[0] * w.kernel[1]) as u64,
+            Op::Deconv(c) => {
+                let input: u64 = self.nodes[n.inputs[0]].shape.iter().product::<usize>() as u64;
+                input * (c.out_channels / c.group) as u64 * (c.window.kernel[0] * c.window.kernel[1]) as u64
+            }
             Op::Dense { weight, .. } => weight.len() as u64,
             Op::GlobalAvgPool | Op::GlobalMaxPool => {
                 self.nodes[n.inputs[0]].shape.iter().product::<usize>() as u64

@@ -128,8 +128,8 @@ impl Message {
     }
 
     pub fn to_tensor(&self) -> Result<Tensor> {
-        let n: usize = self.header.shape.iter().product();
-        ensure!(!self.header.shape.is_empty() && self.payload.len() == 4 * n, "payload of {} bytes for shape {:?}", self.payload.len(), self.header.shape);
+        let n = self.header.shape.iter().try_fold(4usize, |a, &d| a.checked_mul(d));
+        ensure!(!self.header.shape.is_empty() && n == Some(self.payload.len()), "payload of {} bytes for shape {:?}", self.payload.len(), self.header.shape);
         let data: Vec<f32> = self.payload.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
         Tensor::from_shape(&self.header.shape, &data)
     }
@@ -190,6 +190,16 @@ impl Message {
     /// Receive from `stream` (its read timeout is the deadline). `Ok(None)` when the peer
     /// closed the connection cleanly.
     pub fn recv(stream: &mut TcpStream) -> Result<Option<Message>> {
+        Message::read_from(stream)
+    }
+
+    /// The message's bytes on the wire.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        [&self.encode_header()[..], &self.payload].concat()
+    }
+
+    /// Read one message from `stream`; `Ok(None)` at a clean end before a header.
+    pub fn read_from(stream: &mut dyn Read) -> Result<Option<Message>> {
         let mut head = [0u8; HEADER_LEN];
         match stream.read_exact(&mut head) {
             Ok(()) => {}

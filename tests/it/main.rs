@@ -7,6 +7,7 @@ mod cross;
 mod fleet;
 mod first_run;
 mod fleet_run;
+mod fuzz;
 mod import;
 mod layers;
 mod mesh;

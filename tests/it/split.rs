@@ -167,6 +167,7 @@ fn stitch(m: &LoadedModel, plan: &Plan, input: &Tensor, mutate: &dyn Fn(&mut Gro
 /// padding, so every shape still fits) must be caught by the comparison the property tests use.
 #[test]
 fn a_halo_one_row_short_is_caught() {
+    let mut mutated = 0;
     for name in TINY {
         let m = zoo_model(name);
         let want = expected(m, 11);
@@ -175,6 +176,7 @@ fn a_halo_one_row_short_is_caught() {
         let plan = legionc::solve::plan_from(&m.ir, &m.sha256, &boards, &ends, Topology::Star).unwrap();
         let good = stitch(m, &plan, &want.input, &|_| {});
         assert_close("unmutated stitch", &good, &want.splittable).unwrap();
+        let shrunk = std::cell::Cell::new(false);
         let shrink_top_halo = |b: &mut GroupBand| {
             // The first layer that reads rows above its band from a real neighbour.
             let first = b.group.from + 1;
@@ -185,12 +187,19 @@ fn a_halo_one_row_short_is_caught() {
                 l.inputs[0].start += 1;
                 l.pad_top = 1;
                 b.input.start += 1;
+                shrunk.set(true);
             }
         };
         let bad = stitch(m, &plan, &want.input, &shrink_top_halo);
+        if !shrunk.get() {
+            // Every band reads the whole input (U-Net: the receptive field spans the image).
+            continue;
+        }
+        mutated += 1;
         let (diff, scale) = reference::compare(&bad, &want.splittable).unwrap();
         assert!(diff > 1e-4 * scale, "{name}: a halo one row short went unnoticed (diff {diff:e}, scale {scale:e})");
     }
+    assert!(mutated >= TINY.len() - 1, "only {mutated} models had a halo to shorten");
 }
 
 #[test]
