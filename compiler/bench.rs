@@ -401,7 +401,7 @@ pub fn strategies(
     use crate::{deploy, run, strategy};
     fleet.require_emulated("bench")?;
     for b in &fleet.boards {
-        ensure!(deploy::health(b).is_err(), "board {} ({}) is running: run `legionc down` first", b.name, b.addr());
+        ensure!(deploy::health(&fleet, b).is_err(), "board {} ({}) is running: run `legionc down` first", b.name, b.addr());
         if let Boards::Compiled = boards {
             ensure!(crate::cargo_build::installed_binary(fleet, b).exists(), "board {} has no binary: run `legionc compile` first", b.name);
         }

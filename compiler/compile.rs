@@ -92,6 +92,8 @@ pub fn compile(fleet: &Fleet, m: &LoadedModel, o: &CompileOptions, out: &mut dyn
         return summary(fleet, m, strategy, &planned, true, false);
     }
     codegen::write(out_dir, &files)?;
+    // The fleet's key (kept from an earlier compile: running boards keep answering).
+    crate::deploy::ensure_key(fleet)?;
     // How the plan was found (predictions, wild card, profiling cost): not part of what
     // `--check` compares, as profiling counts differ between cold and warm runs.
     crate::write_atomic(&out_dir.join("plan-report.json"), &[serde_json::to_vec_pretty(&planned)?, b"\n".to_vec()].concat())?;

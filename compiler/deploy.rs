@@ -38,9 +38,47 @@ fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
 }
 
+/// Where the fleet's key lives: `OUT/fleet.key`, mode 0600 (never in plan.json, the plan
+/// hash, the rendered sources or a log).
+pub fn key_path(fleet: &Fleet) -> PathBuf {
+    fleet.out().join("fleet.key")
+}
+
+/// The fleet's key, created (random, mode 0600) if the output directory has none yet. A key
+/// kept from an earlier compile is kept: running boards keep answering.
+pub fn ensure_key(fleet: &Fleet) -> Result<legion_runtime::wire::Key> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = key_path(fleet);
+    if path.exists() {
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("making {} private", path.display()))?;
+        }
+        return legion_runtime::wire::Key::read(&path);
+    }
+    let key = legion_runtime::wire::Key::generate()?;
+    std::fs::create_dir_all(fleet.out())?;
+    let tmp = path.with_extension(format!("key.{}.tmp~", std::process::id()));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    std::io::Write::write_all(&mut f, format!("{}\n", key.to_hex()).as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(key)
+}
+
+/// The fleet's key (`legionc compile` creates it).
+pub fn fleet_key(fleet: &Fleet) -> Result<legion_runtime::wire::Key> {
+    let path = key_path(fleet);
+    if !path.exists() {
+        bail!("fleet {} has no key at {} (run `legionc compile`)", fleet.name, path.display());
+    }
+    legion_runtime::wire::Key::read(&path)
+}
+
 /// Is a board answering with this plan? (name, runtime version, plan hash)
-pub fn health(b: &Board) -> Result<(String, String, String)> {
-    legion_runtime::board::hello(&b.addr(), Duration::from_secs(2)).with_context(|| format!("board {} ({})", b.name, b.addr()))
+pub fn health(fleet: &Fleet, b: &Board) -> Result<(String, String, String)> {
+    let key = fleet_key(fleet)?;
+    legion_runtime::board::hello(&b.addr(), &key, Duration::from_secs(2)).with_context(|| format!("board {} ({})", b.name, b.addr()))
 }
 
 /// Which boards answer, with which plan: a line per board, and how many do not answer.
@@ -49,7 +87,7 @@ pub fn status(fleet: &Fleet) -> (String, usize) {
     let mut s = String::new();
     let mut down = 0;
     for b in &fleet.boards {
-        match health(b) {
+        match health(fleet, b) {
             Ok((_, version, hash)) => {
                 let same = plan.as_ref().is_some_and(|p| p.hash() == hash);
                 s += &format!("{:<16} {:<22} up, runtime {version}, plan {}{}\n", b.name, b.addr(), &hash[..16], if same { "" } else { " (not the compiled plan)" });
@@ -104,7 +142,7 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
     let mut started = Vec::new();
     for b in fleet.boards.iter().filter(|b| b.is_emulated()) {
         bar.set_message(b.name.clone());
-        if let Ok((_, _, h)) = health(b) {
+        if let Ok((_, _, h)) = health(fleet, b) {
             if h == hash {
                 bar.inc(1);
                 continue;
@@ -120,7 +158,7 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
         }
         let log = std::fs::File::create(log_file(fleet, b))?;
         let mut cmd = Command::new(&bin);
-        cmd.arg("serve");
+        cmd.arg("serve").arg("--key").arg(key_path(fleet));
         match launch {
             Launch::Compiled => cmd.arg("--model").arg(fleet.out().join(b.slug()).join("model.bin")),
             Launch::PlanFile { plan, model } => cmd.arg("--model").arg(model).arg("--plan").arg(plan),
@@ -145,7 +183,7 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
     let deadline = Instant::now() + fleet.deadline().max(Duration::from_secs(30));
     for (b, pid) in started {
         loop {
-            match health(b) {
+            match health(fleet, b) {
                 Ok((_, _, h)) if h == hash => break,
                 Ok((_, _, h)) => bail!("board {} answers with plan {}, expected {}", b.name, &h[..16], &hash[..16]),
                 Err(_) if alive(pid) && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
@@ -206,7 +244,7 @@ pub struct UpGuard<'a> {
 impl<'a> UpGuard<'a> {
     pub fn start(fleet: &'a Fleet) -> Result<UpGuard<'a>> {
         let plan = compiled_plan(fleet)?.hash();
-        let running = fleet.boards.iter().all(|b| health(b).is_ok_and(|(_, _, h)| h == plan));
+        let running = fleet.boards.iter().all(|b| health(fleet, b).is_ok_and(|(_, _, h)| h == plan));
         if !running {
             // Stop what may be left over, so that a failure here leaves nothing running.
             if let Err(e) = up(fleet, false) {
@@ -254,10 +292,10 @@ fn start_command(dir: &str) -> String {
 }
 
 /// Wait until a board answers, with plan `hash` if one is given.
-fn wait_healthy(b: &Board, hash: Option<&str>, deadline: Duration) -> Result<()> {
+fn wait_healthy(fleet: &Fleet, b: &Board, hash: Option<&str>, deadline: Duration) -> Result<()> {
     let t = Instant::now();
     loop {
-        match health(b) {
+        match health(fleet, b) {
             Ok((_, _, h)) if hash.is_none_or(|want| h == want) => return Ok(()),
             Ok((_, _, h)) => {
                 if t.elapsed() > deadline {
@@ -290,10 +328,13 @@ pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<
         let model = std::fs::read(fleet.out().join(b.slug()).join("model.bin"))?;
         bar.set_message(format!("uploading model ({:.1} MB)", model.len() as f64 / 1e6));
         c.upload(&model, &format!("{dir}/model.bin"), 0o644)?;
+        bar.set_message("uploading the fleet key");
+        let key = std::fs::read(key_path(fleet)).with_context(|| format!("board {}: no fleet key (run `legionc compile`)", b.name))?;
+        c.upload(&key, &format!("{dir}/fleet.key"), 0o600)?;
         bar.set_message("starting");
         c.exec(&start_command(&dir))?;
         bar.set_message("health check");
-        wait_healthy(b, Some(&hash), fleet.deadline().max(Duration::from_secs(30))).map_err(|e| {
+        wait_healthy(fleet, b, Some(&hash), fleet.deadline().max(Duration::from_secs(30))).map_err(|e| {
             let log = c.exec(&format!("tail -n 5 {d}/board.log")).unwrap_or_default();
             e.context(format!("its log ends with:\n{log}"))
         })
@@ -314,7 +355,7 @@ pub fn rollback(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Resul
         c.exec(&format!("cd {d} && [ -f legion-board.prev ] && [ -f model.bin.prev ] || {{ echo 'no previous version to roll back to' >&2; exit 1; }}; mv -f legion-board.prev legion-board && mv -f model.bin.prev model.bin"))?;
         c.exec(&start_command(&dir))?;
         // The previous version runs the previous plan, which this side no longer knows.
-        wait_healthy(b, None, fleet.deadline().max(Duration::from_secs(30))).context("after the rollback")
+        wait_healthy(fleet, b, None, fleet.deadline().max(Duration::from_secs(30))).context("after the rollback")
     })
 }
 

@@ -7,7 +7,7 @@ use crate::link::{compute_accounted, Computed, Link, LinkSpec};
 use crate::halo::Rows;
 use crate::mesh::{expected, pieces, redistribution, Redistribution};
 use crate::plan::{concat_features, gather, hex, scatter, tail_stages, to_nchw, Plan, TailStage, Topology};
-use crate::wire::{plan_bytes, Kind, Message};
+use crate::wire::{plan_bytes, Conn, Key, Kind, Message};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -407,9 +407,13 @@ struct Board {
     compute: ComputeQueue,
     link: Link,
     /// The coordinator's connections to the workers, one per board.
-    conns: Mutex<HashMap<usize, Arc<Mutex<TcpStream>>>>,
+    conns: Mutex<HashMap<usize, Arc<Mutex<Conn>>>>,
     /// Mesh: connections to the other boards for pieces (one-way), one per board.
-    piece_conns: Mutex<HashMap<usize, Arc<Mutex<TcpStream>>>>,
+    piece_conns: Mutex<HashMap<usize, Arc<Mutex<Conn>>>>,
+    /// The fleet's key: every connection is authenticated with it.
+    key: Key,
+    /// The largest payload a connection takes: the plan's largest tensor, and room for a report.
+    max_payload: u64,
     /// Mesh: pieces received, by (frame, group).
     mailbox: Mailbox,
     /// Mesh: the exchange before each group (None before the first).
@@ -492,8 +496,14 @@ impl Mailbox {
     }
 }
 
-/// Serve on `listen` until a Shutdown message arrives.
-pub fn serve(cfg: BoardConfig, model: Model, listen: &str) -> Result<()> {
+/// The largest message payload a fleet running `model` sends: its largest tensor, and room
+/// for a frame's report.
+pub fn max_payload(model: &Model) -> u64 {
+    model.nodes.iter().map(|n| 4 * n.shape.iter().product::<usize>() as u64).max().unwrap_or(0) + (1 << 20)
+}
+
+/// Serve on `listen` until an authenticated Shutdown message arrives.
+pub fn serve(cfg: BoardConfig, model: Model, listen: &str, key: Key) -> Result<()> {
     crate::pin::pin_to(&cfg.cores).with_context(|| format!("board {}", cfg.board))?;
     let model = Arc::new(model);
     cfg.plan.validate(&model)?;
@@ -507,6 +517,7 @@ pub fn serve(cfg: BoardConfig, model: Model, listen: &str) -> Result<()> {
     }
     // Frame ids start from the clock, so that a restarted coordinator's frames never meet an
     // earlier process's leftovers in a worker's mailbox.
+    let cap = max_payload(&model);
     let first_frame = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64);
     let board = Arc::new(Board {
         plan_hash: plan_bytes(&hash),
@@ -515,6 +526,8 @@ pub fn serve(cfg: BoardConfig, model: Model, listen: &str) -> Result<()> {
         link: Link::new(cfg.peers[cfg.index].link),
         conns: Mutex::new(HashMap::new()),
         piece_conns: Mutex::new(HashMap::new()),
+        key,
+        max_payload: cap,
         mailbox: Mailbox::default(),
         exchanges,
         frames: AtomicU64::new(first_frame),
@@ -558,21 +571,24 @@ impl Board {
         result
     }
 
-    fn messages(&self, mut stream: TcpStream, sender: &mut Option<usize>) -> Result<()> {
+    fn messages(&self, stream: TcpStream, sender: &mut Option<usize>) -> Result<()> {
         stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(self.cfg.deadline()))?;
+        let mut conn = Conn::accept(stream, self.key.clone(), self.max_payload)?;
         loop {
             // A connection may idle between frames; a message, once started, has a deadline.
-            stream.set_read_timeout(None)?;
-            if stream.peek(&mut [0u8; 1])? == 0 {
+            conn.stream().set_read_timeout(None)?;
+            if conn.stream().peek(&mut [0u8; 1])? == 0 {
                 return Ok(());
             }
-            stream.set_read_timeout(Some(self.cfg.deadline()))?;
-            let Some(msg) = Message::recv(&mut stream)? else { return Ok(()) };
-            stream.set_write_timeout(Some(self.cfg.deadline()))?;
+            conn.stream().set_read_timeout(Some(self.cfg.deadline()))?;
+            // A message that fails its authentication ends the connection unanswered.
+            let peer = conn.stream().peer_addr().map_or_else(|_| "a peer".to_string(), |a| a.to_string());
+            let Some(msg) = conn.recv().with_context(|| format!("refused {peer}"))? else { return Ok(()) };
             let h = &msg.header;
             if h.kind == Kind::Hello {
                 let text = format!("{} {} {}", self.cfg.board, RUNTIME_VERSION, self.cfg.plan.hash());
-                Message::text(Kind::HelloReply, self.plan_hash, h.frame, &text).send(&mut stream)?;
+                conn.send(&Message::text(Kind::HelloReply, self.plan_hash, h.frame, &text))?;
                 continue;
             }
             if h.plan != self.plan_hash {
@@ -582,7 +598,7 @@ impl Board {
                     self.cfg.plan.hash(),
                     hex(&h.plan)
                 );
-                Message::text(Kind::Error, self.plan_hash, h.frame, &text).send(&mut stream)?;
+                conn.send(&Message::text(Kind::Error, self.plan_hash, h.frame, &text))?;
                 continue;
             }
             let reply = match h.kind {
@@ -596,11 +612,11 @@ impl Board {
                 }
                 Kind::Band => self.band(&msg),
                 Kind::TailSlice => self.slice(&msg),
-                Kind::MeshFrame => self.mesh_frame(&msg, &mut stream).map(|()| vec![]),
-                Kind::Infer => self.infer(&msg, &mut stream).map(|()| vec![]),
+                Kind::MeshFrame => self.mesh_frame(&msg, &mut conn).map(|()| vec![]),
+                Kind::Infer => self.infer(&msg, &mut conn).map(|()| vec![]),
                 Kind::Shutdown => {
                     eprintln!("board {}: shutdown requested", self.cfg.board);
-                    let _ = stream.shutdown(Shutdown::Both);
+                    let _ = conn.stream().shutdown(Shutdown::Both);
                     std::process::exit(0);
                 }
                 k => Err(anyhow!("unexpected {k:?} message")),
@@ -608,10 +624,10 @@ impl Board {
             match reply {
                 Ok(msgs) => {
                     for m in msgs {
-                        m.send(&mut stream)?;
+                        conn.send(&m)?;
                     }
                 }
-                Err(e) => Message::text(Kind::Error, self.plan_hash, h.frame, &format!("board {}: {e:#}", self.cfg.board)).send(&mut stream)?,
+                Err(e) => conn.send(&Message::text(Kind::Error, self.plan_hash, h.frame, &format!("board {}: {e:#}", self.cfg.board)))?,
             }
         }
     }
@@ -711,7 +727,7 @@ impl Board {
 
     /// A worker's part of a mesh frame: its bands of every group, then its last band back to
     /// the coordinator with its timings.
-    fn mesh_frame(&self, msg: &Message, client: &mut TcpStream) -> Result<()> {
+    fn mesh_frame(&self, msg: &Message, client: &mut Conn) -> Result<()> {
         let h = &msg.header;
         self.shape_receive(self.cfg.coordinator, msg.wire_len());
         let first = if msg.header.shape.is_empty() { None } else { Some(msg.to_tensor()?) };
@@ -721,8 +737,8 @@ impl Board {
             None => Message::text(Kind::BandResult, self.plan_hash, h.frame, ""),
         };
         self.shape_send(self.cfg.coordinator, reply.wire_len());
-        reply.send(client)?;
-        Message::text(Kind::Report, self.plan_hash, h.frame, &serde_json::to_string(&timings)?).send(client)
+        client.send(&reply)?;
+        client.send(&Message::text(Kind::Report, self.plan_hash, h.frame, &serde_json::to_string(&timings)?))
     }
 
     /// This board's bands of every group of a mesh frame: the first group's from `first`, the
@@ -788,10 +804,10 @@ impl Board {
         let mut msg = Message::tensor(Kind::Piece, self.plan_hash, frame, group as u32, (rows.start as u32, rows.end as u32), t)?;
         msg.header.aux = self.cfg.index as u64;
         let result = (|| -> Result<()> {
-            let conn = connection_in(&self.piece_conns, to, &peer.addr, self.cfg.deadline())?;
+            let conn = self.connection_in(&self.piece_conns, to)?;
             self.shape_send(to, msg.wire_len());
-            let mut stream = conn.lock().unwrap();
-            msg.send(&mut stream)
+            let mut conn = conn.lock().unwrap();
+            conn.send(&msg)
         })();
         if result.is_err() {
             self.piece_conns.lock().unwrap().remove(&to);
@@ -801,7 +817,7 @@ impl Board {
 
     /// The coordinator's frame: the groups in the plan's topology, then the tail. Answers
     /// InferResult + Report.
-    fn infer(&self, msg: &Message, client: &mut TcpStream) -> Result<()> {
+    fn infer(&self, msg: &Message, client: &mut Conn) -> Result<()> {
         ensure!(self.cfg.is_coordinator(), "board {} is not the coordinator", self.cfg.board);
         let frame = self.frames.fetch_add(1, Ordering::SeqCst);
         let t0 = Instant::now();
@@ -828,8 +844,8 @@ impl Board {
         report.total_s = t0.elapsed().as_secs_f64();
         report.account(&own);
         report.peaks(&self.cfg.peers, self.cfg.index);
-        Message::tensor(Kind::InferResult, self.plan_hash, frame, 0, (0, 0), &out)?.send(client)?;
-        Message::text(Kind::Report, self.plan_hash, frame, &serde_json::to_string(&report)?).send(client)?;
+        client.send(&Message::tensor(Kind::InferResult, self.plan_hash, frame, 0, (0, 0), &out)?)?;
+        client.send(&Message::text(Kind::Report, self.plan_hash, frame, &serde_json::to_string(&report)?))?;
         Ok(())
     }
 
@@ -893,7 +909,7 @@ impl Board {
         let mut conns = HashMap::new();
         for &b in active.iter().filter(|&&b| b != me) {
             let conn = self.connection_to(b).with_context(|| format!("frame {frame}: board {} ({})", self.cfg.peers[b].name, self.cfg.peers[b].addr))?;
-            let stop = conn.lock().unwrap().try_clone()?;
+            let stop = conn.lock().unwrap().stream().try_clone()?;
             conns.insert(b, (conn, stop));
         }
         let mut parts: Vec<Option<Part>> = (0..self.cfg.peers.len()).map(|_| None).collect();
@@ -959,7 +975,7 @@ impl Board {
 
     /// The coordinator's side of a worker's mesh frame: its first input out, its last band and
     /// timings back (and when they arrived, seconds since `t0`).
-    fn remote_mesh(&self, b: usize, conn: &Mutex<TcpStream>, frame: u64, input: Option<Tensor>, t0: Instant) -> Result<(Option<(Rows, Tensor)>, Vec<Option<BandTiming>>, f64)> {
+    fn remote_mesh(&self, b: usize, conn: &Mutex<Conn>, frame: u64, input: Option<Tensor>, t0: Instant) -> Result<(Option<(Rows, Tensor)>, Vec<Option<BandTiming>>, f64)> {
         let peer = &self.cfg.peers[b];
         let result = (|| {
             let mut stream = conn.lock().unwrap();
@@ -968,15 +984,15 @@ impl Board {
                 None => Message::text(Kind::MeshFrame, self.plan_hash, frame, ""),
             };
             self.shape_send(b, msg.wire_len());
-            msg.send(&mut stream)?;
-            let reply = Message::recv(&mut stream)?.ok_or_else(|| anyhow!("connection closed mid-frame"))?;
+            stream.send(&msg)?;
+            let reply = stream.recv()?.ok_or_else(|| anyhow!("connection closed mid-frame"))?;
             if reply.header.kind == Kind::Error {
                 bail!("{}", reply.as_text());
             }
             ensure!(reply.header.kind == Kind::BandResult && reply.header.frame == frame, "unexpected {:?} reply", reply.header.kind);
             self.shape_receive(b, reply.wire_len());
             let arrived = t0.elapsed().as_secs_f64();
-            let rep = Message::recv(&mut stream)?.ok_or_else(|| anyhow!("connection closed mid-frame"))?;
+            let rep = stream.recv()?.ok_or_else(|| anyhow!("connection closed mid-frame"))?;
             ensure!(rep.header.kind == Kind::Report, "unexpected {:?} instead of the report", rep.header.kind);
             let timings: Vec<Option<BandTiming>> = serde_json::from_slice(&rep.payload)?;
             let h = &reply.header;
@@ -986,8 +1002,20 @@ impl Board {
         result.with_context(|| format!("board {} ({})", peer.name, peer.addr))
     }
 
-    fn connection_to(&self, b: usize) -> Result<Arc<Mutex<TcpStream>>> {
-        connection_in(&self.conns, b, &self.cfg.peers[b].addr, self.cfg.deadline())
+    fn connection_to(&self, b: usize) -> Result<Arc<Mutex<Conn>>> {
+        self.connection_in(&self.conns, b)
+    }
+
+    /// The open connection to board `b` in `conns`, or a new one (authenticated).
+    fn connection_in(&self, conns: &Mutex<HashMap<usize, Arc<Mutex<Conn>>>>, b: usize) -> Result<Arc<Mutex<Conn>>> {
+        let mut conns = conns.lock().unwrap();
+        if let Some(c) = conns.get(&b) {
+            return Ok(c.clone());
+        }
+        let stream = connect(&self.cfg.peers[b].addr, self.cfg.deadline())?;
+        let c = Arc::new(Mutex::new(Conn::connect(stream, self.key.clone(), self.max_payload)?));
+        conns.insert(b, c.clone());
+        Ok(c)
     }
 
     /// A request to worker `b` (a band, or a slice of the tail) and its result.
@@ -1000,15 +1028,15 @@ impl Board {
             let msg = Message::tensor(kind, self.plan_hash, frame, group as u32, (rows.0 as u32, rows.1 as u32), input)?;
             let ts = Instant::now();
             self.shape_send(b, msg.wire_len());
-            msg.send(&mut stream)?;
+            stream.send(&msg)?;
             t.send_s = ts.elapsed().as_secs_f64();
             let tr = Instant::now();
-            let reply = Message::recv(&mut stream)?.ok_or_else(|| anyhow!("connection closed mid-frame"))?;
+            let reply = stream.recv()?.ok_or_else(|| anyhow!("connection closed mid-frame"))?;
             if reply.header.kind == Kind::Error {
                 bail!("{}", reply.as_text());
             }
             ensure!(reply.header.kind == Kind::BandResult && reply.header.frame == frame, "unexpected {:?} reply", reply.header.kind);
-            let rep = Message::recv(&mut stream)?.ok_or_else(|| anyhow!("connection closed mid-frame"))?;
+            let rep = stream.recv()?.ok_or_else(|| anyhow!("connection closed mid-frame"))?;
             ensure!(rep.header.kind == Kind::Report, "unexpected {:?} instead of the timing", rep.header.kind);
             let worker: BandTiming = serde_json::from_slice(&rep.payload)?;
             (t.compute_s, t.slot_wait_s, t.overrun_s, t.peak_rss_mb) = (worker.compute_s, worker.slot_wait_s, worker.overrun_s, worker.peak_rss_mb);
@@ -1021,17 +1049,6 @@ impl Board {
         }
         result.with_context(|| format!("board {} ({})", peer.name, peer.addr))
     }
-}
-
-/// The open connection to board `b` in `conns`, or a new one.
-fn connection_in(conns: &Mutex<HashMap<usize, Arc<Mutex<TcpStream>>>>, b: usize, addr: &str, deadline: Duration) -> Result<Arc<Mutex<TcpStream>>> {
-    let mut conns = conns.lock().unwrap();
-    if let Some(c) = conns.get(&b) {
-        return Ok(c.clone());
-    }
-    let c = Arc::new(Mutex::new(connect(addr, deadline)?));
-    conns.insert(b, c.clone());
-    Ok(c)
 }
 
 /// Connect with a deadline on the connect and on every read and write.
@@ -1048,11 +1065,17 @@ pub fn connect(addr: &str, deadline: Duration) -> Result<TcpStream> {
     Ok(stream)
 }
 
-/// Ask a board who it is: (name, runtime version, plan hash).
-pub fn hello(addr: &str, deadline: Duration) -> Result<(String, String, String)> {
-    let mut s = connect(addr, deadline)?;
-    Message::text(Kind::Hello, [0; 32], 0, "").send(&mut s)?;
-    let reply = Message::recv(&mut s)?.ok_or_else(|| anyhow!("{addr} closed the connection"))?;
+/// An authenticated connection to `addr` (client side; small replies).
+pub fn connect_with(addr: &str, key: &Key, deadline: Duration, max_payload: u64) -> Result<Conn> {
+    Conn::connect(connect(addr, deadline)?, key.clone(), max_payload).with_context(|| format!("{addr}"))
+}
+
+/// Ask a board who it is: (name, runtime version, plan hash). Only a holder of the fleet's
+/// key is answered.
+pub fn hello(addr: &str, key: &Key, deadline: Duration) -> Result<(String, String, String)> {
+    let mut s = connect_with(addr, key, deadline, 1 << 20)?;
+    s.send(&Message::text(Kind::Hello, [0; 32], 0, ""))?;
+    let reply = s.recv()?.ok_or_else(|| anyhow!("{addr} closed the connection (another fleet key?)"))?;
     ensure!(reply.header.kind == Kind::HelloReply, "{addr} answered {:?}", reply.header.kind);
     let text = reply.as_text();
     let mut it = text.split_whitespace().map(String::from);
@@ -1062,24 +1085,25 @@ pub fn hello(addr: &str, deadline: Duration) -> Result<(String, String, String)>
     }
 }
 
-/// Send one frame to the coordinator: its output and report.
-pub fn infer(addr: &str, plan_hash: &str, input: &Tensor, deadline: Duration) -> Result<(Tensor, FrameReport)> {
-    let mut s = connect(addr, deadline)?;
-    Message::tensor(Kind::Infer, plan_bytes(plan_hash), 0, 0, (0, 0), input)?.send(&mut s)?;
-    let out = Message::recv(&mut s)?.ok_or_else(|| anyhow!("the coordinator closed the connection"))?;
+/// Send one frame to the coordinator: its output and report. `max_payload`: the largest
+/// answer taken (see [`max_payload`]).
+pub fn infer(addr: &str, key: &Key, plan_hash: &str, input: &Tensor, deadline: Duration, max_payload: u64) -> Result<(Tensor, FrameReport)> {
+    let mut s = connect_with(addr, key, deadline, max_payload)?;
+    s.send(&Message::tensor(Kind::Infer, plan_bytes(plan_hash), 0, 0, (0, 0), input)?)?;
+    let out = s.recv()?.ok_or_else(|| anyhow!("the coordinator closed the connection"))?;
     if out.header.kind == Kind::Error {
         bail!("{}", out.as_text());
     }
     ensure!(out.header.kind == Kind::InferResult, "the coordinator answered {:?}", out.header.kind);
-    let rep = Message::recv(&mut s)?.ok_or_else(|| anyhow!("the coordinator closed the connection"))?;
+    let rep = s.recv()?.ok_or_else(|| anyhow!("the coordinator closed the connection"))?;
     ensure!(rep.header.kind == Kind::Report, "the coordinator answered {:?}", rep.header.kind);
     Ok((out.to_tensor()?, serde_json::from_slice(&rep.payload)?))
 }
 
 /// Ask a board to stop.
-pub fn shutdown(addr: &str, plan_hash: &str, deadline: Duration) -> Result<()> {
-    let mut s = connect(addr, deadline)?;
-    Message::text(Kind::Shutdown, plan_bytes(plan_hash), 0, "").send(&mut s)
+pub fn shutdown(addr: &str, key: &Key, plan_hash: &str, deadline: Duration) -> Result<()> {
+    let mut s = connect_with(addr, key, deadline, 1 << 20)?;
+    s.send(&Message::text(Kind::Shutdown, plan_bytes(plan_hash), 0, ""))
 }
 
 /// The board binary's command line: `serve [--listen ADDR] [--model FILE] [--plan FILE]`,
@@ -1088,8 +1112,8 @@ pub fn main_with(constants: &StaticConfig) -> std::process::ExitCode {
     crate::link::tune_allocator();
     exit_code((|| -> Result<()> {
         let mut cfg = constants.resolve()?;
-        let usage = format!("legion-... (board {}) serve [--listen ADDR] [--model FILE] [--plan PLAN.json] [--cores LIST|none] | info", cfg.board);
-        let args = crate::args::Args::parse(&usage, &["serve", "info"], &["listen", "model", "plan", "cores"])?;
+        let usage = format!("legion-... (board {}) serve [--listen ADDR] [--model FILE] [--key FILE] [--plan PLAN.json] [--cores LIST|none] | info", cfg.board);
+        let args = crate::args::Args::parse(&usage, &["serve", "info"], &["listen", "model", "key", "plan", "cores"])?;
         // Other CPUs than the target's (e.g. `none` under qemu-user on a machine without them).
         if let Some(c) = args.get("cores") {
             cfg.cores = parse_cores(c)?;
@@ -1114,8 +1138,17 @@ pub fn main_with(constants: &StaticConfig) -> std::process::ExitCode {
             }
             None => load_model(&cfg, &model)?,
         };
-        serve(cfg, m, &listen)
+        let key = read_key(&cfg.board, args.path("key"))?;
+        serve(cfg, m, &listen, key)
     })())
+}
+
+/// The fleet's key: `--key FILE`, else `fleet.key` beside the binary (where `deploy` puts it).
+pub fn read_key(board: &str, given: Option<std::path::PathBuf>) -> Result<Key> {
+    let path = given
+        .or_else(|| std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("fleet.key"))))
+        .ok_or_else(|| anyhow!("board {board}: no fleet key: give --key FILE"))?;
+    Key::read(&path).with_context(|| format!("board {board}"))
 }
 
 /// A CPU list as `--cores` takes it: `4,5`, or `none`.

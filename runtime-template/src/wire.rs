@@ -18,6 +18,14 @@
 //! | 88..96 | payload length in bytes |
 //!
 //! Tensors travel as little-endian f32.
+//!
+//! Every connection is authenticated with the fleet's key ([`Conn`]): the accepting side
+//! first sends a random 16-byte nonce; every message is then followed by
+//! HMAC-SHA256(key, nonce ‖ direction ‖ sequence number ‖ header ‖ payload), the sequence
+//! counting each direction's messages from 0. A message without the key, altered, replayed
+//! (on this connection or another) or out of order is refused and the connection closed,
+//! before anything is answered; a payload larger than the connection's cap is refused before
+//! it is read.
 
 use anyhow::{bail, ensure, Context, Result};
 use std::io::{Read, Write};
@@ -26,8 +34,13 @@ use tract_core::internal::*;
 
 pub const MAGIC: &[u8; 4] = b"LGN1";
 pub const HEADER_LEN: usize = 96;
-/// Payloads larger than this are refused (a corrupt length must not allocate gigabytes).
+/// Payloads larger than this are refused (a corrupt length must not allocate gigabytes); a
+/// [`Conn`] has its own, smaller cap.
 pub const MAX_PAYLOAD: u64 = 1 << 31;
+/// Bytes of a message's authentication code.
+pub const MAC_LEN: usize = 32;
+/// Bytes of a connection's nonce.
+pub const NONCE_LEN: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -178,27 +191,13 @@ impl Message {
         HEADER_LEN + self.payload.len()
     }
 
-    /// Send over `stream` (its write timeout is the deadline).
-    pub fn send(&self, stream: &mut TcpStream) -> Result<()> {
-        let head = self.encode_header();
-        stream.write_all(&head)?;
-        stream.write_all(&self.payload)?;
-        stream.flush()?;
-        Ok(())
-    }
-
-    /// Receive from `stream` (its read timeout is the deadline). `Ok(None)` when the peer
-    /// closed the connection cleanly.
-    pub fn recv(stream: &mut TcpStream) -> Result<Option<Message>> {
-        Message::read_from(stream)
-    }
-
     /// The message's bytes on the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
         [&self.encode_header()[..], &self.payload].concat()
     }
 
-    /// Read one message from `stream`; `Ok(None)` at a clean end before a header.
+    /// Read one message from `stream`, unauthenticated (what a [`Conn`] checks comes after it);
+    /// `Ok(None)` at a clean end before a header.
     pub fn read_from(stream: &mut dyn Read) -> Result<Option<Message>> {
         let mut head = [0u8; HEADER_LEN];
         match stream.read_exact(&mut head) {
@@ -237,5 +236,133 @@ mod tests {
         let mut bad = m.encode_header();
         bad[0] = b'X';
         assert!(Message::decode_header(&bad).is_err());
+    }
+}
+
+/// The fleet's secret: 32 random bytes, kept in `OUT/fleet.key` (mode 0600) as 64 hex digits.
+#[derive(Clone)]
+pub struct Key([u8; 32]);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
+
+/// `n` bytes from the kernel's random source.
+pub fn random_bytes(n: usize) -> Result<Vec<u8>> {
+    let mut b = vec![0u8; n];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).context("reading /dev/urandom")?;
+    Ok(b)
+}
+
+impl Key {
+    /// A new random key.
+    pub fn generate() -> Result<Key> {
+        Ok(Key(random_bytes(32)?.try_into().expect("32 bytes")))
+    }
+
+    /// The key as its file holds it.
+    pub fn to_hex(&self) -> String {
+        crate::plan::hex(&self.0)
+    }
+
+    /// Parse a key file's text.
+    pub fn parse(text: &str) -> Result<Key> {
+        let t = text.trim();
+        ensure!(t.len() == 64 && t.bytes().all(|c| c.is_ascii_hexdigit()), "a fleet key is 64 hex digits");
+        let mut k = [0u8; 32];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).expect("hex digits");
+        }
+        Ok(Key(k))
+    }
+
+    /// Read a key file.
+    pub fn read(path: &std::path::Path) -> Result<Key> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading the fleet key {}", path.display()))?;
+        Key::parse(&text).with_context(|| format!("the fleet key {}", path.display()))
+    }
+
+    fn mac(&self) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length")
+    }
+}
+
+/// One authenticated connection (see the module's documentation).
+pub struct Conn {
+    stream: TcpStream,
+    key: Key,
+    nonce: [u8; NONCE_LEN],
+    /// 0 on the connecting side, 1 on the accepting side: the direction of what it sends.
+    side: u8,
+    sent: u64,
+    received: u64,
+    max_payload: u64,
+}
+
+impl Conn {
+    /// The accepting side: sends the connection's nonce.
+    pub fn accept(mut stream: TcpStream, key: Key, max_payload: u64) -> Result<Conn> {
+        let nonce: [u8; NONCE_LEN] = random_bytes(NONCE_LEN)?.try_into().expect("16 bytes");
+        stream.write_all(&nonce).context("sending the connection's nonce")?;
+        Ok(Conn { stream, key, nonce, side: 1, sent: 0, received: 0, max_payload })
+    }
+
+    /// The connecting side: reads the nonce (within the stream's read deadline).
+    pub fn connect(mut stream: TcpStream, key: Key, max_payload: u64) -> Result<Conn> {
+        let mut nonce = [0u8; NONCE_LEN];
+        stream.read_exact(&mut nonce).context("reading the connection's nonce")?;
+        Ok(Conn { stream, key, nonce, side: 0, sent: 0, received: 0, max_payload })
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    fn code(&self, side: u8, seq: u64, head: &[u8], payload: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        let mut m = self.key.mac();
+        m.update(&self.nonce);
+        m.update(&[side]);
+        m.update(&seq.to_le_bytes());
+        m.update(head);
+        m.update(payload);
+        m
+    }
+
+    /// Send `msg` with its authentication code.
+    pub fn send(&mut self, msg: &Message) -> Result<()> {
+        use hmac::Mac;
+        let head = msg.encode_header();
+        let tag = self.code(self.side, self.sent, &head, &msg.payload).finalize().into_bytes();
+        self.sent += 1;
+        self.stream.write_all(&head)?;
+        self.stream.write_all(&msg.payload)?;
+        self.stream.write_all(&tag)?;
+        self.stream.flush()?;
+        Ok(())
+    }
+
+    /// Receive a message and check it; `Ok(None)` when the peer closed the connection cleanly
+    /// between messages. A message that fails its check is an error (the caller closes).
+    pub fn recv(&mut self) -> Result<Option<Message>> {
+        use hmac::Mac;
+        let mut head = [0u8; HEADER_LEN];
+        match self.stream.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e).context("reading a message header"),
+        }
+        let header = Message::decode_header(&head)?;
+        ensure!(header.len <= self.max_payload, "a payload of {} bytes announced, more than the {} this connection takes", header.len, self.max_payload);
+        let mut payload = vec![0u8; header.len as usize];
+        self.stream.read_exact(&mut payload).context("reading a message payload")?;
+        let mut tag = [0u8; MAC_LEN];
+        self.stream.read_exact(&mut tag).context("reading a message's authentication code")?;
+        self.code(1 - self.side, self.received, &head, &payload).verify_slice(&tag).map_err(|_| anyhow::anyhow!("a message failed its authentication (no or another fleet key, altered, replayed or out of order)"))?;
+        self.received += 1;
+        Ok(Some(Message { header, payload }))
     }
 }

@@ -59,7 +59,7 @@ fn cross_built_boards_answer_under_qemu() {
     }
     let t = Instant::now();
     for b in &fleet.boards {
-        while legionc::deploy::health(b).is_err() {
+        while legionc::deploy::health(&fleet, b).is_err() {
             assert!(t.elapsed() < Duration::from_secs(120), "board {} under qemu never answered", b.name);
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -240,6 +240,10 @@ fn a_worker_on_another_plan_is_refused_naming_both_hashes() {
     a.compile();
     a.up();
     let b = TestFleet::emulated("plan-b", "vgg16-tiny", 28200, &[1.0, 0.25]).with_strategy("proportional");
+    // The same key (a fleet recompiled into its output directory keeps its key): the worker
+    // authenticates b's coordinator, then refuses its plan.
+    std::fs::create_dir_all(b.out()).unwrap();
+    std::fs::copy(a.out().join("fleet.key"), b.out().join("fleet.key")).unwrap();
     b.compile();
     let plan_a = legionc::codegen::compiled_plan(&a.fleet()).unwrap().hash();
     let fb = b.fleet();
@@ -251,13 +255,15 @@ fn a_worker_on_another_plan_is_refused_naming_both_hashes() {
     let coord = &fb.boards[0];
     let mut child = std::process::Command::new(legionc::cargo_build::installed_binary(&fb, coord))
         .arg("serve")
+        .arg("--key")
+        .arg(b.out().join("fleet.key"))
         .arg("--model")
         .arg(b.out().join("b0/model.bin"))
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let t0 = Instant::now();
-    while legionc::deploy::health(coord).is_err() && t0.elapsed() < Duration::from_secs(20) {
+    while legionc::deploy::health(&fb, coord).is_err() && t0.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let o = b.legionc(&["run", "--random", "1"]);
@@ -304,8 +310,9 @@ fn bench_compares_strategies_on_the_emulated_fleet() {
     // layer-wise has one group per cut segment, more than the fused plans
     assert!(rows[1]["groups"].as_u64() > rows[0]["groups"].as_u64(), "{rows:?}");
     // nothing is left running
-    for b in &f.fleet().boards {
-        assert!(legionc::deploy::health(b).is_err(), "board {} still answers", b.name);
+    let fleet = f.fleet();
+    for b in &fleet.boards {
+        assert!(legionc::deploy::health(&fleet, b).is_err(), "board {} still answers", b.name);
     }
 }
 
@@ -490,4 +497,136 @@ fn each_model_file_holds_only_what_its_board_computes() {
         }
         assert!(bytes.len() > total && bytes.len() < total + 64 * 1024, "board {b}: {} bytes for {total} of weights", bytes.len());
     }
+}
+
+/// Sits between a client and board `to` for one connection: passes the board's nonce on,
+/// reads the client's first message whole, sends the board what `tamper` makes of it, then
+/// collects what the board answers until it closes the connection (at most 5 s) and passes it
+/// on. Returns its address and the board's answer (None: the board kept the connection open).
+fn proxy(to: String, tamper: fn(Vec<u8>) -> Vec<u8>) -> (String, std::thread::JoinHandle<Option<Vec<u8>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let handle = std::thread::spawn(move || {
+        let (mut client, _) = listener.accept().unwrap();
+        let mut board = std::net::TcpStream::connect(&to).unwrap();
+        board.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut nonce = [0u8; 16];
+        board.read_exact(&mut nonce).unwrap();
+        client.write_all(&nonce).unwrap();
+        let mut head = [0u8; 96];
+        client.read_exact(&mut head).unwrap();
+        let len = u64::from_le_bytes(head[88..96].try_into().unwrap()) as usize;
+        let mut rest = vec![0u8; len + 32];
+        client.read_exact(&mut rest).unwrap();
+        board.write_all(&tamper([head.to_vec(), rest].concat())).unwrap();
+        let mut answer = Vec::new();
+        let closed = board.read_to_end(&mut answer).is_ok();
+        let _ = client.write_all(&answer);
+        closed.then_some(answer)
+    });
+    (addr, handle)
+}
+
+/// Every connection to a board is authenticated with the fleet's key (HMAC-SHA256 over each
+/// message with the connection's nonce and a sequence number). A peer without the key, with
+/// another key, replaying or altering a message, announcing a 2 GiB payload or sending an
+/// unauthenticated Shutdown is refused without an answer (not even the plan hash), and the
+/// fleet then still answers a verified frame. The key is in no other file of the output
+/// directory (plan, sources, model files, binaries, logs).
+#[test]
+fn strangers_are_refused_and_the_key_stays_secret() {
+    use legionc::runtime::wire::{Key, Kind, Message};
+    use std::io::{Read, Write};
+    let mut f = TestFleet::emulated("auth", "vgg16-tiny", 28995, &[1.0, 1.0]).with_strategy("proportional");
+    f.compile();
+    f.up();
+    let fleet = f.fleet();
+    let key = legionc::deploy::fleet_key(&fleet).unwrap();
+    let (worker, coordinator) = (fleet.boards[1].addr(), fleet.coordinator().addr());
+    let plan = legionc::codegen::compiled_plan(&fleet).unwrap().hash();
+    let deadline = Duration::from_secs(2);
+    let verified = |what: &str| {
+        let o = f.legionc(&["run", "--random", "1", "--verify", "--no-baseline"]);
+        assert!(o.status.success() && text(&o).contains("verified against tract"), "after {what}: {}", text(&o));
+    };
+    // Raw bytes to a board: what it sends back after its nonce, until it closes.
+    let raw = |to: &str, bytes: &[u8]| -> Vec<u8> {
+        let mut s = legionc::runtime::board::connect(to, deadline).unwrap();
+        let mut nonce = [0u8; 16];
+        s.read_exact(&mut nonce).unwrap();
+        let _ = s.write_all(bytes);
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    };
+    // No key: a well-formed Hello without its code.
+    assert!(raw(&worker, &Message::text(Kind::Hello, [0; 32], 0, "").to_bytes()).is_empty(), "a Hello without the key was answered");
+    verified("a Hello without the key");
+    // Another key.
+    let e = legionc::runtime::board::hello(&worker, &Key::generate().unwrap(), deadline).unwrap_err();
+    assert!(!format!("{e:#}").contains(&plan[..16]), "{e:#}");
+    verified("another key");
+    // A genuine Hello replayed on its own connection: answered once, then the connection closed.
+    let (addr, seen) = proxy(worker.clone(), |m| [m.clone(), m].concat());
+    legionc::runtime::board::hello(&addr, &key, deadline).unwrap();
+    let answer = seen.join().unwrap().expect("the board closed the connection after the replay");
+    let reply_len = 96 + u64::from_le_bytes(answer[88..96].try_into().unwrap()) as usize + 32;
+    assert_eq!(answer.len(), reply_len, "one answer, to the first copy only");
+    // A genuine Hello recorded on a connection of our own (nonce 7…7), then sent to the board,
+    // whose connection has another nonce: refused.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mine = listener.local_addr().unwrap().to_string();
+    let recorder = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(&[7u8; 16]).unwrap();
+        let mut b = vec![0u8; 96 + 32];
+        s.read_exact(&mut b).unwrap();
+        b
+    });
+    let _ = legionc::runtime::board::hello(&mine, &key, Duration::from_millis(500));
+    let recorded = recorder.join().unwrap();
+    assert!(raw(&worker, &recorded).is_empty(), "a Hello recorded on another connection was answered");
+    verified("replays");
+    // One bit of the payload flipped: refused, unanswered.
+    let (addr, seen) = proxy(coordinator.clone(), |mut m| {
+        let last = m.len() - 33;
+        m[last] ^= 1;
+        m
+    });
+    let x = legionc::model::reference::random_input(&[1, 3, 32, 32], 4);
+    assert!(legionc::runtime::board::infer(&addr, &key, &plan, &x, deadline, 1 << 20).is_err());
+    assert_eq!(seen.join().unwrap(), Some(vec![]), "an altered message was answered");
+    // A header announcing 2 GiB: refused before anything is allocated or read.
+    let mut big = Message::text(Kind::Infer, legionc::runtime::wire::plan_bytes(&plan), 0, "").to_bytes();
+    big[88..96].copy_from_slice(&(2u64 << 30).to_le_bytes());
+    assert!(raw(&coordinator, &big).is_empty());
+    // Shutdown without the key: the board keeps serving.
+    assert!(raw(&worker, &Message::text(Kind::Shutdown, legionc::runtime::wire::plan_bytes(&plan), 0, "").to_bytes()).is_empty());
+    verified("an altered message, a 2 GiB header and an unauthenticated Shutdown");
+    for b in &fleet.boards {
+        assert!(legionc::deploy::health(&fleet, b).is_ok(), "board {} stopped", b.name);
+    }
+    // The key is nowhere but in its file (0600).
+    let hex = key.to_hex();
+    let bytes: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(legionc::deploy::key_path(&fleet)).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let mut stack = vec![f.out()];
+    let mut files = 0;
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p != legionc::deploy::key_path(&fleet) {
+                let content = std::fs::read(&p).unwrap();
+                files += 1;
+                assert!(!content.windows(32).any(|w| w == bytes.as_slice()), "{} holds the key", p.display());
+                let text = String::from_utf8_lossy(&content).to_lowercase();
+                assert!(!text.contains(&hex), "{} holds the key", p.display());
+            }
+        }
+    }
+    assert!(files > 10, "only {files} files searched");
 }
