@@ -47,6 +47,8 @@ fn cross_built_boards_answer_under_qemu() {
             .args(&qemu[1..])
             .arg(&bin)
             .arg("serve")
+            .arg("--key")
+            .arg(legionc::deploy::key_path(&fleet))
             // The targets' big cores (CPUs 4–7) are not this machine's.
             .args(["--cores", "none"])
             .arg("--model")
