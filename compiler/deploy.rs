@@ -136,6 +136,8 @@ pub enum Launch<'a> {
 pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool) -> Result<()> {
     let hash = plan.hash();
     std::fs::create_dir_all(run_dir(fleet))?;
+    // Benchmarks start fleets that were never compiled: they get their key here.
+    ensure_key(fleet)?;
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(fleet.boards.len() as u64) };
     bar.set_style(ProgressStyle::with_template("{spinner} starting [{bar:20}] {pos}/{len} {msg}").unwrap().progress_chars("=> "));
     bar.enable_steady_tick(Duration::from_millis(200));

@@ -273,9 +273,16 @@ impl Builder {
     }
 
     pub fn batch_norm(&mut self, x: &V) -> V {
+        self.batch_norm_gamma(x, (0.5, 1.5))
+    }
+
+    /// Batch normalisation with its scale drawn from `gamma` (a small one for the last of a
+    /// residual branch, as trained networks and their initialisations keep it: the sums stay in
+    /// range instead of doubling block after block).
+    pub fn batch_norm_gamma(&mut self, x: &V, gamma: (f32, f32)) -> V {
         let c = x.shape[1];
         let names: Vec<String> = ["gamma", "beta", "mean", "var"].iter().map(|n| self.fresh(n)).collect();
-        let ranges = [(0.5, 1.5), (-0.1, 0.1), (-0.1, 0.1), (0.5, 1.5)];
+        let ranges = [gamma, (-0.1, 0.1), (-0.1, 0.1), (0.5, 1.5)];
         let mut inputs = vec![x.name.clone()];
         for (n, (lo, hi)) in names.iter().zip(ranges) {
             let v = self.uniform(c, lo, hi);
@@ -504,11 +511,16 @@ fn resnet18(b: &mut Builder, size: usize, div: usize, classes: usize) {
     b.output(&x);
 }
 
-/// Convolution, batch normalisation and (optionally) ReLU6.
+/// Convolution, batch normalisation and ReLU6; without ReLU6, the linear projection that ends
+/// an inverted residual block (its normalisation's scale small).
 fn conv_bn(b: &mut Builder, x: &V, c: usize, k: usize, stride: usize, group: usize, relu6: bool) -> V {
     let y = b.conv_full(x, c, k, stride, k / 2, 1, group, false);
-    let y = b.batch_norm(&y);
-    if relu6 { b.clip(&y, 0.0, 6.0) } else { y }
+    if relu6 {
+        let y = b.batch_norm(&y);
+        b.clip(&y, 0.0, 6.0)
+    } else {
+        b.batch_norm_gamma(&y, (0.1, 0.3))
+    }
 }
 
 fn mobilenetv2(b: &mut Builder, size: usize, div: usize, classes: usize) {
