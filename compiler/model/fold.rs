@@ -149,16 +149,9 @@ pub fn read_tensor(t: &TensorProto) -> Result<Const> {
     Ok(c)
 }
 
+/// An IEEE half-precision float's value (tract's `half`).
 fn f16_to_f32(h: u16) -> f32 {
-    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
-    let exp = ((h >> 10) & 0x1f) as i32;
-    let frac = (h & 0x3ff) as f32;
-    sign * match exp {
-        0 => frac * 2f32.powi(-24),
-        31 if frac == 0.0 => f32::INFINITY,
-        31 => f32::NAN,
-        e => (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
-    }
+    tract_onnx::prelude::f16::from_bits(h).to_f32()
 }
 
 /// An axis attribute (negative counts from the end) checked against `rank`.
