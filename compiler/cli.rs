@@ -146,7 +146,8 @@ pub enum Command {
         /// Compare the fleet's output with tract's single run of the whole model
         #[arg(long)]
         verify: bool,
-        /// Save the output tensor as .npy
+        /// Save the output tensor as .npy (a model with several outputs: FILE.0.npy, FILE.1.npy, … in
+        /// the graph's order)
         #[arg(long)]
         save: Option<PathBuf>,
         /// Start the fleet first if it is not running, stop it afterwards

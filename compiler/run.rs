@@ -152,7 +152,7 @@ pub fn run_frames(fleet: &Fleet, o: &RunOptions, out: &mut dyn std::io::Write) -
         crate::strategy::record_measured_memory(fleet, &plan.hash(), &report.peak_rss_mb)?;
     }
     writeln!(out, "fleet {}, model {}, plan {}", fleet.name, m.ir.name, &plan.hash()[..16])?;
-    writeln!(out, "{}", describe_output(y)?)?;
+    writeln!(out, "{}", describe_outputs(&m.outputs, y)?)?;
     write!(out, "{}", breakdown(report, &plan))?;
     for (i, (_, r, w)) in frames.iter().enumerate() {
         writeln!(out, "frame {}: latency {:.1} ms end to end ({:.1} ms in the coordinator)", i + 1, w.as_secs_f64() * 1e3, r.total_s * 1e3)?;
@@ -176,7 +176,16 @@ pub fn run_frames(fleet: &Fleet, o: &RunOptions, out: &mut dyn std::io::Write) -
         )?;
     }
     if let Some(p) = o.save {
-        write_npy(p, y)?;
+        if m.outputs.len() > 1 {
+            // One file per output: out.npy → out.0.npy, out.1.npy, …
+            for (i, t) in crate::model::onnx::unpack(&m.outputs, y)?.iter().enumerate() {
+                let file = p.with_extension(format!("{i}.npy"));
+                write_npy(&file, t)?;
+                writeln!(out, "output {} saved to {}", m.outputs[i].name, file.display())?;
+            }
+        } else {
+            write_npy(p, y)?;
+        }
     }
     if o.verify {
         let a = reference::check(y, &reference::run(&m.onnx, &x)?, "the fleet's output")?;
@@ -239,6 +248,15 @@ pub fn single_board(m: &LoadedModel, input: &Tensor, speed: f64) -> Result<(Tens
     run(&plan, x.clone())?; // warm-up, as the boards build and warm their bands before serving
     let (y, took) = compute(Some(speed), || run(&plan, x));
     Ok((y?, took.as_secs_f64()))
+}
+
+/// [`describe_output`] of a model's output, or of each of its outputs.
+pub fn describe_outputs(parts: &[crate::model::onnx::OutputPart], y: &Tensor) -> Result<String> {
+    if parts.len() <= 1 {
+        return describe_output(y);
+    }
+    let each = crate::model::onnx::unpack(parts, y)?;
+    Ok(parts.iter().zip(&each).map(|(p, t)| format!("output {}: {}", p.name, describe_output(t).unwrap_or_default())).collect::<Vec<_>>().join("\n"))
 }
 
 /// Top classes of a classifier output, or the output's shape.

@@ -22,6 +22,9 @@ pub struct LoadedModel {
     pub ir: Arc<Model>,
     /// ONNX tensor name of every IR value.
     pub tensor_names: Vec<String>,
+    /// The graph's outputs; with more than one, the IR computes them packed into one
+    /// ([`onnx::pack`]).
+    pub outputs: Vec<onnx::OutputPart>,
     pub onnx: Vec<u8>,
     /// sha256 of the ONNX bytes, hex.
     pub sha256: String,
@@ -43,7 +46,7 @@ pub fn load(spec: &str, input_shape: Option<&[usize]>) -> Result<LoadedModel> {
     };
     let imported = onnx::import(&onnx, &name, input_shape).with_context(|| format!("model {spec}"))?;
     let sha256 = legion_runtime::plan::hex(&Sha256::digest(&onnx));
-    Ok(LoadedModel { source: spec.into(), ir: Arc::new(imported.model), tensor_names: imported.tensor_names, onnx, sha256 })
+    Ok(LoadedModel { source: spec.into(), ir: Arc::new(imported.model), tensor_names: imported.tensor_names, outputs: imported.outputs, onnx, sha256 })
 }
 
 /// One row of `legionc inspect`.
@@ -74,6 +77,8 @@ pub struct ModelReport {
     pub cut_points: Vec<usize>,
     /// Last value of the splittable prefix; the tail starts after it.
     pub split_end: usize,
+    /// The graph's outputs (with more than one, the last layers pack them into one).
+    pub outputs: Vec<onnx::OutputPart>,
     pub layers: Vec<LayerReport>,
 }
 
@@ -113,6 +118,7 @@ pub fn report(m: &LoadedModel) -> ModelReport {
         total_flops: layers.iter().map(|l| l.flops).sum(),
         cut_points: cuts,
         split_end: end,
+        outputs: m.outputs.clone(),
         layers,
     }
 }
@@ -152,5 +158,9 @@ pub fn format_report(r: &ModelReport) -> String {
     let split: Vec<usize> = r.cut_points.iter().copied().filter(|&c| c <= r.split_end).collect();
     let _ = writeln!(s, "cut points of the splittable part ({}): {:?}", split.len(), split);
     let _ = writeln!(s, "tail: {} layers after value {}", r.layers.len() - 1 - r.split_end, r.split_end);
+    if r.outputs.len() > 1 {
+        let list: Vec<String> = r.outputs.iter().map(|o| format!("{} {:?}", o.name, o.shape)).collect();
+        let _ = writeln!(s, "outputs: {} (computed as one, each flattened, in this order)", list.join(", "));
+    }
     s
 }

@@ -51,6 +51,8 @@ impl Attrs<'_> {
 pub struct Imported {
     pub model: Model,
     pub tensor_names: Vec<String>,
+    /// The graph's outputs (more than one: packed, see [`pack`]).
+    pub outputs: Vec<OutputPart>,
 }
 
 struct Importer {
@@ -92,11 +94,60 @@ pub fn import(bytes: &[u8], name: &str, input_shape: Option<&[usize]>) -> Result
             format!("node '{}' (op {})", if node.name.is_empty() { &node.output[0] } else { &node.name }, node.op_type)
         })?;
     }
-    ensure!(graph.output.len() == 1, "the model has {} outputs; legionc takes models with exactly one", graph.output.len());
-    let out = &graph.output[0].name;
-    let &id = imp.values.get(out).ok_or_else(|| anyhow!("output '{out}' is not computed by any supported node"))?;
-    ensure!(id == imp.model.nodes.len() - 1, "output '{out}' is not the last node computed; legionc takes graphs that end at their output");
-    Ok(Imported { model: imp.model, tensor_names: imp.tensor_names })
+    ensure!(!graph.output.is_empty(), "the model has no output");
+    let mut ids = Vec::with_capacity(graph.output.len());
+    for o in &graph.output {
+        let &id = imp.values.get(&o.name).ok_or_else(|| anyhow!("output '{}' is not computed by any supported node", o.name))?;
+        ensure!(!ids.contains(&id), "output '{}' is listed twice", o.name);
+        ids.push(id);
+    }
+    let last = imp.model.nodes.len() - 1;
+    ensure!(ids.contains(&last), "the last node computed ('{}') is not an output; legionc takes graphs that end at their outputs", imp.tensor_names[last]);
+    let outputs: Vec<OutputPart> = graph.output.iter().zip(&ids).map(|(o, &id)| OutputPart { name: o.name.clone(), shape: imp.model.nodes[id].shape.clone() }).collect();
+    if ids.len() > 1 {
+        imp.pack_outputs(&ids);
+    }
+    Ok(Imported { model: imp.model, tensor_names: imp.tensor_names, outputs })
+}
+
+/// One output of the ONNX graph. A model with several outputs is computed as one: each output
+/// flattened, in the graph's order, concatenated ([`pack`]); [`unpack`] cuts it back.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct OutputPart {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+/// Several outputs as the one tensor legionc computes: each flattened (row-major, as the graph
+/// gives it), in order, concatenated into `[1, Σ sizes]`. One output is returned as it is.
+pub fn pack(outputs: Vec<tract_onnx::prelude::Tensor>) -> Result<tract_onnx::prelude::Tensor> {
+    use tract_onnx::prelude::*;
+    ensure!(!outputs.is_empty(), "no output to pack");
+    if outputs.len() == 1 {
+        return Ok(outputs.into_iter().next().expect("one"));
+    }
+    let flat = outputs.into_iter().map(|t| { let n = t.len(); t.into_shape(&[1, n]) }).collect::<TractResult<Vec<_>>>()?;
+    Ok(Tensor::stack_tensors(1, &flat)?)
+}
+
+/// The packed tensor of [`pack`] cut back into the graph's outputs, in order.
+pub fn unpack(parts: &[OutputPart], packed: &tract_onnx::prelude::Tensor) -> Result<Vec<tract_onnx::prelude::Tensor>> {
+    if parts.len() <= 1 {
+        return Ok(vec![packed.clone()]);
+    }
+    let total: usize = parts.iter().map(|p| p.shape.iter().product::<usize>()).sum();
+    ensure!(packed.len() == total, "the packed output has {} values, the outputs {total}", packed.len());
+    let flat = packed.clone().into_shape(&[total])?;
+    let mut at = 0;
+    parts
+        .iter()
+        .map(|p| {
+            let n: usize = p.shape.iter().product();
+            let t = flat.slice(0, at, at + n)?.into_shape(&p.shape)?;
+            at += n;
+            Ok(t)
+        })
+        .collect()
 }
 
 fn input_shape_of(input: &tract_onnx::pb::ValueInfoProto) -> Result<Vec<usize>> {
@@ -150,6 +201,21 @@ impl Importer {
         self.values.insert(tensor.clone(), id);
         self.tensor_names.push(tensor);
         id
+    }
+
+    /// Append the nodes that pack several outputs into one ([`pack`]): a Flatten of each, then
+    /// their Concat. Flatten cannot be split, so the packing runs in the tail.
+    fn pack_outputs(&mut self, ids: &[usize]) {
+        let flats: Vec<usize> = ids
+            .iter()
+            .map(|&id| {
+                let k: usize = self.model.nodes[id].shape.iter().product();
+                let tensor = format!("{}.packed", self.tensor_names[id]);
+                self.push(tensor.clone(), tensor, Op::Flatten, vec![id], vec![1, k])
+            })
+            .collect();
+        let total = flats.iter().map(|&f| self.model.nodes[f].shape[1]).sum();
+        self.push("legionc.outputs".into(), "legionc.outputs".into(), Op::Concat, flats, vec![1, total]);
     }
 
     fn value(&self, tensor: &str) -> Result<usize> {
@@ -337,21 +403,28 @@ impl Importer {
                 ensure!(group >= 1 && wshape[0] == s[1] && wshape[0] % group as usize == 0, "kernel {wshape:?} with group {group} does not fit {} input channels", s[1]);
                 let group = group as usize;
                 let (in_c, out_c) = (s[1], wshape[1] * group);
-                for (attr, what) in [("output_shape", "output_shape"), ("output_padding", "output_padding")] {
-                    ensure!(a.ints(attr).is_none_or(|v| v.iter().all(|&p| p == 0) || attr == "output_shape" && v.is_empty()), "ConvTranspose with {what} is not supported");
-                }
+                ensure!(a.ints("output_shape").is_none_or(|v| v.is_empty()), "ConvTranspose with output_shape is not supported (give pads and output_padding)");
                 ensure!(matches!(a.string("auto_pad").as_deref(), None | Some("NOTSET")), "ConvTranspose with auto_pad is not supported (give pads)");
                 let strides = a.ints("strides").unwrap_or(vec![1, 1]);
                 let dil = a.ints("dilations").unwrap_or(vec![1, 1]);
                 let pads = a.ints("pads").unwrap_or(vec![0; 4]);
                 ensure!(strides.len() == 2 && dil.len() == 2 && pads.len() == 4, "only 2-D transposed convolutions are supported");
                 ensure!(strides.iter().chain(&dil).all(|&v| v >= 1) && pads.iter().all(|&p| p >= 0), "strides {strides:?}, dilations {dil:?} and pads {pads:?} must be positive (pads non-negative)");
+                // output_padding lengthens the output at the end: the end's pad crops less (as
+                // PyTorch's ConvTranspose2d(k=3, s=2, p=1, output_padding=1) writes it). Rows
+                // past every kernel's reach (output_padding above the end pad) would hold the
+                // bias alone: not supported.
+                let extra = a.ints("output_padding").unwrap_or(vec![0, 0]);
+                ensure!(extra.len() == 2 && extra.iter().all(|&e| e >= 0), "output_padding {extra:?} must be two non-negative values");
+                for ax in 0..2 {
+                    ensure!(extra[ax] <= pads[2 + ax], "ConvTranspose with output_padding {} above its end pad {} (output rows no input reaches) is not supported", extra[ax], pads[2 + ax]);
+                }
                 let window = Window {
                     kernel: [wshape[2], wshape[3]],
                     stride: [strides[0] as usize, strides[1] as usize],
                     dilation: [dil[0] as usize, dil[1] as usize],
                     pad_before: [pads[0], pads[1]],
-                    pad_after: [pads[2], pads[3]],
+                    pad_after: [pads[2] - extra[0], pads[3] - extra[1]],
                 };
                 // Every output row takes a kernel row from some input row (legionc's row
                 // mapping needs no gaps).

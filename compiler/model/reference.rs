@@ -17,11 +17,12 @@ pub fn plan(onnx: &[u8], shape: &[usize]) -> Result<Arc<TypedRunnableModel>> {
     model.into_runnable()
 }
 
-/// Run the whole model once.
+/// Run the whole model once: its output, or its outputs packed into one as legionc computes
+/// them ([`super::onnx::pack`]).
 pub fn run(onnx: &[u8], input: &Tensor) -> Result<Tensor> {
     let plan = plan(onnx, input.shape())?;
-    let mut out = plan.run(tvec!(input.clone().into()))?;
-    Ok(out.remove(0).into_tensor())
+    let out = plan.run(tvec!(input.clone().into()))?;
+    super::onnx::pack(out.into_iter().map(|t| t.into_tensor()).collect())
 }
 
 /// A seeded random input in [0, 1), the user's layout.

@@ -22,6 +22,8 @@ pub const MODELS: &[(&str, &str)] = &[
     ("vgg19-tiny", "VGG-19 layout, 32×32, channels ÷16"),
     ("yolov2", "YOLOv2 (Darknet-19 backbone, passthrough reorg/concat), 416×416"),
     ("yolov2-tiny", "YOLOv2 layout, 64×64, channels ÷16"),
+    ("yolov3-tiny", "YOLOv3-tiny, 416×416: two detection heads (13×13, 26×26), ×2 upsampling, skip concatenation"),
+    ("yolov3-tiny-tiny", "YOLOv3-tiny layout, 96×96, channels ÷16"),
     ("resnet18", "ResNet-18, 224×224, residual adds"),
     ("resnet18-tiny", "ResNet-18 layout, 32×32, channels ÷8"),
     ("mobilenetv2", "MobileNetV2, 224×224: depthwise convolutions, ReLU6, inverted residuals"),
@@ -49,6 +51,8 @@ pub fn build(name: &str, seed: u64) -> Result<Vec<u8>> {
         "vgg19-tiny" => vgg(&mut b, 32, VGG19, 16, 64, 10),
         "yolov2" => yolov2(&mut b, 416, 1),
         "yolov2-tiny" => yolov2(&mut b, 64, 16),
+        "yolov3-tiny" => yolov3_tiny(&mut b, 416, 1),
+        "yolov3-tiny-tiny" => yolov3_tiny(&mut b, 96, 16),
         "resnet18" => resnet18(&mut b, 224, 1, 1000),
         "resnet18-tiny" => resnet18(&mut b, 32, 8, 10),
         "mixed-tiny" => mixed(&mut b),
@@ -257,14 +261,24 @@ impl Builder {
     /// Transposed convolution, square kernel `k`, stride `s`, no padding, with bias (the U-Net
     /// decoder's upsampling: k = s = 2 doubles H and W).
     pub fn conv_transpose(&mut self, x: &V, out_c: usize, k: usize, s: usize) -> V {
+        self.conv_transpose_full(x, out_c, k, s, 0, 0)
+    }
+
+    /// ConvTranspose with the same pad on every side and an output_padding on both axes.
+    pub fn conv_transpose_full(&mut self, x: &V, out_c: usize, k: usize, s: usize, pad: usize, output_padding: usize) -> V {
         let in_c = x.shape[1];
         let bound = (6.0 / (in_c * k * k) as f32).sqrt();
         let (wname, bname) = (self.fresh("wt"), self.fresh("bt"));
         let w = self.uniform(in_c * out_c * k * k, -bound, bound);
         let b = self.uniform(out_c, -0.1, 0.1);
         let inputs = vec![x.name.clone(), self.init(&wname, &[in_c, out_c, k, k], w), self.init(&bname, &[out_c], b)];
-        let attrs = vec![attr_ints("kernel_shape", &[k as i64, k as i64]), attr_ints("strides", &[s as i64, s as i64])];
-        let shape = vec![1, out_c, (x.shape[2] - 1) * s + k, (x.shape[3] - 1) * s + k];
+        let mut attrs = vec![attr_ints("kernel_shape", &[k as i64, k as i64]), attr_ints("strides", &[s as i64, s as i64])];
+        if pad > 0 || output_padding > 0 {
+            attrs.push(attr_ints("pads", &[pad as i64; 4]));
+            attrs.push(attr_ints("output_padding", &[output_padding as i64; 2]));
+        }
+        let len = |n: usize| (n - 1) * s + k + output_padding - 2 * pad;
+        let shape = vec![1, out_c, len(x.shape[2]), len(x.shape[3])];
         self.node("ConvTranspose", inputs, attrs, shape)
     }
 
@@ -479,6 +493,33 @@ fn yolov2(b: &mut Builder, size: usize, div: usize) {
     b.output(&x);
 }
 
+/// YOLOv3-tiny as darknet converters export it: a stride-1 max pool padded at the bottom and
+/// right, two linear detection heads (3 anchors × (80 classes + 5)) as the graph's two outputs,
+/// the second from the first's route upsampled ×2 and concatenated with the 26 × 26 map.
+fn yolov3_tiny(b: &mut Builder, size: usize, div: usize) {
+    let c = |n: usize| (n / div).max(4);
+    let mut x = b.input(&[1, 3, size, size]);
+    for n in [16, 32, 64, 128] {
+        x = darknet_conv(b, &x, c(n), 3);
+        x = b.maxpool(&x, 2, 2, 0);
+    }
+    let skip = darknet_conv(b, &x, c(256), 3);
+    x = b.maxpool(&skip, 2, 2, 0);
+    x = darknet_conv(b, &x, c(512), 3);
+    x = b.pool(&x, true, 2, 1, [0, 0, 1, 1], false);
+    x = darknet_conv(b, &x, c(1024), 3);
+    let route = darknet_conv(b, &x, c(256), 1);
+    let h = darknet_conv(b, &route, c(512), 3);
+    let head1 = b.conv_full(&h, 255, 1, 1, 0, 1, 1, true);
+    let u = darknet_conv(b, &route, c(128), 1);
+    let u = upsample2(b, &u);
+    let y = b.concat(&[&u, &skip]);
+    let y = darknet_conv(b, &y, c(256), 3);
+    let head2 = b.conv_full(&y, 255, 1, 1, 0, 1, 1, true);
+    b.output(&head1);
+    b.output(&head2);
+}
+
 fn resnet18(b: &mut Builder, size: usize, div: usize, classes: usize) {
     let mut x = b.input(&[1, 3, size, size]);
     x = b.conv_full(&x, 64 / div, 7, 2, 3, 1, 1, false);
@@ -617,7 +658,8 @@ pub const FIXTURES: &[(&str, &str)] = &[
     (
         "edge-ops",
         "today's edge-CNN ops as PyTorch exports them: Pad, HardSwish, PRelu, SiLU as Mul(x, Sigmoid(x)), \
-         HardSigmoid, Resize nearest ×2, a skip Concat at the same resolution, ReduceMean over H and W",
+         HardSigmoid, Resize nearest ×2 beside ConvTranspose(k=3, s=2, p=1, output_padding=1), a skip Concat at the \
+         same resolution, ReduceMean over H and W",
     ),
     (
         "pytorch-export",
@@ -713,7 +755,10 @@ fn edge_ops(b: &mut Builder) {
     let gate = b.node("Sigmoid", vec![x.name.clone()], vec![], x.shape.clone());
     let x = b.node("Mul", vec![x.name.clone(), gate.name], vec![], x.shape.clone());
     let x = b.node("HardSigmoid", vec![x.name.clone()], vec![attr_float("alpha", 0.25), attr_float("beta", 0.4)], x.shape.clone());
+    // PyTorch's ConvTranspose2d(k=3, s=2, p=1, output_padding=1): exactly ×2, beside Resize ×2.
+    let d = b.conv_transpose_full(&x, 8, 3, 2, 1, 1);
     let x = upsample2(b, &x);
+    let x = b.add(&x, &d);
     let x = b.concat(&[&skip, &x]);
     let x = b.conv(&x, 12, 3);
     let x = b.node("ReduceMean", vec![x.name.clone()], vec![attr_ints("axes", &[2, 3]), attr_int("keepdims", 0)], vec![1, 12]);

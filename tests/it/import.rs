@@ -251,3 +251,44 @@ fn malformed_nodes_are_named_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() == Some(1) && err.contains("not a permutation"), "{err}");
 }
+
+#[test]
+fn several_outputs_are_computed_as_one_and_cut_back_in_the_graphs_order() {
+    use legionc::model::onnx::{pack, unpack};
+    use legionc::model::reference;
+    use tract_onnx::prelude::*;
+    let m = zoo_model("yolov3-tiny-tiny");
+    let names: Vec<&str> = m.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(m.outputs.len(), 2, "{names:?}");
+    assert_eq!(m.outputs[0].shape, vec![1, 255, 3, 3], "the 13 × 13 head of 416 at 96");
+    assert_eq!(m.outputs[1].shape, vec![1, 255, 6, 6]);
+    let last = m.ir.nodes.last().unwrap();
+    assert_eq!(last.shape, vec![1, 255 * (9 + 36)]);
+    // tract-onnx's two outputs, raw.
+    let x = reference::random_input(&m.ir.user_input_shape(), 3);
+    let raw: Vec<Tensor> = reference::plan(&m.onnx, x.shape()).unwrap().run(tvec!(x.clone().into())).unwrap().into_iter().map(|t| t.into_tensor()).collect();
+    assert_eq!(raw.iter().map(|t| t.shape().to_vec()).collect::<Vec<_>>(), m.outputs.iter().map(|o| o.shape.clone()).collect::<Vec<_>>());
+    let packed = reference::run(&m.onnx, &x).unwrap();
+    assert_eq!(unpack(&m.outputs, &packed).unwrap(), raw, "pack and unpack are inverse");
+    assert_eq!(pack(raw.clone()).unwrap(), packed);
+    // Split over 3 boards, each head agrees with tract's.
+    let ends = legionc::solve::fused_groups(&m.ir, legionc::solve::Fusion::Layerwise);
+    let boards: Vec<(String, f64)> = (0..3).map(|i| (format!("b{i}"), 1.0 + i as f64)).collect();
+    let plan = legionc::solve::plan_from(&m.ir, &m.sha256, &boards, &ends, legionc::runtime::plan::Topology::Mesh).unwrap();
+    let mut fleet = legionc::runtime::plan::LocalFleet::new(m.ir.clone(), plan).unwrap();
+    let y = fleet.infer(x).unwrap();
+    for (got, want) in unpack(&m.outputs, &y).unwrap().iter().zip(&raw) {
+        reference::check(got, want, "a head").unwrap();
+    }
+    // A model whose last node is not one of its outputs is refused with the node's name.
+    let mut p = ModelProto::decode(m.onnx.as_slice()).unwrap();
+    p.graph.as_mut().unwrap().output.truncate(1);
+    let err = legionc::model::onnx::import(&p.encode_to_vec(), "cut", None).err().expect("refused").to_string();
+    assert!(err.contains("is not an output"), "{err}");
+    let mut p = ModelProto::decode(m.onnx.as_slice()).unwrap();
+    let g = p.graph.as_mut().unwrap();
+    let first = g.output[0].clone();
+    g.output.push(first);
+    let err = legionc::model::onnx::import(&p.encode_to_vec(), "twice", None).err().expect("refused").to_string();
+    assert!(err.contains("listed twice"), "{err}");
+}

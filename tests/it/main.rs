@@ -19,8 +19,8 @@ mod units;
 
 use std::sync::OnceLock;
 
-pub const TINY: &[&str] = &["vgg16-tiny", "vgg19-tiny", "yolov2-tiny", "resnet18-tiny", "mixed-tiny", "mobilenetv2-tiny", "unet-tiny"];
-pub const FULL: &[&str] = &["vgg16", "vgg19", "yolov2", "resnet18", "mobilenetv2", "unet"];
+pub const TINY: &[&str] = &["vgg16-tiny", "vgg19-tiny", "yolov2-tiny", "resnet18-tiny", "mixed-tiny", "mobilenetv2-tiny", "unet-tiny", "yolov3-tiny-tiny"];
+pub const FULL: &[&str] = &["vgg16", "vgg19", "yolov2", "resnet18", "mobilenetv2", "unet", "yolov3-tiny"];
 
 pub fn full_size() -> bool {
     std::env::var("LEGION_FULL").is_ok_and(|v| v == "1")
