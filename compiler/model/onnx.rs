@@ -61,6 +61,8 @@ struct Importer {
     values: HashMap<String, usize>,
     consts: HashMap<String, Const>,
     opset: i64,
+    /// How many nodes and graph outputs read each tensor.
+    uses: HashMap<String, usize>,
 }
 
 /// Read an ONNX file's bytes. `input_shape` fixes an input whose shape the file leaves open.
@@ -87,7 +89,11 @@ pub fn import(bytes: &[u8], name: &str, input_shape: Option<&[usize]>) -> Result
         values: HashMap::new(),
         consts,
         opset,
+        uses: HashMap::new(),
     };
+    for name in graph.node.iter().flat_map(|n| n.input.iter()).chain(graph.output.iter().map(|o| &o.name)) {
+        *imp.uses.entry(name.clone()).or_default() += 1;
+    }
     imp.push(input.name.clone(), input.name.clone(), Op::Input, vec![], shape);
     for node in &graph.node {
         imp.node(node).with_context(|| {
@@ -279,6 +285,18 @@ impl Importer {
             "Div" => (v.iter().map(|x| 1.0 / x).collect(), vec![0.0; ch]),
             _ => unreachable!(),
         };
+        // A bias added to a Dense layer that nothing else reads (MatMul + Add, as Keras exports
+        // a Dense) becomes the layer's bias: a split tail layer then adds it on every board.
+        let last = self.model.nodes.len() - 1;
+        if x == last && scale.iter().all(|&k| k == 1.0) && self.uses.get(&self.tensor_names[x]) == Some(&1) {
+            if let Op::Dense { bias, .. } = &mut self.model.nodes[x].op {
+                for (b, d) in std::sync::Arc::make_mut(&mut bias.data).iter_mut().zip(&shift) {
+                    *b += d;
+                }
+                self.values.insert(node.output[0].clone(), x);
+                return Ok(());
+            }
+        }
         let op = Op::Affine { scale: Weights::new(vec![ch], scale), shift: Weights::new(vec![ch], shift) };
         self.push(node.output[0].clone(), node_name(node), op, vec![x], s);
         Ok(())

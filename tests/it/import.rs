@@ -196,6 +196,12 @@ fn exporter_fixtures_import_and_agree_with_tract() {
     assert_eq!(m.ir.input_layout, InputLayout::Nhwc);
     let flat = m.ir.nodes.iter().position(|n| matches!(n.op, Op::Flatten)).unwrap();
     assert!(matches!(&m.ir.nodes[m.ir.nodes[flat].inputs[0]].op, Op::Transpose { perm } if perm == &[0, 2, 3, 1]));
+    // Its MatMul + Add pairs are Dense layers with their bias: no Affine after a Dense.
+    for (i, n) in m.ir.nodes.iter().enumerate().skip(flat) {
+        assert!(!matches!(n.op, Op::Affine { .. }), "value {i}: a bias left as an Affine after the flatten");
+    }
+    let Op::Dense { bias, .. } = &m.ir.nodes[flat + 1].op else { panic!("a Dense after the flatten") };
+    assert!(bias.data.iter().any(|&b| b != 0.0), "the Add's bias is in the Dense");
 }
 
 /// Malformed nodes are errors naming the node, never panics: missing inputs, a bad perm, an
