@@ -459,7 +459,7 @@ pub fn strategies(
             Boards::Generic { exe, .. } => deploy::Launch::Generic { exe, model: &model_file, model_sha: &model_sha },
         };
         let up = deploy::up_emulated_with(fleet, &planned.plan, &launch, opts.quiet);
-        let measured = up.and_then(|()| {
+        let measured = up.and_then(|_| {
             // The warm-up frame's output is checked against tract's single run.
             let (y, _, _) = run::infer(fleet, &planned.plan, &x)?;
             max_rel_diff = max_rel_diff.max(reference::check(&y, &expected, "the fleet's output")?.ratio());

@@ -39,6 +39,8 @@ struct PeerCtx {
     addr: String,
     bandwidth_mbps: String,
     latency_ms: String,
+    threads: usize,
+    speed: String,
 }
 
 fn tera() -> Result<tera::Tera> {
@@ -55,22 +57,20 @@ fn tera() -> Result<tera::Tera> {
 /// Board `index`'s runtime configuration for `plan`: compiled into its crate as constants, or
 /// read from JSON by the generic board binary.
 pub fn board_config(fleet: &Fleet, plan: &Plan, index: usize, model_file_sha256: &str) -> legion_runtime::board::BoardConfig {
-    use legion_runtime::board::{BoardConfig, Peer};
+    use legion_runtime::board::BoardConfig;
     let b = &fleet.boards[index];
+    let deployment = fleet.deployment();
     BoardConfig {
         board: b.name.clone(),
         index,
-        plan: plan.clone(),
-        peers: fleet.boards.iter().map(|p| Peer { name: p.name.clone(), addr: p.addr(), link: p.link }).collect(),
-        coordinator: fleet.coordinator,
-        speed: match b.kind {
-            crate::fleet::BoardKind::Emulated { speed } => Some(speed),
-            _ => None,
-        },
+        plan: fleet.deployed(plan),
+        peers: deployment.boards,
+        coordinator: deployment.coordinator,
+        speed: b.speed(),
         threads: b.threads,
         cores: b.cores(),
         model_sha256: model_file_sha256.into(),
-        deadline_ms: (fleet.deadline_s * 1000.0) as u64,
+        deadline_ms: deployment.deadline_ms,
     }
 }
 
@@ -99,6 +99,7 @@ pub fn plan_for(fleet: &Fleet, model: &LoadedModel, path: &Path) -> Result<Plan>
 /// Every file of the compiled fleet: `plan.json` and one crate per board.
 pub fn render(fleet: &Fleet, model: &LoadedModel, plan: &Plan) -> Result<Vec<OutFile>> {
     let tera = tera()?;
+    let plan = &fleet.deployed(plan);
     let plan_hash = plan.hash();
     let runtime = runtime_dir();
     let mut files = vec![OutFile { path: "plan.json".into(), bytes: [serde_json::to_vec_pretty(plan)?, b"\n".to_vec()].concat() }];
@@ -116,6 +117,8 @@ pub fn render(fleet: &Fleet, model: &LoadedModel, plan: &Plan) -> Result<Vec<Out
                 addr: p.addr.clone(),
                 bandwidth_mbps: format!("{:?}", p.link.bandwidth_mbps),
                 latency_ms: format!("{:?}", p.link.latency_ms),
+                threads: p.threads,
+                speed: p.speed.map_or("None".into(), |s| format!("Some({s:?})")),
             })
             .collect();
         let mut cx = tera::Context::new();

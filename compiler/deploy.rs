@@ -8,6 +8,7 @@ use legion_runtime::plan::Plan;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -110,13 +111,29 @@ pub fn down_all(fleet: &Fleet) -> Result<Vec<String>> {
 }
 
 /// Start every emulated board of a compiled fleet and wait until each answers with the plan.
-pub fn up(fleet: &Fleet, quiet: bool) -> Result<()> {
+/// A board that runs another plan or configuration (and that `up` started) is restarted:
+/// returns a line for each.
+pub fn up(fleet: &Fleet, quiet: bool) -> Result<Vec<String>> {
     fleet.require_emulated("up")?;
     up_emulated(fleet, quiet)
 }
 
-fn up_emulated(fleet: &Fleet, quiet: bool) -> Result<()> {
-    up_emulated_with(fleet, &compiled_plan(fleet)?, &Launch::Compiled, quiet)
+fn up_emulated(fleet: &Fleet, quiet: bool) -> Result<Vec<String>> {
+    up_emulated_with(fleet, &current_plan(fleet)?, &Launch::Compiled, quiet)
+}
+
+/// The compiled plan, if it was compiled for the fleet as fleet.yaml describes it now.
+pub fn current_plan(fleet: &Fleet) -> Result<Plan> {
+    let plan = compiled_plan(fleet)?;
+    if plan.deployment.as_ref() != Some(&fleet.deployment()) {
+        bail!(
+            "{} was compiled for another configuration of fleet {} (addresses, ports, links, threads, twin speeds, coordinator or deadline differ from {}): run `legionc compile`",
+            fleet.out().join("plan.json").display(),
+            fleet.name,
+            fleet.file.display()
+        );
+    }
+    Ok(plan)
 }
 
 /// How an emulated board process gets its plan.
@@ -133,8 +150,10 @@ pub enum Launch<'a> {
 }
 
 /// Start the emulated boards with `plan`, launched as `launch` says.
-pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool) -> Result<()> {
+pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool) -> Result<Vec<String>> {
+    let plan = &fleet.deployed(plan);
     let hash = plan.hash();
+    let mut restarted = Vec::new();
     std::fs::create_dir_all(run_dir(fleet))?;
     // Benchmarks start fleets that were never compiled: they get their key here.
     ensure_key(fleet)?;
@@ -149,7 +168,12 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
                 bar.inc(1);
                 continue;
             }
-            bail!("board {} ({}) is already running another plan ({}); run `legionc down` first", b.name, b.addr(), &h[..16]);
+            // Another plan, or this plan with another configuration: restart it if it is the
+            // process `up` started for this board.
+            if !stop_board(fleet, b)? {
+                bail!("board {} ({}) is already running another plan ({}), and not as a process `legionc up` started: stop it first", b.name, b.addr(), &h[..16]);
+            }
+            restarted.push(format!("board {}: was running plan {} (another plan or configuration), restarted with {}", b.name, &h[..16], &hash[..16]));
         }
         let bin = match launch {
             Launch::Generic { exe, .. } => exe.to_path_buf(),
@@ -198,29 +222,48 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
         bar.inc(1);
     }
     bar.finish_with_message("all boards answer");
-    Ok(())
+    Ok(restarted)
+}
+
+/// Is process `pid` board `b`'s runtime as `up` starts it: `serve` with this fleet's key?
+fn is_board_process(fleet: &Fleet, pid: i32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<&[u8]> = cmdline.split(|&c| c == 0).collect();
+    let key = key_path(fleet);
+    args.get(1) == Some(&&b"serve"[..]) && args.windows(2).any(|w| w[0] == b"--key" && Path::new(std::ffi::OsStr::from_bytes(w[1])) == key)
+}
+
+/// Stop board `b` if its pid file names its running process; the pid file is removed either
+/// way. Whether a process was stopped. A pid that is now another process is left alone.
+fn stop_board(fleet: &Fleet, b: &Board) -> Result<bool> {
+    let pf = pid_file(fleet, b);
+    let Some(pid) = read_pid(&pf) else { return Ok(false) };
+    let ours = alive(pid) && is_board_process(fleet, pid);
+    if ours {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let t = Instant::now();
+        while alive(pid) && t.elapsed() < Duration::from_secs(3) {
+            reap(pid);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if alive(pid) && is_board_process(fleet, pid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        reap(pid);
+    }
+    let _ = std::fs::remove_file(pf);
+    Ok(ours)
 }
 
 /// Stop every board of the fleet started by `up`. Returns the names of the boards stopped.
+/// A pid file whose process is gone, or is now some other program, is removed without a
+/// signal.
 pub fn down(fleet: &Fleet) -> Result<Vec<String>> {
     let mut stopped = Vec::new();
     for b in &fleet.boards {
-        let pf = pid_file(fleet, b);
-        let Some(pid) = read_pid(&pf) else { continue };
-        if alive(pid) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-            let t = Instant::now();
-            while alive(pid) && t.elapsed() < Duration::from_secs(3) {
-                reap(pid);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if alive(pid) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            reap(pid);
+        if stop_board(fleet, b)? {
             stopped.push(b.name.clone());
         }
-        let _ = std::fs::remove_file(pf);
     }
     Ok(stopped)
 }
@@ -245,7 +288,7 @@ pub struct UpGuard<'a> {
 
 impl<'a> UpGuard<'a> {
     pub fn start(fleet: &'a Fleet) -> Result<UpGuard<'a>> {
-        let plan = compiled_plan(fleet)?.hash();
+        let plan = current_plan(fleet)?.hash();
         let running = fleet.boards.iter().all(|b| health(fleet, b).is_ok_and(|(_, _, h)| h == plan));
         if !running {
             // Stop what may be left over, so that a failure here leaves nothing running.
@@ -315,7 +358,7 @@ fn wait_healthy(fleet: &Fleet, b: &Board, hash: Option<&str>, deadline: Duration
 /// `rollback`), start it detached with its log on the board, check its health. Emulated boards
 /// of the fleet are started locally.
 pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<()> {
-    let plan = compiled_plan(fleet)?;
+    let plan = current_plan(fleet)?;
     let hash = plan.hash();
     each_real_board(fleet, "deploy", quiet, &|b, bar| {
         let t = fleet.ssh_target(b, accept_new_host_keys).unwrap();
@@ -342,7 +385,11 @@ pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<
         })
     })?;
     if fleet.boards.iter().any(|b| b.is_emulated()) {
-        up_emulated(fleet, quiet)?;
+        for line in up_emulated(fleet, quiet)? {
+            if !quiet {
+                eprintln!("{line}");
+            }
+        }
     }
     Ok(())
 }

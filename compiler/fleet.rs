@@ -298,6 +298,13 @@ impl Board {
     pub fn slug(&self) -> String {
         slug(&self.name)
     }
+    /// Its emulated twin's speed; none for a real board.
+    pub fn speed(&self) -> Option<f64> {
+        match self.kind {
+            BoardKind::Emulated { speed } => Some(speed),
+            _ => None,
+        }
+    }
 }
 
 /// Names end up in crate names, file names and Rust string literals.
@@ -515,6 +522,25 @@ fn resolve_model_path(source: &str, dir: &Path) -> String {
 }
 
 impl Fleet {
+    /// How the fleet runs a plan (addresses and ports, links, threads, twin speeds, the
+    /// coordinator, the deadline): what the plan hash covers beside the plan.
+    pub fn deployment(&self) -> legion_runtime::plan::Deployment {
+        legion_runtime::plan::Deployment {
+            coordinator: self.coordinator,
+            deadline_ms: (self.deadline_s * 1000.0) as u64,
+            boards: self
+                .boards
+                .iter()
+                .map(|b| legion_runtime::board::Peer { name: b.name.clone(), addr: b.addr(), link: b.link, threads: b.threads, speed: b.speed() })
+                .collect(),
+        }
+    }
+
+    /// `plan` as this fleet runs it: with the fleet's [`Fleet::deployment`] (replacing any other).
+    pub fn deployed(&self, plan: &legion_runtime::plan::Plan) -> legion_runtime::plan::Plan {
+        legion_runtime::plan::Plan { deployment: Some(self.deployment()), ..plan.clone() }
+    }
+
     pub fn coordinator(&self) -> &Board {
         &self.boards[self.coordinator]
     }

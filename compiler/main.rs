@@ -52,7 +52,9 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Up { fleet } => {
             let fleet = fleet.load()?;
-            deploy::up(&fleet, false)?;
+            for line in deploy::up(&fleet, false)? {
+                writeln!(out, "{line}")?;
+            }
             let plan = codegen::compiled_plan(&fleet)?;
             writeln!(out, "fleet {} is up: {} boards answer with plan {}", fleet.name, fleet.boards.len(), &plan.hash()[..16])?;
         }

@@ -323,7 +323,7 @@ const CLIENT_MAX_PAYLOAD: u64 = 256 << 20;
 pub fn infer(fleet: &Fleet, plan: &Plan, input: &Tensor) -> Result<(Tensor, FrameReport, Duration)> {
     let t = std::time::Instant::now();
     let key = crate::deploy::fleet_key(fleet)?;
-    let (out, report) = legion_runtime::board::infer(&fleet.coordinator().addr(), &key, &plan.hash(), input, fleet.deadline(), CLIENT_MAX_PAYLOAD)
+    let (out, report) = legion_runtime::board::infer(&fleet.coordinator().addr(), &key, &fleet.deployed(plan).hash(), input, fleet.deadline(), CLIENT_MAX_PAYLOAD)
         .map_err(|e| {
             let refused = e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused));
             if refused { e.context("the coordinator does not answer: is the fleet up? (`legionc up`)") } else { e }

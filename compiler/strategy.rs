@@ -227,7 +227,7 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
     let names: Vec<String> = fleet.boards.iter().map(|b| b.name.clone()).collect();
     if strategy == Strategy::Proportional {
         let boards: Vec<(String, f64)> = fleet.boards.iter().map(|b| (b.name.clone(), b.nominal_speed())).collect();
-        let plan = solve::plan_from(&m.ir, &m.sha256, &boards, &solve::fused_groups(&m.ir, solve::Fusion::Blocks), fleet.topology)?;
+        let plan = fleet.deployed(&solve::plan_from(&m.ir, &m.sha256, &boards, &solve::fused_groups(&m.ir, solve::Fusion::Blocks), fleet.topology)?);
         return Ok(Planned {
             strategy,
             plan_hash: plan.hash(),
@@ -310,6 +310,7 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
     let tail_s = cm.tail_cost(&tail);
     let mut plan = solve::plan_from_groups(&m.ir, &m.sha256, &names, &groups, cm.topology)?;
     plan.tail = tail;
+    let plan = fleet.deployed(&plan);
     plan.validate(&m.ir)?;
     Ok(Planned {
         strategy,

@@ -82,6 +82,7 @@ pub fn plan_from(model: &Model, model_sha256: &str, boards: &[(String, f64)], en
         groups,
         topology,
         tail: vec![],
+        deployment: None,
     };
     plan.validate(model)?;
     Ok(plan)
@@ -278,6 +279,7 @@ pub fn plan_from_groups(model: &Model, model_sha256: &str, boards: &[String], gr
         groups: groups.iter().map(|g| PlanGroup { from: g.group.from, to: g.group.to, rows: g.rows.clone() }).collect(),
         topology: cm_topology,
         tail: vec![],
+        deployment: None,
     };
     plan.validate(model)?;
     Ok(plan)

@@ -6,7 +6,7 @@ use crate::ir::Model;
 use crate::link::{compute_accounted, Computed, Link, LinkSpec};
 use crate::halo::Rows;
 use crate::mesh::{expected, pieces, redistribution, Redistribution};
-use crate::plan::{concat_features, gather, hex, scatter, tail_stages, to_nchw, Plan, TailStage, Topology};
+use crate::plan::{Deployment, concat_features, gather, hex, scatter, tail_stages, to_nchw, Plan, TailStage, Topology};
 use crate::wire::{plan_bytes, Conn, Key, Kind, Message};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,16 @@ pub struct Peer {
     /// `host:port` its worker listens on.
     pub addr: String,
     pub link: LinkSpec,
+    /// Threads tract may use on it.
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// Its emulated twin's speed; none for a real board.
+    #[serde(default)]
+    pub speed: Option<f64>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Everything a board's binary knows: rendered into its crate as constants.
@@ -60,6 +70,24 @@ impl BoardConfig {
     }
     fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
+    }
+
+    /// The fleet's configuration as the plan hash covers it.
+    pub fn deployment(&self) -> Deployment {
+        Deployment { coordinator: self.coordinator, deadline_ms: self.deadline_ms, boards: self.peers.clone() }
+    }
+
+    /// Give the plan this board's deployment, or check the one it has: a board runs a plan
+    /// only with the configuration its hash covers.
+    pub fn deploy_plan(&mut self) -> Result<()> {
+        let own = &self.peers[self.index];
+        ensure!(own.speed == self.speed && own.threads == self.threads, "board {}: its speed and threads ({:?}, {}) differ from the fleet's entry ({:?}, {})", self.board, self.speed, self.threads, own.speed, own.threads);
+        let mine = self.deployment();
+        match &self.plan.deployment {
+            None => self.plan.deployment = Some(mine),
+            Some(d) => ensure!(*d == mine, "board {}: the plan is deployed as {}, this board is configured as {}", self.board, serde_json::to_string(d)?, serde_json::to_string(&mine)?),
+        }
+        Ok(())
     }
 }
 
@@ -96,6 +124,8 @@ pub struct StaticBoard {
     pub addr: &'static str,
     pub bandwidth_mbps: f64,
     pub latency_ms: f64,
+    pub threads: usize,
+    pub speed: Option<f64>,
 }
 
 pub struct StaticGroup {
@@ -114,16 +144,22 @@ impl StaticConfig {
             groups: self.groups.iter().map(|g| crate::plan::PlanGroup { from: g.from, to: g.to, rows: g.rows.to_vec() }).collect(),
             topology: self.topology.parse().map_err(|e: String| anyhow!(e))?,
             tail: self.tail.iter().map(|t| crate::plan::TailSplit { node: t.node, cols: t.cols.to_vec() }).collect(),
+            deployment: None,
         };
-        ensure!(plan.hash() == self.plan_hash, "the plan constants hash to {}, not {}", plan.hash(), self.plan_hash);
-        Ok(BoardConfig {
+        let mut cfg = BoardConfig {
             board: self.board.into(),
             index: self.index,
             plan,
             peers: self
                 .boards
                 .iter()
-                .map(|b| Peer { name: b.name.into(), addr: b.addr.into(), link: LinkSpec { bandwidth_mbps: b.bandwidth_mbps, latency_ms: b.latency_ms } })
+                .map(|b| Peer {
+                    name: b.name.into(),
+                    addr: b.addr.into(),
+                    link: LinkSpec { bandwidth_mbps: b.bandwidth_mbps, latency_ms: b.latency_ms },
+                    threads: b.threads,
+                    speed: b.speed,
+                })
                 .collect(),
             coordinator: self.coordinator,
             speed: self.speed,
@@ -131,7 +167,10 @@ impl StaticConfig {
             cores: self.cores.to_vec(),
             model_sha256: self.model_file_sha256.into(),
             deadline_ms: self.deadline_ms,
-        })
+        };
+        cfg.deploy_plan()?;
+        ensure!(cfg.plan.hash() == self.plan_hash, "the plan constants hash to {}, not {}", cfg.plan.hash(), self.plan_hash);
+        Ok(cfg)
     }
 }
 
@@ -503,7 +542,8 @@ pub fn max_payload(model: &Model) -> u64 {
 }
 
 /// Serve on `listen` until an authenticated Shutdown message arrives.
-pub fn serve(cfg: BoardConfig, model: Model, listen: &str, key: Key) -> Result<()> {
+pub fn serve(mut cfg: BoardConfig, model: Model, listen: &str, key: Key) -> Result<()> {
+    cfg.deploy_plan()?;
     crate::pin::pin_to(&cfg.cores).with_context(|| format!("board {}", cfg.board))?;
     let model = Arc::new(model);
     cfg.plan.validate(&model)?;
@@ -1134,6 +1174,7 @@ pub fn main_with(constants: &StaticConfig) -> std::process::ExitCode {
                 let plan: Plan = serde_json::from_slice(&bytes).with_context(|| format!("plan {}", p.display()))?;
                 ensure!(plan.boards.get(cfg.index).map(String::as_str) == Some(cfg.board.as_str()), "plan {} does not have board {} at index {}", p.display(), cfg.board, cfg.index);
                 cfg.plan = plan;
+                cfg.deploy_plan().with_context(|| format!("plan {}", p.display()))?;
                 read_for_board(&cfg, &model, None).with_context(|| format!("plan {}", p.display()))?
             }
             None => load_model(&cfg, &model)?,

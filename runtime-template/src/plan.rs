@@ -74,7 +74,7 @@ impl std::str::FromStr for Topology {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     pub version: u32,
@@ -91,6 +91,25 @@ pub struct Plan {
     /// the rest of the tail runs on the coordinator.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tail: Vec<TailSplit>,
+    /// How the fleet runs the plan: addresses and ports, links, threads, twin speeds, the
+    /// coordinator, the deadline. Part of the hash, so that a board started with another
+    /// configuration answers with another plan hash. None for a plan not yet given a fleet
+    /// (solvers, in-process runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<Deployment>,
+}
+
+/// Everything besides the plan that changes how the boards compute and talk: what
+/// [`Plan::hash`] covers with the plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    /// Index of the coordinator in the plan's board order.
+    pub coordinator: usize,
+    /// Deadline on every read, write and connect, ms.
+    pub deadline_ms: u64,
+    /// Every board, in plan order.
+    pub boards: Vec<crate::board::Peer>,
 }
 
 /// A Dense layer of the tail split by output features: each board computes its slice (from
@@ -193,6 +212,11 @@ impl Plan {
             at = g.to;
         }
         ensure!(at == model.split_end(), "groups end at value {at}, the splittable part at {}", model.split_end());
+        if let Some(d) = &self.deployment {
+            let names: Vec<&String> = d.boards.iter().map(|b| &b.name).collect();
+            ensure!(names == self.boards.iter().collect::<Vec<_>>(), "the deployment names boards {names:?}, the plan {:?}", self.boards);
+            ensure!(d.coordinator < self.boards.len(), "the deployment's coordinator {} is not a board of the plan", d.coordinator);
+        }
         let mut after = model.split_end();
         for t in &self.tail {
             let n = model.nodes.get(t.node).with_context(|| format!("the tail split names node {}, the model has {}", t.node, model.nodes.len()))?;

@@ -630,3 +630,47 @@ fn strangers_are_refused_and_the_key_stays_secret() {
     }
     assert!(files > 10, "only {files} files searched");
 }
+
+/// The plan hash covers the fleet's configuration: a board whose link, threads, speed, address
+/// or coordinator changed answers with another hash. `up` refuses a compile older than
+/// fleet.yaml, restarts the boards it started once compiled again, and says so; `down` signals
+/// only a pid that is still the board's process.
+#[test]
+fn a_changed_configuration_is_compiled_again_and_up_restarts_its_boards() {
+    let mut f = TestFleet::emulated("reconfigured", "vgg16-tiny", 29020, &[1.0, 0.5]).with_strategy("proportional");
+    f.compile();
+    f.up();
+    let before = legionc::codegen::compiled_plan(&f.fleet()).unwrap();
+    let d = before.deployment.clone().expect("a compiled plan has its deployment");
+    assert_eq!((d.coordinator, d.boards[1].addr.as_str(), d.boards[1].speed), (0, "127.0.0.1:29021", Some(0.5)));
+    // The link changes: the compiled plan no longer fits fleet.yaml.
+    let yaml = std::fs::read_to_string(&f.yaml).unwrap();
+    std::fs::write(&f.yaml, yaml.replace("bandwidth_mbps: 1000", "bandwidth_mbps: 400")).unwrap();
+    let o = f.legionc(&["up"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("compiled for another configuration") && text(&o).contains("run `legionc compile`"), "{}", text(&o));
+    f.compile();
+    let after = legionc::codegen::compiled_plan(&f.fleet()).unwrap();
+    assert_eq!((&after.groups, &after.tail), (&before.groups, &before.tail), "the same plan");
+    assert_ne!(after.hash(), before.hash(), "another configuration, another hash");
+    let o = f.legionc(&["up"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for b in ["b0", "b1"] {
+        assert!(text(&o).contains(&format!("board {b}: was running plan {}", &before.hash()[..16])), "{}", text(&o));
+    }
+    let o = f.legionc(&["run", "--random", "1", "--verify"]);
+    assert!(o.status.success() && text(&o).contains("verified"), "{}", text(&o));
+    // A pid file whose pid is now another program: down leaves that program alone.
+    let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let pid_file = f.out().join("run/b1.pid");
+    let board_pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    std::fs::write(&pid_file, format!("{}\n", other.id())).unwrap();
+    let o = f.legionc(&["down"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(other.try_wait().unwrap().is_none(), "down signalled a process that is not a board");
+    assert!(!pid_file.exists());
+    let _ = other.kill();
+    let _ = other.wait();
+    // The real b1 (its pid file replaced) is still up: stop it by hand.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(board_pid), nix::sys::signal::Signal::SIGTERM);
+}

@@ -96,6 +96,7 @@ pub fn plan_strategy(m: &'static LoadedModel) -> impl Strategy<Value = Plan> {
                 groups,
                 topology: if mesh { Topology::Mesh } else { Topology::Star },
                 tail,
+                deployment: None,
             }
         })
     })
