@@ -36,6 +36,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
             let target_dir = target_dir.unwrap_or_else(|| cargo_build::default_target_dir(&fleet));
             let o = compile::CompileOptions { strategy: profiling.strategy, no_build, check, profile: profiling.options(&target_dir) };
+            // A directory that is not a compiled fleet's is refused before the lock is put in it.
+            let _lock = if check { None } else { codegen::check_out_dir(fleet.out()).and_then(|()| legionc::OutLock::acquire(fleet.out(), true))? };
             if json {
                 // The report goes to stderr, the summary alone to stdout.
                 let summary = compile::compile(&fleet, &m, &o, &mut std::io::stderr())?;
@@ -52,6 +54,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Up { fleet } => {
             let fleet = fleet.load()?;
+            let _lock = legionc::OutLock::acquire(fleet.out(), false)?;
             for line in deploy::up(&fleet, false)? {
                 writeln!(out, "{line}")?;
             }
@@ -68,23 +71,27 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Deploy { fleet, accept_new_host_keys } => {
             let fleet = fleet.load()?;
+            let _lock = legionc::OutLock::acquire(fleet.out(), false)?;
             deploy::deploy(&fleet, accept_new_host_keys, false)?;
             let plan = codegen::compiled_plan(&fleet)?;
             writeln!(out, "fleet {} deployed: {} boards answer with plan {}", fleet.name, fleet.boards.len(), &plan.hash()[..16])?;
         }
         Command::Rollback { fleet, accept_new_host_keys } => {
             let fleet = fleet.load()?;
+            let _lock = legionc::OutLock::acquire(fleet.out(), false)?;
             deploy::rollback(&fleet, accept_new_host_keys, false)?;
             writeln!(out, "fleet {}: real boards rolled back to their previous version", fleet.name)?;
         }
         Command::Down { fleet } => {
             let fleet = fleet.load()?;
+            let _lock = legionc::OutLock::acquire(fleet.out(), false)?;
             let stopped = deploy::down_all(&fleet)?;
             let names = if stopped.is_empty() { String::new() } else { format!(" ({})", stopped.join(", ")) };
             writeln!(out, "fleet {}: stopped {} boards{names}", fleet.name, stopped.len())?;
         }
         Command::Run { fleet, input, random, frames, verify, save, up, no_baseline, cache_dir, accept_new_host_keys } => {
             let fleet = fleet.load()?;
+            let _lock = legionc::OutLock::acquire(fleet.out(), false)?;
             let _guard = if up { Some(deploy::UpGuard::start(&fleet)?) } else { None };
             let input = match (&input, random) {
                 (Some(p), _) => run::InputSpec::File(p),

@@ -89,6 +89,8 @@ impl Cache {
     /// Open (or start) the cache in `dir`. Corrupt lines are counted and dropped from the file.
     pub fn open(dir: &Path) -> Result<Cache> {
         let path = dir.join("profiles.jsonl");
+        // Read (and compact) with no other legionc appending meanwhile.
+        let _lock = if path.exists() { Some(file_lock(&path)?) } else { None };
         let mut records = HashMap::new();
         let mut corrupt = 0;
         if let Ok(text) = std::fs::read(&path) {
@@ -133,6 +135,8 @@ impl Cache {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating the profile cache {}", dir.display()))?;
         }
+        // Other legionc processes append to the same file: one line at a time, under the lock.
+        let _lock = file_lock(&self.path)?;
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
         f.write_all(&line).with_context(|| format!("writing {}", self.path.display()))?;
         records.insert(r.key.clone(), r.clone());
@@ -151,6 +155,15 @@ impl Cache {
         }
         crate::write_atomic(&self.path, &text)
     }
+}
+
+/// The cache file's lock (`profiles.jsonl.lock` beside it), held exclusively until dropped:
+/// appends and the compaction of one file never interleave between processes.
+fn file_lock(path: &Path) -> Result<std::fs::File> {
+    let lock = path.with_extension("jsonl.lock");
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock).with_context(|| format!("opening {}", lock.display()))?;
+    f.lock().with_context(|| format!("locking {}", lock.display()))?;
+    Ok(f)
 }
 
 /// The default cache directory: `$LEGION_CACHE_DIR`, else `$XDG_CACHE_HOME/legionc`, else

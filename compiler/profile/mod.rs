@@ -467,9 +467,14 @@ impl BoardRun<'_> {
 
     /// An emulated board: the probe as a local process, twin time.
     fn emulated(&mut self, speed: f64, exe: &Path, header: &[u8], w: &BoardWork) -> Result<()> {
-        let dir = self.fleet.out().join(".probe").join(self.board.slug());
-        std::fs::create_dir_all(&dir)?;
-        let _cleanup = RemoveOnDrop(dir.clone());
+        // A folder of its own (two legionc on one output directory never share one), removed
+        // on every way out.
+        std::fs::create_dir_all(self.fleet.out())?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".probe-{}-", self.board.slug()))
+            .tempdir_in(self.fleet.out())
+            .with_context(|| format!("board {}: creating a probe folder in {}", self.board.name, self.fleet.out().display()))?;
+        let dir = tmp.path().to_path_buf();
         let model = dir.join("model.lgn");
         let jobs = dir.join("jobs.json");
         std::fs::write(&model, header)?;
@@ -593,14 +598,6 @@ impl BoardRun<'_> {
             self.cache.insert(link_id(self.board, self.probe), serde_json::to_value(fit)?)?;
         }
         Ok(())
-    }
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -674,3 +674,54 @@ fn a_changed_configuration_is_compiled_again_and_up_restarts_its_boards() {
     // The real b1 (its pid file replaced) is still up: stop it by hand.
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(board_pid), nix::sys::signal::Signal::SIGTERM);
 }
+
+/// Every file under `dir` (relative path → bytes), `target/` left out (cargo's own state).
+fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(dir).unwrap().to_path_buf();
+            if rel.starts_with("target") {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// Two legionc on one output directory: the second fails naming the first's pid and writes
+/// nothing; a compile leaves no probe folder behind; two compiles one after the other leave
+/// identical trees.
+#[test]
+fn a_second_legionc_on_one_output_directory_is_refused_and_compiles_repeat_exactly() {
+    let f = TestFleet::emulated("locked", "vgg16-tiny", 29040, &[1.0, 0.5]);
+    let held = legionc::OutLock::acquire(&f.out(), true).unwrap().expect("the lock");
+    for args in [&["compile"][..], &["up"], &["down"], &["run", "--random", "1"]] {
+        let o = f.legionc(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(&format!("another legionc (pid {}) holds {}", std::process::id(), f.out().display())), "{args:?}: {}", text(&o));
+    }
+    assert_eq!(tree(&f.out()).keys().map(|p| p.display().to_string()).collect::<Vec<_>>(), vec![".lock"], "nothing written under the lock");
+    drop(held);
+    f.compile();
+    let first = tree(&f.out());
+    assert!(first.keys().any(|p| p.ends_with("plan.json")) && first.keys().any(|p| p.starts_with("bin")), "{:?}", first.keys());
+    let leftovers: Vec<_> = std::fs::read_dir(f.out()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(".probe") || n.starts_with(".staging") || n.ends_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(std::fs::read(f.out().join(".lock")).unwrap(), b"", "the lock is emptied when released");
+    f.compile();
+    let second = tree(&f.out());
+    // The compile's own records (cargo's log with its timings; the report of profiling counts
+    // and solve time) say how each compile went; everything else is the compiled fleet.
+    let records = [Path::new("build.log"), Path::new("plan-report.json")];
+    let differ: Vec<_> = first.keys().chain(second.keys()).filter(|p| !records.contains(&p.as_path()) && first.get(*p) != second.get(*p)).collect();
+    assert!(differ.is_empty(), "two compiles differ in {differ:?}");
+    assert!(records.iter().all(|r| second.contains_key(*r)));
+}
