@@ -354,28 +354,59 @@ fn wait_healthy(fleet: &Fleet, b: &Board, hash: Option<&str>, deadline: Duration
     }
 }
 
-/// Upload every real board's binary and model (atomically, keeping the previous ones for
-/// `rollback`), start it detached with its log on the board, check its health. Emulated boards
-/// of the fleet are started locally.
+/// Deploy the compiled fleet, all or nothing. First every real board receives its binary,
+/// model and key beside the ones it runs (`*.new`); if any upload fails, the staged files are
+/// removed and every board keeps the version it runs. Then each board switches (the current
+/// files kept as `*.prev` for `rollback`), restarts and must answer with the plan; if one
+/// fails, the boards already switched are rolled back. The error names the board that failed
+/// and the state every board is left in. Emulated boards of the fleet are started locally.
 pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<()> {
     let plan = current_plan(fleet)?;
     let hash = plan.hash();
-    each_real_board(fleet, "deploy", quiet, &|b, bar| {
-        let t = fleet.ssh_target(b, accept_new_host_keys).unwrap();
+    let reals: Vec<&Board> = fleet.boards.iter().filter(|b| !b.is_emulated()).collect();
+    let connect = |b: &Board| -> Result<Connection> { Ok(Connection::open(&fleet.ssh_target(b, accept_new_host_keys).context("not an SSH board")?)?) };
+    // 1. Stage.
+    let staged = std::sync::Mutex::new(Vec::<String>::new());
+    let staging = each_real_board(fleet, "upload", quiet, &|b, bar| {
         bar.set_message("connecting");
-        let c = Connection::open(&t)?;
+        let c = connect(b)?;
         let dir = remote_dir(fleet, b);
-        let d = shell_quote(&dir);
-        c.exec(&format!("mkdir -p {d} && cd {d} && for f in legion-board model.bin; do [ -f $f ] && cp -p $f $f.prev; done; true"))?;
+        c.exec(&format!("mkdir -p {}", shell_quote(&dir)))?;
+        staged.lock().unwrap().push(b.name.clone());
         let bin = std::fs::read(binary(fleet, b)).with_context(|| format!("board {}: no built binary (run `legionc compile`)", b.name))?;
         bar.set_message(format!("uploading binary ({:.1} MB)", bin.len() as f64 / 1e6));
-        c.upload(&bin, &format!("{dir}/legion-board"), 0o755)?;
+        c.upload(&bin, &format!("{dir}/legion-board.new"), 0o755)?;
         let model = std::fs::read(fleet.out().join(b.slug()).join("model.bin"))?;
         bar.set_message(format!("uploading model ({:.1} MB)", model.len() as f64 / 1e6));
-        c.upload(&model, &format!("{dir}/model.bin"), 0o644)?;
+        c.upload(&model, &format!("{dir}/model.bin.new"), 0o644)?;
         bar.set_message("uploading the fleet key");
         let key = std::fs::read(key_path(fleet)).with_context(|| format!("board {}: no fleet key (run `legionc compile`)", b.name))?;
-        c.upload(&key, &format!("{dir}/fleet.key"), 0o600)?;
+        c.upload(&key, &format!("{dir}/fleet.key.new"), 0o600)?;
+        Ok(())
+    });
+    if let Err(e) = staging {
+        let staged = staged.into_inner().unwrap();
+        let _ = each_real_board(fleet, "cleanup", true, &|b, _| {
+            if staged.contains(&b.name) {
+                connect(b)?.exec(&format!("cd {} && rm -f legion-board.new model.bin.new fleet.key.new", shell_quote(&remote_dir(fleet, b))))?;
+            }
+            Ok(())
+        });
+        let states: Vec<String> = reals.iter().map(|b| format!("  {}: unchanged (the version it ran before)", b.name)).collect();
+        return Err(e.context(format!("deploy stopped before switching any board; every board is left as it was:\n{}", states.join("\n"))));
+    }
+    // 2. Switch.
+    let switched = std::sync::Mutex::new(Vec::<String>::new());
+    let switching = each_real_board(fleet, "switch", quiet, &|b, bar| {
+        let c = connect(b)?;
+        let dir = remote_dir(fleet, b);
+        let d = shell_quote(&dir);
+        bar.set_message("switching");
+        c.exec(&format!(
+            "cd {d} && for f in legion-board model.bin fleet.key; do if [ -f $f ]; then cp -p $f $f.prev; fi; done && \
+             mv -f legion-board.new legion-board && mv -f model.bin.new model.bin && mv -f fleet.key.new fleet.key"
+        ))?;
+        switched.lock().unwrap().push(b.name.clone());
         bar.set_message("starting");
         c.exec(&start_command(&dir))?;
         bar.set_message("health check");
@@ -383,7 +414,27 @@ pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<
             let log = c.exec(&format!("tail -n 5 {d}/board.log")).unwrap_or_default();
             e.context(format!("its log ends with:\n{log}"))
         })
-    })?;
+    });
+    if let Err(e) = switching {
+        let switched = switched.into_inner().unwrap();
+        let back = std::sync::Mutex::new(std::collections::HashMap::<String, String>::new());
+        let _ = each_real_board(fleet, "rollback", quiet, &|b, _| {
+            let state = if switched.contains(&b.name) {
+                match restore_previous(fleet, b, accept_new_host_keys) {
+                    Ok(()) => "rolled back to the version it ran before".to_string(),
+                    Err(r) => format!("ROLLBACK FAILED, on the new version or stopped: {r:#}"),
+                }
+            } else {
+                let _ = connect(b).and_then(|c| Ok(c.exec(&format!("cd {} && rm -f legion-board.new model.bin.new fleet.key.new", shell_quote(&remote_dir(fleet, b))))?));
+                "unchanged (the version it ran before)".to_string()
+            };
+            back.lock().unwrap().insert(b.name.clone(), state);
+            Ok(())
+        });
+        let back = back.into_inner().unwrap();
+        let states: Vec<String> = reals.iter().map(|b| format!("  {}: {}", b.name, back.get(&b.name).map_or("unknown", String::as_str))).collect();
+        return Err(e.context(format!("deploy failed while switching; the boards are left:\n{}", states.join("\n"))));
+    }
     if fleet.boards.iter().any(|b| b.is_emulated()) {
         for line in up_emulated(fleet, quiet)? {
             if !quiet {
@@ -394,17 +445,25 @@ pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<
     Ok(())
 }
 
-/// Put back the previous binary and model of every real board and restart it.
+/// Put back a real board's previous binary, model and key and restart it.
+fn restore_previous(fleet: &Fleet, b: &Board, accept_new_host_keys: bool) -> Result<()> {
+    let c = Connection::open(&fleet.ssh_target(b, accept_new_host_keys).context("not an SSH board")?)?;
+    let dir = remote_dir(fleet, b);
+    let d = shell_quote(&dir);
+    c.exec(&format!(
+        "cd {d} && [ -f legion-board.prev ] && [ -f model.bin.prev ] || {{ echo 'no previous version to roll back to' >&2; exit 1; }}; \
+         mv -f legion-board.prev legion-board && mv -f model.bin.prev model.bin && if [ -f fleet.key.prev ]; then mv -f fleet.key.prev fleet.key; fi"
+    ))?;
+    c.exec(&start_command(&dir))?;
+    // The previous version runs the previous plan, which this side no longer knows.
+    wait_healthy(fleet, b, None, fleet.deadline().max(Duration::from_secs(30))).context("after the rollback")
+}
+
+/// Put back the previous binary, model and key of every real board and restart it.
 pub fn rollback(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<()> {
     each_real_board(fleet, "rollback", quiet, &|b, bar| {
-        let c = Connection::open(&fleet.ssh_target(b, accept_new_host_keys).unwrap())?;
-        let dir = remote_dir(fleet, b);
-        let d = shell_quote(&dir);
         bar.set_message("restoring the previous version");
-        c.exec(&format!("cd {d} && [ -f legion-board.prev ] && [ -f model.bin.prev ] || {{ echo 'no previous version to roll back to' >&2; exit 1; }}; mv -f legion-board.prev legion-board && mv -f model.bin.prev model.bin"))?;
-        c.exec(&start_command(&dir))?;
-        // The previous version runs the previous plan, which this side no longer knows.
-        wait_healthy(fleet, b, None, fleet.deadline().max(Duration::from_secs(30))).context("after the rollback")
+        restore_previous(fleet, b, accept_new_host_keys)
     })
 }
 

@@ -181,6 +181,7 @@ fn deployed_fleet(yaml: &str, tmp: &TempDir) {
         assert!(ok && t.contains("verified against tract's single run"), "{t}");
         let (ok, t) = run(&["status"]);
         assert!(ok && t.matches(" up, ").count() == 3, "{t}");
+        deploy_with_a_host_unreachable(tmp, &run);
         // a second deploy keeps the first version for rollback
         let (ok, t) = run(&["deploy"]);
         assert!(ok, "{t}");
@@ -249,5 +250,32 @@ fn probe_killed_and_interrupted(yaml: &str, tmp: &TempDir) {
         assert_eq!(probe_dirs(), dirs_before, "{how}: temporary folders left on the hosts");
         let running = Command::new("pgrep").args(["-f", "/tmp/legion-probe.*/legion-probe run"]).output().unwrap();
         assert!(!running.status.success(), "{how}: a probe still runs");
+    }
+}
+
+/// Deploy with host 2's sshd stopped: it fails before any board is switched, names h2 and says
+/// that every board is left as it was; the fleet keeps answering; sshd is started again (in
+/// its host's namespace and CPU cgroup) for what follows.
+fn deploy_with_a_host_unreachable(tmp: &TempDir, run: &dyn Fn(&[&str]) -> (bool, String)) {
+    let h = tmp.path("tb/h2");
+    let pid = std::fs::read_to_string(h.join("sshd.pid")).unwrap().trim().to_string();
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let cgroup = cgroup.lines().find_map(|l| l.strip_prefix("0::")).map(|p| format!("/sys/fs/cgroup{p}/cgroup.procs"));
+    sh(Command::new("kill").arg(&pid));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (ok, t) = run(&["deploy"]);
+    assert!(!ok, "{t}");
+    assert!(t.contains("h2") && t.contains("deploy stopped before switching any board"), "{t}");
+    for b in ["h1", "h2", "h3"] {
+        assert!(t.contains(&format!("  {b}: unchanged (the version it ran before)")), "{b}: {t}");
+    }
+    let (ok, t) = run(&["run", "--random", "4", "--verify"]);
+    assert!(ok && t.contains("verified"), "the fleet stopped answering after a failed deploy: {t}");
+    let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"].into_iter().find(|p| Path::new(p).exists()).unwrap();
+    sh(Command::new("nsenter").arg("--net=/var/run/netns/legion-h2").arg(sshd).arg("-f").arg(h.join("sshd_config")).arg("-E").arg(h.join("sshd.log")));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    if let Some(procs) = cgroup {
+        let new_pid = std::fs::read_to_string(h.join("sshd.pid")).unwrap();
+        let _ = std::fs::write(procs, new_pid.trim());
     }
 }
