@@ -133,19 +133,37 @@ pub enum Command {
     Run {
         #[command(flatten)]
         fleet: FleetArg,
-        /// A PNG/JPEG image (resized and normalised) or a .npy tensor
+        /// A PNG/JPEG image (resized and normalised) or a .npy tensor, sent as every frame; or a
+        /// directory of them, sent in name order (cycling)
         #[arg(long, conflicts_with = "random", required_unless_present = "random")]
         input: Option<PathBuf>,
-        /// A seeded random input instead of a file
+        /// A seeded random image instead of a file, sent as every frame
         #[arg(long)]
         random: Option<u64>,
-        /// Frames to send one after the other (each one's latency is printed; the speedup is
-        /// the median's)
+        /// Frames to send, one in flight at a time (each one's latency is printed, then the
+        /// stream's summary: frames per second, latency p50/p95/p99; the speedup is the
+        /// median's)
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         frames: u64,
-        /// Compare the fleet's output with tract's single run of the whole model
+        /// Frames arrive at this many per second (frame k at k ÷ rate); a frame arriving while
+        /// an earlier one is in flight waits for it (counted), or is dropped with --drop.
+        /// Latency is counted from arrival. Default: each frame when the previous is answered
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Drop frames that arrive while an earlier frame is in flight (counted) instead of
+        /// letting them wait
+        #[arg(long, requires = "rate")]
+        drop: bool,
+        /// Compare the last frame's output with tract's single run of the whole model
         #[arg(long)]
         verify: bool,
+        /// Compare every K-th frame's output (frames K, 2K, ...) with tract's single run
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+        verify_every: Option<u64>,
+        /// Print the stream's summary as JSON on stdout (throughput_fps, latency_p50_s,
+        /// latency_p95_s, latency_p99_s, dropped, ...); the report goes to stderr
+        #[arg(long)]
+        json: bool,
         /// Save the output tensor as .npy (a model with several outputs: FILE.0.npy, FILE.1.npy, … in
         /// the graph's order)
         #[arg(long)]

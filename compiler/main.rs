@@ -89,7 +89,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let names = if stopped.is_empty() { String::new() } else { format!(" ({})", stopped.join(", ")) };
             writeln!(out, "fleet {}: stopped {} boards{names}", fleet.name, stopped.len())?;
         }
-        Command::Run { fleet, input, random, frames, verify, save, up, no_baseline, cache_dir, accept_new_host_keys } => {
+        Command::Run { fleet, input, random, frames, rate, drop, verify, verify_every, json, save, up, no_baseline, cache_dir, accept_new_host_keys } => {
             let fleet = fleet.load()?;
             let _lock = legionc::OutLock::acquire(fleet.out(), false)?;
             let _guard = if up { Some(deploy::UpGuard::start(&fleet)?) } else { None };
@@ -99,7 +99,19 @@ fn dispatch(cli: Cli) -> Result<()> {
                 _ => unreachable!("clap requires one"),
             };
             let profile = profile::Options { accept_new_host_keys, ..profile::Options::new(cache_dir, &cargo_build::default_target_dir(&fleet)) };
-            run::run_frames(&fleet, &run::RunOptions { input, frames: frames as usize, verify, save: save.as_deref(), baseline: !no_baseline, profile }, &mut out)?;
+            let o = run::RunOptions {
+                input,
+                frames: frames as usize,
+                rate,
+                drop,
+                verify,
+                verify_every: verify_every.map(|k| k as usize),
+                json,
+                save: save.as_deref(),
+                baseline: !no_baseline,
+                profile,
+            };
+            run::run_frames(&fleet, &o, &mut out)?;
         }
         Command::Explain { fleet, cache_dir, plan } => {
             let fleet = fleet.load()?;

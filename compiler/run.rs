@@ -14,7 +14,7 @@ use legion_runtime::link::compute;
 use legion_runtime::plan::{to_nchw, Plan};
 use std::fmt::Write;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 
 /// Where a frame's input comes from.
@@ -123,10 +123,23 @@ pub fn emulated_baseline(fleet: &Fleet, m: &LoadedModel, x: &Tensor) -> Result<B
 
 /// How `legionc run` runs.
 pub struct RunOptions<'a> {
+    /// A file (every frame), a directory of images and tensors (frame k: its k-th file, in
+    /// name order, cycling), or a seeded random image (every frame).
     pub input: InputSpec<'a>,
-    /// Frames to send, one after the other (each one's latency is printed).
+    /// Frames to send (each one's latency is printed).
     pub frames: usize,
+    /// Frames per second the stream arrives at (None: each frame as soon as the previous one
+    /// is answered).
+    pub rate: Option<f64>,
+    /// Drop a frame that arrives while the fleet still answers an earlier one, instead of
+    /// letting it wait.
+    pub drop: bool,
+    /// Check the last frame's output against tract.
     pub verify: bool,
+    /// Check every K-th frame's output (frames K, 2K, …) against tract.
+    pub verify_every: Option<usize>,
+    /// Print the stream's summary as JSON on stdout (everything else on stderr).
+    pub json: bool,
     pub save: Option<&'a Path>,
     /// Measure the single-board baseline and print the speedup.
     pub baseline: bool,
@@ -142,26 +155,29 @@ pub fn run_frames(fleet: &Fleet, o: &RunOptions, out: &mut dyn std::io::Write) -
     if m.sha256 != plan.model_sha256 {
         bail!("model {} has changed since the fleet was compiled (sha256 {} vs {}): run `legionc compile` again", fleet.model.source, &m.sha256[..16], &plan.model_sha256[..16]);
     }
-    let x = load_input(&o.input, fleet, &m)?;
-    let mut frames = Vec::new();
-    for _ in 0..o.frames.max(1) {
-        frames.push(infer(fleet, &plan, &x)?);
-    }
-    let (y, report, _) = frames.last().expect("at least one frame");
+    let inputs = load_inputs(&o.input, fleet, &m)?;
+    let mut json_out = None;
+    let out: &mut dyn std::io::Write = if o.json {
+        json_out = Some(out);
+        &mut std::io::stderr()
+    } else {
+        out
+    };
+    let stream = stream_frames(fleet, &plan, &m, &inputs, o, out)?;
+    let frames = &stream.answered;
+    let (y, report, _) = frames.last().map(|f| (&f.output, &f.report, f.end_to_end)).expect("at least one frame answered");
+    let x = &inputs[frames.last().expect("answered").input].1;
     if !report.peak_rss_mb.is_empty() {
         crate::strategy::record_measured_memory(fleet, &plan.hash(), &report.peak_rss_mb)?;
     }
     writeln!(out, "fleet {}, model {}, plan {}", fleet.name, m.ir.name, &plan.hash()[..16])?;
     writeln!(out, "{}", describe_outputs(&m.outputs, y)?)?;
     write!(out, "{}", breakdown(report, &plan))?;
-    for (i, (_, r, w)) in frames.iter().enumerate() {
-        writeln!(out, "frame {}: latency {:.1} ms end to end ({:.1} ms in the coordinator)", i + 1, w.as_secs_f64() * 1e3, r.total_s * 1e3)?;
-    }
     // In the coordinator: from the whole input there to the output computed, as a single board
     // would take it (end to end adds sending the input to the coordinator and the output back).
-    let in_coordinator: Vec<f64> = frames.iter().map(|f| f.1.total_s).collect();
+    let in_coordinator: Vec<f64> = frames.iter().map(|f| f.report.total_s).collect();
     if frames.len() > 1 {
-        let end_to_end: Vec<f64> = frames.iter().map(|f| f.2.as_secs_f64()).collect();
+        let end_to_end: Vec<f64> = frames.iter().map(|f| f.end_to_end.as_secs_f64()).collect();
         let (later, later_c) = (legion_runtime::stats::median(&end_to_end[1..]), legion_runtime::stats::median(&in_coordinator[1..]));
         writeln!(
             out,
@@ -188,19 +204,189 @@ pub fn run_frames(fleet: &Fleet, o: &RunOptions, out: &mut dyn std::io::Write) -
         }
     }
     if o.verify {
-        let a = reference::check(y, &reference::run(&m.onnx, &x)?, "the fleet's output")?;
+        let a = reference::check(y, &reference::run(&m.onnx, x)?, "the fleet's output")?;
         writeln!(out, "verified against tract's single run: max |diff| {:.2e} (max |output| {:.2e})", a.diff, a.scale)?;
+    }
+    writeln!(out, "{}", stream.summary)?;
+    if let Some(j) = json_out {
+        serde_json::to_writer_pretty(&mut *j, &stream.summary)?;
+        writeln!(j)?;
     }
     if o.baseline {
         // The frames were answered: a baseline that cannot be measured is said, not an error.
         let typical = legion_runtime::stats::median(&in_coordinator);
-        match baseline(fleet, &m, &x, &o.profile) {
+        match baseline(fleet, &m, x, &o.profile) {
             Ok(b) => writeln!(out, "single board {}: {:.1} ms ({}) -> speedup {:.2}x (against the fleet's {:.1} ms in the coordinator)", b.board, b.seconds * 1e3, b.how, b.seconds / typical, typical * 1e3)?,
             Err(e) if profile::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) => return Err(e),
             Err(e) => writeln!(out, "single-board baseline not measured (no speedup): {e:#}")?,
         }
     }
     Ok(())
+}
+
+/// The inputs of a stream: (what it is, tensor). A directory gives its `.png`, `.jpg`, `.jpeg`
+/// and `.npy` files in name order.
+pub fn load_inputs(spec: &InputSpec, fleet: &Fleet, m: &LoadedModel) -> Result<Vec<(String, Tensor)>> {
+    match spec {
+        InputSpec::File(dir) if dir.is_dir() => {
+            let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+                .with_context(|| format!("reading input directory {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| ["png", "jpg", "jpeg", "npy"].contains(&e.to_string_lossy().to_lowercase().as_str())))
+                .collect();
+            files.sort();
+            ensure!(!files.is_empty(), "input directory {} holds no .png, .jpg or .npy file", dir.display());
+            files.iter().map(|p| Ok((p.file_name().unwrap_or_default().to_string_lossy().into_owned(), load_input(&InputSpec::File(p), fleet, m)?))).collect()
+        }
+        InputSpec::File(p) => Ok(vec![(p.file_name().unwrap_or_default().to_string_lossy().into_owned(), load_input(spec, fleet, m)?)]),
+        InputSpec::Random(seed) => Ok(vec![(format!("random {seed}"), load_input(spec, fleet, m)?)]),
+    }
+}
+
+/// A frame the fleet answered.
+pub struct Answered {
+    /// Index into the stream's inputs.
+    pub input: usize,
+    pub output: Tensor,
+    pub report: FrameReport,
+    /// From the request to the answer.
+    pub end_to_end: Duration,
+}
+
+/// A stream's figures (`run --json`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StreamSummary {
+    /// Frames of the stream, answered or dropped.
+    pub frames: usize,
+    pub answered: usize,
+    /// Frames dropped (`--drop`) because they arrived while the fleet answered an earlier one.
+    pub dropped: usize,
+    /// Frames that arrived while the fleet answered an earlier one and waited for it.
+    pub waited: usize,
+    /// Requested arrival rate, frames per second (None: as fast as the fleet answers).
+    pub rate_fps: Option<f64>,
+    /// Frames answered per second, from the first frame's arrival to the last answer.
+    pub throughput_fps: f64,
+    /// Latency from a frame's arrival (its due time at `--rate`, else its request) to its
+    /// answer, including any wait: nearest-rank percentiles.
+    pub latency_p50_s: f64,
+    pub latency_p95_s: f64,
+    pub latency_p99_s: f64,
+    /// Frames checked against tract (`--verify-every`), and the largest max |diff| ÷ max |output|.
+    pub verified: usize,
+    pub max_rel_diff: Option<f32>,
+    /// Per frame: (frame number from 1, latency s, or null if dropped).
+    pub latencies_s: Vec<(usize, Option<f64>)>,
+}
+
+impl std::fmt::Display for StreamSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = self.rate_fps.map_or(String::new(), |r| format!(" arriving at {r} frames/s,"));
+        write!(
+            f,
+            "stream:{rate} {} of {} frames answered ({} dropped, {} waited for an earlier one): {:.2} frames/s; latency p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+            self.answered,
+            self.frames,
+            self.dropped,
+            self.waited,
+            self.throughput_fps,
+            self.latency_p50_s * 1e3,
+            self.latency_p95_s * 1e3,
+            self.latency_p99_s * 1e3
+        )?;
+        if self.verified > 0 {
+            write!(f, "; {} frames verified against tract (largest max |diff| ÷ max |output| {:.1e})", self.verified, self.max_rel_diff.unwrap_or(0.0))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a stream gave: the answered frames and the summary.
+pub struct Stream {
+    pub answered: Vec<Answered>,
+    pub summary: StreamSummary,
+}
+
+/// Send `o.frames` frames through the running fleet, one in flight at a time: at `o.rate`
+/// (frame k arrives at k ÷ rate), a frame arriving while an earlier one is in flight waits for
+/// it, or is dropped with `o.drop`; each counted. A line per frame; every `verify_every`-th
+/// frame checked against tract (a failed check is an error naming the frame).
+pub fn stream_frames(fleet: &Fleet, plan: &Plan, m: &LoadedModel, inputs: &[(String, Tensor)], o: &RunOptions, out: &mut dyn std::io::Write) -> Result<Stream> {
+    ensure!(o.rate.is_none_or(|r| r.is_finite() && r > 0.0), "--rate must be a positive number of frames per second");
+    ensure!(o.verify_every.is_none_or(|k| k > 0), "--verify-every must be at least 1");
+    let n = o.frames.max(1);
+    let mut answered = Vec::new();
+    let mut latencies = Vec::new();
+    let (mut dropped, mut waited, mut verified) = (0, 0, 0);
+    let mut max_rel: Option<f32> = None;
+    let mut references: std::collections::HashMap<usize, Tensor> = std::collections::HashMap::new();
+    let t0 = Instant::now();
+    let mut last_answer = t0;
+    for k in 0..n {
+        let due = o.rate.map(|r| t0 + Duration::from_secs_f64(k as f64 / r));
+        let now = Instant::now();
+        let arrival = match due {
+            Some(d) if d > now => {
+                std::thread::sleep(d - now);
+                d
+            }
+            Some(d) if k > 0 => {
+                // It arrived while the previous frame was in flight.
+                if o.drop {
+                    dropped += 1;
+                    latencies.push((k + 1, None));
+                    writeln!(out, "frame {}: dropped (arrived {:.1} ms ago, while an earlier frame was in flight)", k + 1, (now - d).as_secs_f64() * 1e3)?;
+                    continue;
+                }
+                waited += 1;
+                d
+            }
+            Some(d) => d,
+            None => now,
+        };
+        let i = k % inputs.len();
+        let (y, report, end_to_end) = infer(fleet, plan, &inputs[i].1).with_context(|| format!("frame {} ({})", k + 1, inputs[i].0))?;
+        last_answer = Instant::now();
+        let latency = (last_answer - arrival).as_secs_f64();
+        latencies.push((k + 1, Some(latency)));
+        let mut line = format!(
+            "frame {} ({}): latency {:.1} ms ({:.1} ms end to end, {:.1} ms in the coordinator)",
+            k + 1,
+            inputs[i].0,
+            latency * 1e3,
+            end_to_end.as_secs_f64() * 1e3,
+            report.total_s * 1e3
+        );
+        if o.verify_every.is_some_and(|e| (k + 1) % e == 0) {
+            if !references.contains_key(&i) {
+                references.insert(i, reference::run(&m.onnx, &inputs[i].1)?);
+            }
+            let a = reference::check(&y, &references[&i], &format!("frame {}'s output", k + 1))?;
+            verified += 1;
+            max_rel = Some(max_rel.map_or(a.ratio(), |r| r.max(a.ratio())));
+            line += &format!(", verified (max |diff| {:.1e})", a.diff);
+        }
+        writeln!(out, "{line}")?;
+        answered.push(Answered { input: i, output: y, report, end_to_end });
+    }
+    ensure!(!answered.is_empty(), "every frame was dropped");
+    let done: Vec<f64> = latencies.iter().filter_map(|l| l.1).collect();
+    let p = |q: f64| legion_runtime::stats::percentile(&done, q);
+    let summary = StreamSummary {
+        frames: n,
+        answered: answered.len(),
+        dropped,
+        waited,
+        rate_fps: o.rate,
+        throughput_fps: answered.len() as f64 / (last_answer - t0).as_secs_f64().max(1e-9),
+        latency_p50_s: p(50.0),
+        latency_p95_s: p(95.0),
+        latency_p99_s: p(99.0),
+        verified,
+        max_rel_diff: max_rel,
+        latencies_s: latencies,
+    };
+    Ok(Stream { answered, summary })
 }
 
 /// What `legionc verify` found: a plan run in-process against tract's single run.

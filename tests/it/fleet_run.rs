@@ -660,6 +660,7 @@ fn a_changed_configuration_is_compiled_again_and_up_restarts_its_boards() {
     }
     let o = f.legionc(&["run", "--random", "1", "--verify"]);
     assert!(o.status.success() && text(&o).contains("verified"), "{}", text(&o));
+    streams_of_frames(&f);
     // A pid file whose pid is now another program: down leaves that program alone.
     let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
     let pid_file = f.out().join("run/b1.pid");
@@ -724,4 +725,37 @@ fn a_second_legionc_on_one_output_directory_is_refused_and_compiles_repeat_exact
     let differ: Vec<_> = first.keys().chain(second.keys()).filter(|p| !records.contains(&p.as_path()) && first.get(*p) != second.get(*p)).collect();
     assert!(differ.is_empty(), "two compiles differ in {differ:?}");
     assert!(records.iter().all(|r| second.contains_key(*r)));
+}
+
+/// `run` as a stream on a running fleet: a directory of inputs in name order, every K-th frame
+/// verified, the JSON summary; a rate above what the fleet answers with `--drop` drops frames
+/// and counts them.
+fn streams_of_frames(f: &TestFleet) {
+    let m = zoo_model("vgg16-tiny");
+    let dir = f.dir.path("frames");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, name) in ["b.npy", "a.npy"].iter().enumerate() {
+        legionc::run::write_npy(&dir.join(name), &legionc::model::reference::random_input(&m.ir.user_input_shape(), 40 + i as u64)).unwrap();
+    }
+    std::fs::write(dir.join("notes.txt"), "not an input").unwrap();
+    let o = f.legionc(&["run", "--input", dir.to_str().unwrap(), "--frames", "4", "--verify-every", "2", "--json", "--no-baseline"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!((j["frames"].as_u64(), j["answered"].as_u64(), j["dropped"].as_u64(), j["verified"].as_u64()), (Some(4), Some(4), Some(0), Some(2)), "{j}");
+    let (p50, p95, p99) = (j["latency_p50_s"].as_f64().unwrap(), j["latency_p95_s"].as_f64().unwrap(), j["latency_p99_s"].as_f64().unwrap());
+    assert!(0.0 < p50 && p50 <= p95 && p95 <= p99 && j["throughput_fps"].as_f64().unwrap() > 0.0, "{j}");
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("frame 1 (a.npy)") && log.contains("frame 2 (b.npy)") && log.contains("frame 3 (a.npy)"), "name order, cycling: {log}");
+    assert_eq!(log.matches("verified (max |diff|").count(), 2, "{log}");
+    // 10 000 frames per second: frame 2 arrives 0.1 ms after frame 1, which is still in flight.
+    let o = f.legionc(&["run", "--random", "1", "--frames", "5", "--rate", "10000", "--drop", "--json", "--no-baseline"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (answered, dropped) = (j["answered"].as_u64().unwrap(), j["dropped"].as_u64().unwrap());
+    assert!(dropped >= 1 && answered >= 1 && answered + dropped == 5 && j["waited"] == 0, "{j}");
+    assert_eq!(j["latencies_s"].as_array().unwrap().iter().filter(|l| l[1].is_null()).count() as u64, dropped, "{j}");
+    // Without --drop they wait, and are counted.
+    let o = f.legionc(&["run", "--random", "1", "--frames", "3", "--rate", "10000", "--json", "--no-baseline"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(j["answered"] == 3 && j["dropped"] == 0 && j["waited"] == 2, "{j}");
 }
