@@ -306,7 +306,8 @@ pub fn check_out_dir(out: &Path) -> Result<()> {
         bail!("output {} is a file", out.display());
     }
     // What legionc itself puts there before a plan exists (profiling builds the probe first).
-    const OWN: &[&str] = &["probe", "target", "build.log", "fleet.key", ".lock"];
+    // (`.probe`: where earlier builds of legionc kept the probe's scratch files.)
+    const OWN: &[&str] = &["probe", ".probe", "target", "build.log", "fleet.key", ".lock"];
     let own = |name: &str| OWN.contains(&name) || name.starts_with(".staging-") || name.starts_with(".probe-");
     let foreign = out.is_dir() && std::fs::read_dir(out)?.filter_map(|e| e.ok()).any(|e| !own(&e.file_name().to_string_lossy()));
     if foreign && !out.join("plan.json").exists() {
