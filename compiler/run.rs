@@ -150,7 +150,8 @@ pub struct RunOptions<'a> {
 /// `legionc run`: frames through the running fleet; prints the output, the last frame's
 /// breakdown, every frame's latency, the baseline and (with `verify`) the comparison.
 pub fn run_frames(fleet: &Fleet, o: &RunOptions, out: &mut dyn std::io::Write) -> Result<()> {
-    let plan = crate::codegen::compiled_plan(fleet)?;
+    // The compiled plan, refused if fleet.yaml changed since (the boards would not take it).
+    let plan = crate::deploy::current_plan(fleet)?;
     let m = crate::model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
     if m.sha256 != plan.model_sha256 {
         bail!("model {} has changed since the fleet was compiled (sha256 {} vs {}): run `legionc compile` again", fleet.model.source, &m.sha256[..16], &plan.model_sha256[..16]);

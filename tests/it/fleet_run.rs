@@ -646,9 +646,11 @@ fn a_changed_configuration_is_compiled_again_and_up_restarts_its_boards() {
     // The link changes: the compiled plan no longer fits fleet.yaml.
     let yaml = std::fs::read_to_string(&f.yaml).unwrap();
     std::fs::write(&f.yaml, yaml.replace("bandwidth_mbps: 1000", "bandwidth_mbps: 400")).unwrap();
-    let o = f.legionc(&["up"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("compiled for another configuration") && text(&o).contains("run `legionc compile`"), "{}", text(&o));
+    for cmd in ["up", "run"] {
+        let o = f.legionc(&[cmd, "--random", "1"][..if cmd == "up" { 1 } else { 3 }]);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {}", text(&o));
+        assert!(text(&o).contains("compiled for another configuration") && text(&o).contains("run `legionc compile`"), "{cmd}: {}", text(&o));
+    }
     f.compile();
     let after = legionc::codegen::compiled_plan(&f.fleet()).unwrap();
     assert_eq!((&after.groups, &after.tail), (&before.groups, &before.tail), "the same plan");
