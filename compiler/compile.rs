@@ -36,6 +36,14 @@ pub struct CompileSummary {
     pub plan_hash: String,
     /// None for a strategy without a cost model (`proportional`).
     pub predicted_latency_s: Option<f64>,
+    /// `mesh` or `star`.
+    pub topology: String,
+    /// Fused groups, and Dense layers of the tail split by output features.
+    pub groups: usize,
+    pub tail_splits: usize,
+    /// Each board's predicted peak memory, MB, in board order (None without memory
+    /// measurements, e.g. `proportional`).
+    pub predicted_peak_mb: Option<Vec<(String, f64)>>,
     /// `legionc cache-key` of this compile.
     pub cache_key: String,
     /// `compile --check` found the output up to date (false: the output was written).
@@ -67,7 +75,8 @@ pub struct BoardBinary {
     pub sha256: Option<String>,
 }
 
-pub const SUMMARY_VERSION: u32 = 1;
+/// 2: `topology`, `groups`, `tail_splits` and `predicted_peak_mb` added.
+pub const SUMMARY_VERSION: u32 = 2;
 
 /// Compile `fleet` for model `m`, printing the plan and what was done to `out`; returns the
 /// summary `--json` prints.
@@ -143,6 +152,10 @@ fn summary(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, planned: &strateg
         strategy: strategy.name().into(),
         plan_hash: planned.plan_hash.clone(),
         predicted_latency_s: planned.predicted_latency_s.is_finite().then_some(planned.predicted_latency_s),
+        topology: planned.plan.topology.name().into(),
+        groups: planned.plan.groups.len(),
+        tail_splits: planned.plan.tail.len(),
+        predicted_peak_mb: planned.memory.as_ref().map(|m| m.iter().map(|b| (b.board.clone(), b.peak_mb)).collect()),
         cache_key: crate::profile::cache_key(fleet, m, strategy)?,
         up_to_date,
         profiling: ProfilingSummary { cached: st.cached, measured_now: st.measured, probe_runs: st.probe_runs, board_seconds: st.board_seconds, ssh_connections: st.ssh_connections },

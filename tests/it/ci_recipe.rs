@@ -52,6 +52,11 @@ fn a_restored_profile_cache_compiles_offline_to_the_same_plan_and_binaries() {
     let first = summary(&legionc(&d.0, &["compile", "fleet.yaml", "--json", "--target-dir", target]));
     assert!(first.profiling.measured_now > 0 && first.profiling.probe_runs > 0 && first.profiling.ssh_connections == 0, "{first:?}");
     assert_eq!(first.cache_key, k1);
+    assert_eq!((first.version, first.topology.as_str()), (2, "mesh"));
+    assert!(first.groups >= 1, "{first:?}");
+    let peaks = first.predicted_peak_mb.as_ref().expect("the legion strategy predicts memory");
+    assert_eq!(peaks.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), first.boards.iter().map(|b| b.name.as_str()).collect::<Vec<_>>());
+    assert!(peaks.iter().all(|p| p.1 > 0.0), "{peaks:?}");
     assert_eq!(first.boards.len(), 2);
     for b in &first.boards {
         let bin = b.binary.as_ref().expect("built");
