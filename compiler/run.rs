@@ -166,7 +166,7 @@ pub fn run_frames(fleet: &Fleet, o: &RunOptions, out: &mut dyn std::io::Write) -
     };
     let stream = stream_frames(fleet, &plan, &m, &inputs, o, out)?;
     let frames = &stream.answered;
-    let (y, report, _) = frames.last().map(|f| (&f.output, &f.report, f.end_to_end)).expect("at least one frame answered");
+    let (y, report) = (&stream.last_output, &frames.last().expect("at least one frame answered").report);
     let x = &inputs[frames.last().expect("answered").input].1;
     if !report.peak_rss_mb.is_empty() {
         crate::strategy::record_measured_memory(fleet, &plan.hash(), &report.peak_rss_mb)?;
@@ -244,11 +244,10 @@ pub fn load_inputs(spec: &InputSpec, fleet: &Fleet, m: &LoadedModel) -> Result<V
     }
 }
 
-/// A frame the fleet answered.
+/// A frame the fleet answered (its output is not kept: a stream holds one output at a time).
 pub struct Answered {
     /// Index into the stream's inputs.
     pub input: usize,
-    pub output: Tensor,
     pub report: FrameReport,
     /// From the request to the answer.
     pub end_to_end: Duration,
@@ -302,9 +301,10 @@ impl std::fmt::Display for StreamSummary {
     }
 }
 
-/// What a stream gave: the answered frames and the summary.
+/// What a stream gave: the answered frames, the last one's output and the summary.
 pub struct Stream {
     pub answered: Vec<Answered>,
+    pub last_output: Tensor,
     pub summary: StreamSummary,
 }
 
@@ -317,6 +317,7 @@ pub fn stream_frames(fleet: &Fleet, plan: &Plan, m: &LoadedModel, inputs: &[(Str
     ensure!(o.verify_every.is_none_or(|k| k > 0), "--verify-every must be at least 1");
     let n = o.frames.max(1);
     let mut answered = Vec::new();
+    let mut last_output = None;
     let mut latencies = Vec::new();
     let (mut dropped, mut waited, mut verified) = (0, 0, 0);
     let mut max_rel: Option<f32> = None;
@@ -368,9 +369,10 @@ pub fn stream_frames(fleet: &Fleet, plan: &Plan, m: &LoadedModel, inputs: &[(Str
             line += &format!(", verified (max |diff| {:.1e})", a.diff);
         }
         writeln!(out, "{line}")?;
-        answered.push(Answered { input: i, output: y, report, end_to_end });
+        answered.push(Answered { input: i, report, end_to_end });
+        last_output = Some(y);
     }
-    ensure!(!answered.is_empty(), "every frame was dropped");
+    let last_output = last_output.context("every frame was dropped")?;
     let done: Vec<f64> = latencies.iter().filter_map(|l| l.1).collect();
     let p = |q: f64| legion_runtime::stats::percentile(&done, q);
     let summary = StreamSummary {
@@ -387,7 +389,7 @@ pub fn stream_frames(fleet: &Fleet, plan: &Plan, m: &LoadedModel, inputs: &[(Str
         max_rel_diff: max_rel,
         latencies_s: latencies,
     };
-    Ok(Stream { answered, summary })
+    Ok(Stream { answered, last_output, summary })
 }
 
 /// What `legionc verify` found: a plan run in-process against tract's single run.

@@ -6,7 +6,7 @@ use crate::ir::Model;
 use crate::link::{compute_accounted, Computed, Link, LinkSpec};
 use crate::halo::Rows;
 use crate::mesh::{expected, pieces, redistribution, Redistribution};
-use crate::plan::{Deployment, concat_features, gather, hex, scatter, tail_stages, to_nchw, Plan, TailStage, Topology};
+use crate::plan::{concat_features, gather, hex, scatter, tail_stages, to_nchw, Deployment, Plan, TailStage, Topology};
 use crate::wire::{plan_bytes, Conn, Key, Kind, Message};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -80,7 +80,8 @@ impl BoardConfig {
     /// Give the plan this board's deployment, or check the one it has: a board runs a plan
     /// only with the configuration its hash covers.
     pub fn deploy_plan(&mut self) -> Result<()> {
-        let own = &self.peers[self.index];
+        let own = self.peers.get(self.index).ok_or_else(|| anyhow!("board {}: index {} is not one of the fleet's {} boards", self.board, self.index, self.peers.len()))?;
+        ensure!(self.coordinator < self.peers.len(), "board {}: the coordinator's index {} is not one of the fleet's {} boards", self.board, self.coordinator, self.peers.len());
         ensure!(own.speed == self.speed && own.threads == self.threads, "board {}: its speed and threads ({:?}, {}) differ from the fleet's entry ({:?}, {})", self.board, self.speed, self.threads, own.speed, own.threads);
         let mine = self.deployment();
         match &self.plan.deployment {

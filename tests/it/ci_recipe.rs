@@ -52,6 +52,9 @@ fn a_restored_profile_cache_compiles_offline_to_the_same_plan_and_binaries() {
     let first = summary(&legionc(&d.0, &["compile", "fleet.yaml", "--json", "--target-dir", target]));
     assert!(first.profiling.measured_now > 0 && first.profiling.probe_runs > 0 && first.profiling.ssh_connections == 0, "{first:?}");
     assert_eq!(first.cache_key, k1);
+    // Profiling's scratch folders are gone, whatever their names.
+    let leftovers: Vec<String> = std::fs::read_dir(d.path("out")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(".probe") || n.starts_with(".staging") || n.ends_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     assert_eq!((first.version, first.topology.as_str()), (2, "mesh"));
     assert!(first.groups >= 1, "{first:?}");
     let peaks = first.predicted_peak_mb.as_ref().expect("the legion strategy predicts memory");
