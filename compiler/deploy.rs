@@ -364,7 +364,7 @@ pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<
     let plan = current_plan(fleet)?;
     let hash = plan.hash();
     let reals: Vec<&Board> = fleet.boards.iter().filter(|b| !b.is_emulated()).collect();
-    let connect = |b: &Board| -> Result<Connection> { Ok(Connection::open(&fleet.ssh_target(b, accept_new_host_keys).context("not an SSH board")?)?) };
+    let connect = |b: &Board| connect(fleet, b, accept_new_host_keys);
     // 1. Stage.
     let staged = std::sync::Mutex::new(Vec::<String>::new());
     let staging = each_real_board(fleet, "upload", quiet, &|b, bar| {
@@ -388,7 +388,7 @@ pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<
         let staged = staged.into_inner().unwrap();
         let _ = each_real_board(fleet, "cleanup", true, &|b, _| {
             if staged.contains(&b.name) {
-                connect(b)?.exec(&format!("cd {} && rm -f legion-board.new model.bin.new fleet.key.new", shell_quote(&remote_dir(fleet, b))))?;
+                remove_staged(fleet, &connect(b)?, b)?;
             }
             Ok(())
         });
@@ -425,7 +425,7 @@ pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<
                     Err(r) => format!("ROLLBACK FAILED, on the new version or stopped: {r:#}"),
                 }
             } else {
-                let _ = connect(b).and_then(|c| Ok(c.exec(&format!("cd {} && rm -f legion-board.new model.bin.new fleet.key.new", shell_quote(&remote_dir(fleet, b))))?));
+                let _ = connect(b).and_then(|c| remove_staged(fleet, &c, b));
                 "unchanged (the version it ran before)".to_string()
             };
             back.lock().unwrap().insert(b.name.clone(), state);
@@ -445,9 +445,20 @@ pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<
     Ok(())
 }
 
+/// An SSH session with real board `b`.
+fn connect(fleet: &Fleet, b: &Board, accept_new_host_keys: bool) -> Result<Connection> {
+    Ok(Connection::open(&fleet.ssh_target(b, accept_new_host_keys).context("not an SSH board")?)?)
+}
+
+/// Remove what `deploy` staged on board `b` (`*.new`).
+fn remove_staged(fleet: &Fleet, c: &Connection, b: &Board) -> Result<()> {
+    c.exec(&format!("cd {} && rm -f legion-board.new model.bin.new fleet.key.new", shell_quote(&remote_dir(fleet, b))))?;
+    Ok(())
+}
+
 /// Put back a real board's previous binary, model and key and restart it.
 fn restore_previous(fleet: &Fleet, b: &Board, accept_new_host_keys: bool) -> Result<()> {
-    let c = Connection::open(&fleet.ssh_target(b, accept_new_host_keys).context("not an SSH board")?)?;
+    let c = connect(fleet, b, accept_new_host_keys)?;
     let dir = remote_dir(fleet, b);
     let d = shell_quote(&dir);
     c.exec(&format!(

@@ -1175,7 +1175,6 @@ pub fn main_with(constants: &StaticConfig) -> std::process::ExitCode {
                 let plan: Plan = serde_json::from_slice(&bytes).with_context(|| format!("plan {}", p.display()))?;
                 ensure!(plan.boards.get(cfg.index).map(String::as_str) == Some(cfg.board.as_str()), "plan {} does not have board {} at index {}", p.display(), cfg.board, cfg.index);
                 cfg.plan = plan;
-                cfg.deploy_plan().with_context(|| format!("plan {}", p.display()))?;
                 read_for_board(&cfg, &model, None).with_context(|| format!("plan {}", p.display()))?
             }
             None => load_model(&cfg, &model)?,
