@@ -140,18 +140,23 @@ pub enum Command {
         /// A seeded random image instead of a file, sent as every frame
         #[arg(long)]
         random: Option<u64>,
-        /// Frames to send, one in flight at a time (each one's latency is printed, then the
-        /// stream's summary: frames per second, latency p50/p95/p99; the speedup is the
-        /// median's)
+        /// Frames to send (each one's latency is printed, in frame order, then the stream's
+        /// summary: frames per second, latency p50/p95/p99; the speedup is the median's)
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         frames: u64,
+        /// Frames in flight at most: the fleet works on up to K frames at once (a board takes
+        /// the oldest frame's work first), which raises frames per second when boards would
+        /// otherwise wait for each other. K bounds the memory the stream holds
+        #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+        in_flight: u64,
         /// Frames arrive at this many per second (frame k at k ÷ rate); a frame arriving while
-        /// an earlier one is in flight waits for it (counted), or is dropped with --drop.
-        /// Latency is counted from arrival. Default: each frame when the previous is answered
+        /// K frames are in flight waits for one to be answered (counted), or is dropped with
+        /// --drop. Latency is counted from arrival. Default: each frame as soon as fewer than K
+        /// are in flight
         #[arg(long)]
         rate: Option<f64>,
-        /// Drop frames that arrive while an earlier frame is in flight (counted) instead of
-        /// letting them wait
+        /// Drop frames that arrive while K frames are in flight (counted) instead of letting
+        /// them wait
         #[arg(long, requires = "rate")]
         drop: bool,
         /// Compare the last frame's output with tract's single run of the whole model

@@ -44,6 +44,10 @@ pub struct CompileSummary {
     /// Each board's predicted peak memory, MB, in board order (None without memory
     /// measurements, e.g. `proportional`).
     pub predicted_peak_mb: Option<Vec<(String, f64)>>,
+    /// Predicted frames per second with one frame in flight, and with frames pipelined (the
+    /// busiest board's compute or port bounds it); None without a cost model.
+    pub predicted_throughput_fps: Option<f64>,
+    pub predicted_pipelined_fps: Option<f64>,
     /// `legionc cache-key` of this compile.
     pub cache_key: String,
     /// `compile --check` found the output up to date (false: the output was written).
@@ -75,8 +79,9 @@ pub struct BoardBinary {
     pub sha256: Option<String>,
 }
 
-/// 2: `topology`, `groups`, `tail_splits` and `predicted_peak_mb` added.
-pub const SUMMARY_VERSION: u32 = 2;
+/// 2: `topology`, `groups`, `tail_splits` and `predicted_peak_mb` added. 3:
+/// `predicted_throughput_fps` and `predicted_pipelined_fps`.
+pub const SUMMARY_VERSION: u32 = 3;
 
 /// Compile `fleet` for model `m`, printing the plan and what was done to `out`; returns the
 /// summary `--json` prints.
@@ -156,6 +161,8 @@ fn summary(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, planned: &strateg
         groups: planned.plan.groups.len(),
         tail_splits: planned.plan.tail.len(),
         predicted_peak_mb: planned.memory.as_ref().map(|m| m.iter().map(|b| (b.board.clone(), b.peak_mb)).collect()),
+        predicted_throughput_fps: planned.throughput_fps(1),
+        predicted_pipelined_fps: planned.throughput_fps(usize::MAX / 2),
         cache_key: crate::profile::cache_key(fleet, m, strategy)?,
         up_to_date,
         profiling: ProfilingSummary { cached: st.cached, measured_now: st.measured, probe_runs: st.probe_runs, board_seconds: st.board_seconds, ssh_connections: st.ssh_connections },

@@ -89,7 +89,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let names = if stopped.is_empty() { String::new() } else { format!(" ({})", stopped.join(", ")) };
             writeln!(out, "fleet {}: stopped {} boards{names}", fleet.name, stopped.len())?;
         }
-        Command::Run { fleet, input, random, frames, rate, drop, verify, verify_every, json, save, up, no_baseline, cache_dir, accept_new_host_keys } => {
+        Command::Run { fleet, input, random, frames, in_flight, rate, drop, verify, verify_every, json, save, up, no_baseline, cache_dir, accept_new_host_keys } => {
             let fleet = fleet.load()?;
             let _lock = legionc::OutLock::acquire(fleet.out(), false)?;
             let _guard = if up { Some(deploy::UpGuard::start(&fleet)?) } else { None };
@@ -104,6 +104,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 frames: frames as usize,
                 rate,
                 drop,
+                in_flight: in_flight as usize,
                 verify,
                 verify_every: verify_every.map(|k| k as usize),
                 json,

@@ -7,7 +7,7 @@ use crate::model::{reference, LoadedModel};
 use crate::profile::{self, Want};
 use crate::{solve, strategy};
 use legion_runtime::halo::{Group, Rows};
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use legion_runtime::board::{BandTiming, FrameReport};
 use legion_runtime::exec::{run, runnable, section_graph};
 use legion_runtime::link::compute;
@@ -131,9 +131,12 @@ pub struct RunOptions<'a> {
     /// Frames per second the stream arrives at (None: each frame as soon as the previous one
     /// is answered).
     pub rate: Option<f64>,
-    /// Drop a frame that arrives while the fleet still answers an earlier one, instead of
-    /// letting it wait.
+    /// Drop a frame that arrives while `in_flight` frames are in flight, instead of letting it
+    /// wait.
     pub drop: bool,
+    /// Frames in flight at most (the stream's memory bound): each is sent as soon as it
+    /// arrives, while fewer are in flight.
+    pub in_flight: usize,
     /// Check the last frame's output against tract.
     pub verify: bool,
     /// Check every K-th frame's output (frames K, 2K, …) against tract.
@@ -261,8 +264,11 @@ pub struct StreamSummary {
     pub answered: usize,
     /// Frames dropped (`--drop`) because they arrived while the fleet answered an earlier one.
     pub dropped: usize,
-    /// Frames that arrived while the fleet answered an earlier one and waited for it.
+    /// Frames that arrived while `in_flight` frames were in flight and waited for room.
     pub waited: usize,
+    /// The bound on frames in flight (`--in-flight`), and the most that were in flight at once.
+    pub in_flight: usize,
+    pub peak_in_flight: usize,
     /// Requested arrival rate, frames per second (None: as fast as the fleet answers).
     pub rate_fps: Option<f64>,
     /// Frames answered per second, from the first frame's arrival to the last answer.
@@ -277,6 +283,11 @@ pub struct StreamSummary {
     pub max_rel_diff: Option<f32>,
     /// Per frame: (frame number from 1, latency s, or null if dropped).
     pub latencies_s: Vec<(usize, Option<f64>)>,
+    /// Emulated boards, over the frames answered: time computations waited for a compute
+    /// slot of this machine, and time they took beyond their twins' (the emulation could not
+    /// hide it: latencies are that much longer than the twins' would be).
+    pub slot_wait_s: f64,
+    pub overrun_s: f64,
 }
 
 impl std::fmt::Display for StreamSummary {
@@ -284,9 +295,10 @@ impl std::fmt::Display for StreamSummary {
         let rate = self.rate_fps.map_or(String::new(), |r| format!(" arriving at {r} frames/s,"));
         write!(
             f,
-            "stream:{rate} {} of {} frames answered ({} dropped, {} waited for an earlier one): {:.2} frames/s; latency p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+            "stream:{rate} {} of {} frames answered, up to {} in flight ({} dropped, {} waited for room): {:.2} frames/s; latency p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
             self.answered,
             self.frames,
+            self.peak_in_flight,
             self.dropped,
             self.waited,
             self.throughput_fps,
@@ -296,6 +308,9 @@ impl std::fmt::Display for StreamSummary {
         )?;
         if self.verified > 0 {
             write!(f, "; {} frames verified against tract (largest max |diff| ÷ max |output| {:.1e})", self.verified, self.max_rel_diff.unwrap_or(0.0))?;
+        }
+        if self.overrun_s > 0.0005 {
+            write!(f, "; emulation overran the twins by {:.1} ms in all ({:.1} ms waiting for a core)", self.overrun_s * 1e3, self.slot_wait_s * 1e3)?;
         }
         Ok(())
     }
@@ -308,88 +323,215 @@ pub struct Stream {
     pub summary: StreamSummary,
 }
 
-/// Send `o.frames` frames through the running fleet, one in flight at a time: at `o.rate`
-/// (frame k arrives at k ÷ rate), a frame arriving while an earlier one is in flight waits for
-/// it, or is dropped with `o.drop`; each counted. A line per frame; every `verify_every`-th
-/// frame checked against tract (a failed check is an error naming the frame).
+/// Send `o.frames` frames through the running fleet, up to `o.in_flight` of them in flight
+/// at once (each on its own connection to the coordinator; the boards take the oldest frame's
+/// work first). At `o.rate` frame k arrives at k ÷ rate; a frame arriving while `in_flight`
+/// frames are in flight waits for one of them to be answered, or is dropped with `o.drop`;
+/// each counted. The frames' lines come in frame order; every `verify_every`-th frame is
+/// checked against tract (a failed check, or a failed frame, is an error naming the frame).
 pub fn stream_frames(fleet: &Fleet, plan: &Plan, m: &LoadedModel, inputs: &[(String, Tensor)], o: &RunOptions, out: &mut dyn std::io::Write) -> Result<Stream> {
     ensure!(o.rate.is_none_or(|r| r.is_finite() && r > 0.0), "--rate must be a positive number of frames per second");
     ensure!(o.verify_every.is_none_or(|k| k > 0), "--verify-every must be at least 1");
+    ensure!(o.in_flight > 0, "--in-flight must be at least 1");
     let n = o.frames.max(1);
-    let mut answered = Vec::new();
-    let mut last_output = None;
-    let mut latencies = Vec::new();
-    let (mut dropped, mut waited, mut verified) = (0, 0, 0);
-    let mut max_rel: Option<f32> = None;
-    let mut references: std::collections::HashMap<usize, Tensor> = std::collections::HashMap::new();
+    // What a sender thread gives back: frame k, its input, and the fleet's answer.
+    type Reply = (usize, usize, Result<(Tensor, FrameReport, Duration)>, Instant);
+    let (job_tx, job_rx) = std::sync::mpsc::channel::<(usize, usize)>();
+    let job_rx = std::sync::Mutex::new(job_rx);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Reply>();
     let t0 = Instant::now();
-    let mut last_answer = t0;
-    for k in 0..n {
-        let due = o.rate.map(|r| t0 + Duration::from_secs_f64(k as f64 / r));
-        let now = Instant::now();
-        let arrival = match due {
-            Some(d) if d > now => {
-                std::thread::sleep(d - now);
-                d
-            }
-            Some(d) if k > 0 => {
-                // It arrived while the previous frame was in flight.
-                if o.drop {
-                    dropped += 1;
-                    latencies.push((k + 1, None));
-                    writeln!(out, "frame {}: dropped (arrived {:.1} ms ago, while an earlier frame was in flight)", k + 1, (now - d).as_secs_f64() * 1e3)?;
-                    continue;
+    let mut s = StreamState::new(n, o.verify_every);
+    std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..o.in_flight.min(n) {
+            let (job_rx, done_tx) = (&job_rx, done_tx.clone());
+            scope.spawn(move || loop {
+                let Ok((k, i)) = job_rx.lock().unwrap().recv() else { return };
+                let answer = infer(fleet, plan, &inputs[i].1);
+                if done_tx.send((k, i, answer, Instant::now())).is_err() {
+                    return;
                 }
-                waited += 1;
-                d
-            }
-            Some(d) => d,
-            None => now,
-        };
-        let i = k % inputs.len();
-        let (y, report, end_to_end) = infer(fleet, plan, &inputs[i].1).with_context(|| format!("frame {} ({})", k + 1, inputs[i].0))?;
-        last_answer = Instant::now();
-        let latency = (last_answer - arrival).as_secs_f64();
-        latencies.push((k + 1, Some(latency)));
-        let mut line = format!(
-            "frame {} ({}): latency {:.1} ms ({:.1} ms end to end, {:.1} ms in the coordinator)",
-            k + 1,
-            inputs[i].0,
-            latency * 1e3,
-            end_to_end.as_secs_f64() * 1e3,
-            report.total_s * 1e3
-        );
-        if o.verify_every.is_some_and(|e| (k + 1) % e == 0) {
-            if !references.contains_key(&i) {
-                references.insert(i, reference::run(&m.onnx, &inputs[i].1)?);
-            }
-            let a = reference::check(&y, &references[&i], &format!("frame {}'s output", k + 1))?;
-            verified += 1;
-            max_rel = Some(max_rel.map_or(a.ratio(), |r| r.max(a.ratio())));
-            line += &format!(", verified (max |diff| {:.1e})", a.diff);
+            });
         }
-        writeln!(out, "{line}")?;
-        answered.push(Answered { input: i, report, end_to_end });
-        last_output = Some(y);
+        drop(done_tx);
+        let result = (|| -> Result<()> {
+            let mut in_flight = 0;
+            for k in 0..n {
+                let due = o.rate.map(|r| t0 + Duration::from_secs_f64(k as f64 / r));
+                // Answers that come back before frame k is due are taken meanwhile.
+                loop {
+                    let now = Instant::now();
+                    let wait = match due {
+                        Some(d) if d > now => d - now,
+                        _ => break,
+                    };
+                    match done_rx.recv_timeout(wait) {
+                        Ok(reply) => {
+                            in_flight -= 1;
+                            s.answer(reply, m, inputs, out)?;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if due.is_none() && in_flight >= o.in_flight {
+                    // Without a rate, a frame arrives when there is room for it.
+                    let reply = done_rx.recv().context("the stream's senders stopped")?;
+                    in_flight -= 1;
+                    s.answer(reply, m, inputs, out)?;
+                }
+                let arrival = due.unwrap_or_else(Instant::now);
+                if in_flight >= o.in_flight {
+                    if o.drop {
+                        s.dropped(k, arrival, out)?;
+                        continue;
+                    }
+                    s.waited += 1;
+                    let reply = done_rx.recv().context("the stream's senders stopped")?;
+                    in_flight -= 1;
+                    s.answer(reply, m, inputs, out)?;
+                }
+                let i = k % inputs.len();
+                s.arrivals[k] = Some(arrival);
+                job_tx.send((k, i)).map_err(|_| anyhow!("the stream's senders stopped"))?;
+                in_flight += 1;
+                s.peak_in_flight = s.peak_in_flight.max(in_flight);
+            }
+            while in_flight > 0 {
+                let reply = done_rx.recv().context("the stream's senders stopped")?;
+                in_flight -= 1;
+                s.answer(reply, m, inputs, out)?;
+            }
+            Ok(())
+        })();
+        // The senders end with the jobs (those in flight finish first).
+        drop(job_tx);
+        result
+    })?;
+    s.finish(o.rate, o.in_flight, t0)
+}
+
+/// A stream's bookkeeping: answers taken as they come, reported in frame order.
+struct StreamState {
+    n: usize,
+    verify_every: Option<usize>,
+    /// Frame k's arrival (None: not sent, or dropped).
+    arrivals: Vec<Option<Instant>>,
+    /// Frames answered but not reported yet (an earlier one is still in flight): frame k →
+    /// (input, output, report, end to end, answered at).
+    pending: std::collections::BTreeMap<usize, (usize, Tensor, FrameReport, Duration, Instant)>,
+    /// The next frame to report.
+    next: usize,
+    dropped_frames: std::collections::BTreeSet<usize>,
+    answered: Vec<Answered>,
+    last_output: Option<Tensor>,
+    latencies: Vec<(usize, Option<f64>)>,
+    waited: usize,
+    peak_in_flight: usize,
+    verified: usize,
+    max_rel: Option<f32>,
+    references: std::collections::HashMap<usize, Tensor>,
+    last_answer: Option<Instant>,
+}
+
+impl StreamState {
+    fn new(n: usize, verify_every: Option<usize>) -> StreamState {
+        StreamState {
+            n,
+            verify_every,
+            arrivals: vec![None; n],
+            pending: Default::default(),
+            next: 0,
+            dropped_frames: Default::default(),
+            answered: Vec::new(),
+            last_output: None,
+            latencies: Vec::new(),
+            waited: 0,
+            peak_in_flight: 0,
+            verified: 0,
+            max_rel: None,
+            references: Default::default(),
+            last_answer: None,
+        }
     }
-    let last_output = last_output.context("every frame was dropped")?;
-    let done: Vec<f64> = latencies.iter().filter_map(|l| l.1).collect();
-    let p = |q: f64| legion_runtime::stats::percentile(&done, q);
-    let summary = StreamSummary {
-        frames: n,
-        answered: answered.len(),
-        dropped,
-        waited,
-        rate_fps: o.rate,
-        throughput_fps: answered.len() as f64 / (last_answer - t0).as_secs_f64().max(1e-9),
-        latency_p50_s: p(50.0),
-        latency_p95_s: p(95.0),
-        latency_p99_s: p(99.0),
-        verified,
-        max_rel_diff: max_rel,
-        latencies_s: latencies,
-    };
-    Ok(Stream { answered, last_output, summary })
+
+    fn dropped(&mut self, k: usize, arrival: Instant, out: &mut dyn std::io::Write) -> Result<()> {
+        self.dropped_frames.insert(k);
+        writeln!(out, "frame {}: dropped (arrived {:.1} ms ago, while the frames in flight were at their bound)", k + 1, arrival.elapsed().as_secs_f64() * 1e3)?;
+        Ok(())
+    }
+
+    /// Take a sender's answer; report every frame now in order.
+    fn answer(&mut self, (k, i, answer, at): (usize, usize, Result<(Tensor, FrameReport, Duration)>, Instant), m: &LoadedModel, inputs: &[(String, Tensor)], out: &mut dyn std::io::Write) -> Result<()> {
+        let (y, report, end_to_end) = answer.with_context(|| format!("frame {} ({})", k + 1, inputs[i].0))?;
+        self.last_answer = Some(self.last_answer.map_or(at, |l| l.max(at)));
+        self.pending.insert(k, (i, y, report, end_to_end, at));
+        while self.next < self.n {
+            if self.dropped_frames.contains(&self.next) {
+                self.latencies.push((self.next + 1, None));
+                self.next += 1;
+                continue;
+            }
+            let Some((i, y, report, end_to_end, at)) = self.pending.remove(&self.next) else { break };
+            let k = self.next;
+            self.next += 1;
+            let latency = (at - self.arrivals[k].expect("a frame answered was sent")).as_secs_f64();
+            self.latencies.push((k + 1, Some(latency)));
+            let mut line = format!(
+                "frame {} ({}): latency {:.1} ms ({:.1} ms end to end, {:.1} ms in the coordinator)",
+                k + 1,
+                inputs[i].0,
+                latency * 1e3,
+                end_to_end.as_secs_f64() * 1e3,
+                report.total_s * 1e3
+            );
+            if report.overrun_s > 0.0005 {
+                line += &format!(", emulation overran by {:.1} ms", report.overrun_s * 1e3);
+            }
+            if self.verify_every.is_some_and(|e| (k + 1) % e == 0) {
+                if !self.references.contains_key(&i) {
+                    self.references.insert(i, reference::run(&m.onnx, &inputs[i].1)?);
+                }
+                let a = reference::check(&y, &self.references[&i], &format!("frame {}'s output", k + 1))?;
+                self.verified += 1;
+                self.max_rel = Some(self.max_rel.map_or(a.ratio(), |r| r.max(a.ratio())));
+                line += &format!(", verified (max |diff| {:.1e})", a.diff);
+            }
+            writeln!(out, "{line}")?;
+            self.answered.push(Answered { input: i, report, end_to_end });
+            self.last_output = Some(y);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, rate: Option<f64>, in_flight: usize, t0: Instant) -> Result<Stream> {
+        // Dropped frames after the last answered one.
+        while self.next < self.n && self.dropped_frames.contains(&self.next) {
+            self.latencies.push((self.next + 1, None));
+            self.next += 1;
+        }
+        let last_output = self.last_output.context("every frame was dropped")?;
+        let done: Vec<f64> = self.latencies.iter().filter_map(|l| l.1).collect();
+        let p = |q: f64| legion_runtime::stats::percentile(&done, q);
+        let last = self.last_answer.unwrap_or(t0);
+        let summary = StreamSummary {
+            frames: self.n,
+            answered: self.answered.len(),
+            dropped: self.dropped_frames.len(),
+            waited: self.waited,
+            in_flight,
+            peak_in_flight: self.peak_in_flight,
+            rate_fps: rate,
+            throughput_fps: self.answered.len() as f64 / (last - t0).as_secs_f64().max(1e-9),
+            latency_p50_s: p(50.0),
+            latency_p95_s: p(95.0),
+            latency_p99_s: p(99.0),
+            verified: self.verified,
+            max_rel_diff: self.max_rel,
+            latencies_s: self.latencies,
+            slot_wait_s: self.answered.iter().map(|a| a.report.slot_wait_s).sum(),
+            overrun_s: self.answered.iter().map(|a| a.report.overrun_s).sum(),
+        };
+        Ok(Stream { answered: self.answered, last_output, summary })
+    }
 }
 
 /// What `legionc verify` found: a plan run in-process against tract's single run.

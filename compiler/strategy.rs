@@ -45,6 +45,25 @@ pub struct Planned {
     pub profiling: Stats,
     /// Every board's predicted peak memory (None without the probe's memory measurements).
     pub memory: Option<Vec<crate::cost::BoardMemory>>,
+    /// What a frame keeps each board busy with (empty without a cost model): with frames in
+    /// flight, the busiest bounds the frames per second.
+    pub busy: Vec<crate::cost::Busy>,
+}
+
+impl Planned {
+    /// Predicted frames per second with `in_flight` frames in flight (None without a cost
+    /// model).
+    pub fn throughput_fps(&self, in_flight: usize) -> Option<f64> {
+        (self.predicted_latency_s.is_finite() && !self.busy.is_empty()).then(|| crate::cost::throughput_fps(self.predicted_latency_s, &self.busy, in_flight))
+    }
+
+    /// The board and what of it bounds pipelined frames: (board, "compute" | "send" |
+    /// "receive", seconds per frame).
+    pub fn bottleneck(&self) -> Option<(&str, &'static str, f64)> {
+        let b = self.busy.iter().max_by(|a, b| a.max_s().total_cmp(&b.max_s()))?;
+        let what = if b.max_s() == b.compute_s { "compute" } else if b.max_s() == b.send_s { "send" } else { "receive" };
+        Some((&b.board, what, b.max_s()))
+    }
 }
 
 /// A centred band of r rows of h.
@@ -218,6 +237,14 @@ impl Planned {
         if self.predicted_latency_s.is_finite() {
             s += &format!("predicted latency {:.1} ms (tail {:.1} ms); solved in {:.1} ms\n", self.predicted_latency_s * 1e3, self.tail_s * 1e3, self.solve_seconds * 1e3);
         }
+        if let (Some(one), Some((board, what, per_frame))) = (self.throughput_fps(1), self.bottleneck()) {
+            s += &format!(
+                "predicted throughput {one:.2} frames/s with one frame in flight, {:.2} with frames pipelined (`run --in-flight 2`: {:.2}; bound: {board}'s {what}, {:.1} ms a frame)\n",
+                self.throughput_fps(usize::MAX / 2).unwrap_or(one),
+                self.throughput_fps(2).unwrap_or(one),
+                per_frame * 1e3
+            );
+        }
         s
     }
 }
@@ -238,6 +265,7 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
             wild_card: None,
             solve_seconds: 0.0,
             profiling: Stats::default(),
+            busy: vec![],
             memory: None,
         });
     }
@@ -312,11 +340,13 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
     plan.tail = tail;
     let plan = fleet.deployed(&plan);
     plan.validate(&m.ir)?;
+    let busy = cm.busy(&chosen, &plan.tail);
     Ok(Planned {
         strategy,
         plan_hash: plan.hash(),
         plan,
         predicted_latency_s: groups.iter().map(|g| g.latency_s).sum::<f64>() + tail_s,
+        busy,
         groups,
         tail_s,
         wild_card,

@@ -444,6 +444,89 @@ impl CostModel {
     }
 }
 
+/// What one frame keeps a board busy with: its compute thread, and its port's send and
+/// receive queues (seconds per frame). With frames in flight these overlap across frames, so
+/// the busiest of them bounds the frames per second ([`throughput_fps`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Busy {
+    pub board: String,
+    pub compute_s: f64,
+    pub send_s: f64,
+    pub recv_s: f64,
+}
+
+impl Busy {
+    pub fn max_s(&self) -> f64 {
+        self.compute_s.max(self.send_s).max(self.recv_s)
+    }
+}
+
+/// Predicted frames per second of a plan whose frame takes `latency_s` and keeps the boards
+/// `busy`, with at most `in_flight` frames in flight: `in_flight` frames per latency, unless a
+/// board's compute or port is saturated first.
+pub fn throughput_fps(latency_s: f64, busy: &[Busy], in_flight: usize) -> f64 {
+    let bottleneck = busy.iter().map(Busy::max_s).fold(0.0, f64::max);
+    let by_latency = in_flight as f64 / latency_s.max(1e-9);
+    if bottleneck > 0.0 { by_latency.min(1.0 / bottleneck) } else { by_latency }
+}
+
+impl CostModel {
+    /// Every board's busy time per frame for `groups` (in the model's topology) and the tail
+    /// split as `tail`: the bands and tail sections it computes; what its port sends and
+    /// receives (input bands, pieces, output bands, the split layers' inputs and slices).
+    pub fn busy(&self, groups: &[(Group, Vec<usize>)], tail: &[legion_runtime::plan::TailSplit]) -> Vec<Busy> {
+        let n = self.boards.len();
+        let c = self.coordinator;
+        let mut busy: Vec<Busy> = self.boards.iter().map(|b| Busy { board: b.name.clone(), ..Default::default() }).collect();
+        let moved = |busy: &mut Vec<Busy>, t: &Transfer| {
+            if t.from != t.to && t.bytes > 0 {
+                let s = self.boards[t.from].link.between(&self.boards[t.to].link).busy_s(t.bytes);
+                busy[t.from].send_s += s;
+                busy[t.to].recv_s += s;
+            }
+        };
+        for (gi, (g, rows)) in groups.iter().enumerate() {
+            let outs = legion_runtime::halo::bands(rows);
+            for b in 0..n {
+                busy[b].compute_s += self.compute_s(b, *g, outs[b]);
+            }
+            let star = self.topology == Topology::Star;
+            if star || gi == 0 {
+                for (_, t) in self.scatter(*g, &outs) {
+                    moved(&mut busy, &t);
+                }
+            }
+            if star || gi + 1 == groups.len() {
+                for (_, t) in self.gather(*g, &outs, |_| 0.0) {
+                    moved(&mut busy, &t);
+                }
+            }
+            if !star && gi > 0 {
+                let r = legion_runtime::mesh::redistribution(&self.model, &groups[gi - 1].1, *g, rows).expect("consecutive groups of a plan");
+                for t in &r.transfers {
+                    moved(&mut busy, &Transfer { from: t.from, to: t.to, bytes: wire(t.rows.len() * self.row_bytes(g.from)), ready: 0.0 });
+                }
+            }
+        }
+        // The tail: the coordinator's sections (its whole tail less the split layers), and
+        // every split layer's slices with their input out and their features back.
+        let whole = |d: &DenseCost| d.e[c].at(d.outputs);
+        busy[c].compute_s += self.tail_s - self.dense.iter().filter(|d| tail.iter().any(|s| s.node == d.node)).map(whole).sum::<f64>();
+        for d in &self.dense {
+            let Some(split) = tail.iter().find(|s| s.node == d.node) else { continue };
+            for (b, &f) in split.cols.iter().enumerate().filter(|(_, f)| **f > 0) {
+                busy[b].compute_s += d.e[b].at(f);
+                moved(&mut busy, &Transfer { from: c, to: b, bytes: wire(4 * d.inputs), ready: 0.0 });
+                moved(&mut busy, &Transfer { from: b, to: c, bytes: wire(4 * f), ready: 0.0 });
+            }
+        }
+        for b in &mut busy {
+            b.compute_s = b.compute_s.max(0.0);
+        }
+        busy
+    }
+}
+
 /// The mesh's simulated timeline: per group its cost (latency: the increment), and the total
 /// without the tail.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -326,8 +326,35 @@ enum Work {
 
 type Done = Result<(Tensor, Computed)>;
 
-/// Work for the compute thread, with where its result goes.
-type ComputeJob = (Work, std::sync::mpsc::Sender<Done>);
+/// Work for the compute thread: of which frame, the work, where its result goes.
+struct ComputeJob {
+    frame: u64,
+    /// Order of arrival, among one frame's jobs.
+    seq: u64,
+    work: Work,
+    reply: std::sync::mpsc::Sender<Done>,
+}
+
+/// The compute thread takes the oldest frame's work first (then in order of arrival): with
+/// several frames in flight, a board finishes frame k before it starts frame k + 1's next
+/// band, so that frame k's latency is not stretched by the frames behind it.
+impl Ord for ComputeJob {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.frame, other.seq).cmp(&(self.frame, self.seq))
+    }
+}
+impl PartialOrd for ComputeJob {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for ComputeJob {
+    fn eq(&self, other: &Self) -> bool {
+        (self.frame, self.seq) == (other.frame, other.seq)
+    }
+}
+impl Eq for ComputeJob {}
+
 /// Where work is handed to the compute thread.
 type ComputeQueue = std::sync::mpsc::Sender<ComputeJob>;
 
@@ -386,7 +413,16 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail) -> Resu
         if failed {
             return;
         }
-        for (work, reply) in rx {
+        let mut waiting = std::collections::BinaryHeap::new();
+        loop {
+            if waiting.is_empty() {
+                match rx.recv() {
+                    Ok(job) => waiting.push(job),
+                    Err(_) => return,
+                }
+            }
+            waiting.extend(rx.try_iter());
+            let ComputeJob { work, reply, .. } = waiting.pop().expect("one job at least");
             let done = match work {
                 Work::Band { group, input } => match groups.get(group) {
                     Some(g) => {
@@ -446,8 +482,10 @@ struct Board {
     model: Arc<Model>,
     compute: ComputeQueue,
     link: Link,
-    /// The coordinator's connections to the workers, one per board.
-    conns: Mutex<HashMap<usize, Arc<Mutex<Conn>>>>,
+    /// The coordinator's idle connections to the workers, by board: a frame in flight holds
+    /// one connection per worker, taken here (or opened) and put back when its exchange is
+    /// complete, so that frames in flight do not wait for each other's connections.
+    conns: Mutex<HashMap<usize, Vec<Conn>>>,
     /// Mesh: connections to the other boards for pieces (one-way), one per board.
     piece_conns: Mutex<HashMap<usize, Arc<Mutex<Conn>>>>,
     /// The fleet's key: every connection is authenticated with it.
@@ -459,6 +497,8 @@ struct Board {
     /// Mesh: the exchange before each group (None before the first).
     exchanges: Vec<Option<Redistribution>>,
     frames: AtomicU64,
+    /// Jobs handed to the compute thread so far (their order of arrival).
+    jobs: AtomicU64,
 }
 
 /// Pieces of group inputs received from other boards, routed by (frame, group), and the boards
@@ -471,7 +511,8 @@ struct Mailbox {
 
 #[derive(Default)]
 struct MailboxState {
-    pieces: HashMap<(u64, usize), Vec<(usize, Rows, Tensor)>>,
+    /// By (frame, group): when the first piece arrived, and the pieces.
+    pieces: HashMap<(u64, usize), (Instant, Vec<(usize, Rows, Tensor)>)>,
     /// Board index → when and why its piece connection closed (cleared when it sends again).
     lost: HashMap<usize, (Instant, String)>,
     /// Frames the coordinator gave up.
@@ -482,7 +523,7 @@ impl Mailbox {
     fn put(&self, frame: u64, group: usize, from: usize, rows: Rows, t: Tensor) {
         let mut s = self.state.lock().unwrap();
         s.lost.remove(&from);
-        s.pieces.entry((frame, group)).or_default().push((from, rows, t));
+        s.pieces.entry((frame, group)).or_insert_with(|| (Instant::now(), Vec::new())).1.push((from, rows, t));
         self.changed.notify_all();
     }
 
@@ -506,13 +547,15 @@ impl Mailbox {
         let mut s = self.state.lock().unwrap();
         loop {
             ensure!(!s.aborted.contains(&frame), "frame {frame} was given up by the coordinator");
-            let have = s.pieces.get(&(frame, group));
+            let have = s.pieces.get(&(frame, group)).map(|p| &p.1);
             let missing: Vec<(usize, Rows)> =
                 want.iter().copied().filter(|&(from, rows)| !have.is_some_and(|h| h.iter().any(|p| p.0 == from && p.1 == rows))).collect();
             if missing.is_empty() {
-                let mut all = s.pieces.remove(&(frame, group)).unwrap_or_default();
-                // Older frames' leftovers (frames given up) are dropped.
-                s.pieces.retain(|k, _| k.0 >= frame.saturating_sub(4));
+                let mut all = s.pieces.remove(&(frame, group)).map(|p| p.1).unwrap_or_default();
+                // Leftovers of frames given up are dropped once no frame in flight can still
+                // want them (every wait ends at the deadline). Frames in flight are kept
+                // whatever their age in frames.
+                s.pieces.retain(|_, p| p.0.elapsed() < 4 * deadline);
                 let taken = want
                     .iter()
                     .map(|&(from, rows)| {
@@ -572,6 +615,7 @@ pub fn serve(mut cfg: BoardConfig, model: Model, listen: &str, key: Key) -> Resu
         mailbox: Mailbox::default(),
         exchanges,
         frames: AtomicU64::new(first_frame),
+        jobs: AtomicU64::new(0),
         cfg,
     });
     let listener = TcpListener::bind(listen).with_context(|| format!("board {}: listening on {listen}", board.cfg.board))?;
@@ -591,10 +635,12 @@ pub fn serve(mut cfg: BoardConfig, model: Model, listen: &str, key: Key) -> Resu
 
 impl Board {
     /// Run `work` on the compute thread; returns its result and the emulated compute time.
-    fn on_compute_thread(&self, work: Work) -> Done {
-        let (tx, rx) = std::sync::mpsc::channel();
+    /// Frame `frame`'s work, taken oldest frame first.
+    fn on_compute_thread(&self, frame: u64, work: Work) -> Done {
+        let (reply, rx) = std::sync::mpsc::channel();
         let stopped = || anyhow!("board {}: the compute thread has stopped", self.cfg.board);
-        self.compute.send((work, tx)).map_err(|_| stopped())?;
+        let seq = self.jobs.fetch_add(1, Ordering::Relaxed);
+        self.compute.send(ComputeJob { frame, seq, work, reply }).map_err(|_| stopped())?;
         rx.recv().map_err(|_| stopped())?
     }
 
@@ -674,14 +720,14 @@ impl Board {
     }
 
     /// Run one band (a worker's job) with the board's emulated speed.
-    fn run_band(&self, group: usize, input: Tensor) -> Done {
-        self.on_compute_thread(Work::Band { group, input })
+    fn run_band(&self, frame: u64, group: usize, input: Tensor) -> Done {
+        self.on_compute_thread(frame, Work::Band { group, input })
     }
 
     fn band(&self, msg: &Message) -> Result<Vec<Message>> {
         let h = &msg.header;
         self.shape_receive(self.cfg.coordinator, msg.wire_len());
-        let (out, took) = self.run_band(h.group as usize, msg.to_tensor()?)?;
+        let (out, took) = self.run_band(h.frame, h.group as usize, msg.to_tensor()?)?;
         self.result_and_timing(h, &out, took)
     }
 
@@ -700,7 +746,7 @@ impl Board {
     fn slice(&self, msg: &Message) -> Result<Vec<Message>> {
         let h = &msg.header;
         self.shape_receive(self.cfg.coordinator, msg.wire_len());
-        let (out, took) = self.on_compute_thread(Work::Slice { split: h.group as usize, input: msg.to_tensor()? })?;
+        let (out, took) = self.on_compute_thread(h.frame, Work::Slice { split: h.group as usize, input: msg.to_tensor()? })?;
         self.result_and_timing(h, &out, took)
     }
 
@@ -719,7 +765,7 @@ impl Board {
                     s.spawn(move || -> Result<(Tensor, BandTiming)> {
                         let mut t = BandTiming { board: self.cfg.peers[b].name.clone(), rows: (cols.start, cols.end), ..Default::default() };
                         let y = if b == self.cfg.index {
-                            let (y, took) = self.on_compute_thread(Work::Slice { split: k, input: x.clone() })?;
+                            let (y, took) = self.on_compute_thread(frame, Work::Slice { split: k, input: x.clone() })?;
                             t.account(&took);
                             y
                         } else {
@@ -814,7 +860,7 @@ impl Board {
                 };
                 let mut t = BandTiming { board: self.cfg.board.clone(), rows: (out.start, out.end), ..Default::default() };
                 t.send_s = ready.elapsed().as_secs_f64();
-                let (y, took) = self.run_band(gi, input)?;
+                let (y, took) = self.run_band(frame, gi, input)?;
                 t.account(&took);
                 ready = Instant::now();
                 let band = (out, y);
@@ -874,7 +920,7 @@ impl Board {
         for (stage, s) in tail_stages(&self.model, &self.cfg.plan).into_iter().enumerate() {
             out = match s {
                 TailStage::Local { .. } => {
-                    let (y, c) = self.on_compute_thread(Work::Tail { stage, input: out })?;
+                    let (y, c) = self.on_compute_thread(frame, Work::Tail { stage, input: out })?;
                     own.push(c);
                     y
                 }
@@ -907,7 +953,7 @@ impl Board {
                         s.spawn(move || -> Result<(Option<(Rows, Tensor)>, BandTiming)> {
                             let mut t = BandTiming { board: self.cfg.peers[b].name.clone(), rows: (out.start, out.end), ..Default::default() };
                             let y = if b == self.cfg.index {
-                                let (y, took) = self.run_band(gi, input)?;
+                                let (y, took) = self.run_band(frame, gi, input)?;
                                 t.account(&took);
                                 y
                             } else {
@@ -947,22 +993,28 @@ impl Board {
         let active: Vec<usize> = (0..self.cfg.peers.len()).filter(|&b| groups.iter().any(|g| g.rows[b] > 0)).collect();
         type Part = (Option<(Rows, Tensor)>, Vec<Option<BandTiming>>, f64);
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Part>)>();
-        let mut conns = HashMap::new();
+        let (mut conns, mut stops) = (HashMap::new(), Vec::new());
         for &b in active.iter().filter(|&&b| b != me) {
-            let conn = self.connection_to(b).with_context(|| format!("frame {frame}: board {} ({})", self.cfg.peers[b].name, self.cfg.peers[b].addr))?;
-            let stop = conn.lock().unwrap().stream().try_clone()?;
-            conns.insert(b, (conn, stop));
+            let conn = self.checkout(b).with_context(|| format!("frame {frame}: board {} ({})", self.cfg.peers[b].name, self.cfg.peers[b].addr))?;
+            stops.push(conn.stream().try_clone()?);
+            conns.insert(b, conn);
         }
         let mut parts: Vec<Option<Part>> = (0..self.cfg.peers.len()).map(|_| None).collect();
         let mut failure: Option<anyhow::Error> = None;
         std::thread::scope(|s| {
             for &b in &active {
                 let (tx, input) = (tx.clone(), first[b].take());
-                let conn = conns.get(&b).map(|c| c.0.clone());
+                let conn = conns.remove(&b);
                 s.spawn(move || {
                     let part = match conn {
                         None => self.mesh_part(frame, input).map(|(last, t)| (last, t, t0.elapsed().as_secs_f64())),
-                        Some(conn) => self.remote_mesh(b, &conn, frame, input, t0),
+                        Some(mut conn) => {
+                            let part = self.remote_mesh(b, &mut conn, frame, input, t0);
+                            if part.is_ok() {
+                                self.idle(b, conn);
+                            }
+                            part
+                        }
                     };
                     let _ = tx.send((b, part));
                 });
@@ -973,7 +1025,7 @@ impl Board {
                     Ok(p) => parts[b] = Some(p),
                     Err(e) if failure.is_none() => {
                         failure = Some(e.context(format!("frame {frame}")));
-                        for (_, stop) in conns.values() {
+                        for stop in &stops {
                             let _ = stop.shutdown(Shutdown::Both);
                         }
                         self.mailbox.abort(frame);
@@ -983,8 +1035,10 @@ impl Board {
             }
         });
         if let Some(e) = failure {
+            // The connections of a frame given up were shut down; idle ones to those boards
+            // may be stale too.
             let mut c = self.conns.lock().unwrap();
-            for b in conns.keys() {
+            for b in &active {
                 c.remove(b);
             }
             return Err(e);
@@ -1016,10 +1070,9 @@ impl Board {
 
     /// The coordinator's side of a worker's mesh frame: its first input out, its last band and
     /// timings back (and when they arrived, seconds since `t0`).
-    fn remote_mesh(&self, b: usize, conn: &Mutex<Conn>, frame: u64, input: Option<Tensor>, t0: Instant) -> Result<(Option<(Rows, Tensor)>, Vec<Option<BandTiming>>, f64)> {
+    fn remote_mesh(&self, b: usize, stream: &mut Conn, frame: u64, input: Option<Tensor>, t0: Instant) -> Result<(Option<(Rows, Tensor)>, Vec<Option<BandTiming>>, f64)> {
         let peer = &self.cfg.peers[b];
         let result = (|| {
-            let mut stream = conn.lock().unwrap();
             let msg = match &input {
                 Some(t) => Message::tensor(Kind::MeshFrame, self.plan_hash, frame, 0, (0, 0), t)?,
                 None => Message::text(Kind::MeshFrame, self.plan_hash, frame, ""),
@@ -1043,8 +1096,18 @@ impl Board {
         result.with_context(|| format!("board {} ({})", peer.name, peer.addr))
     }
 
-    fn connection_to(&self, b: usize) -> Result<Arc<Mutex<Conn>>> {
-        self.connection_in(&self.conns, b)
+    /// An idle connection to worker `b`, or a new one (authenticated); the frame holding it
+    /// puts it back with [`Board::idle`] once its exchange is complete (a failed one is
+    /// dropped, closed).
+    fn checkout(&self, b: usize) -> Result<Conn> {
+        if let Some(c) = self.conns.lock().unwrap().get_mut(&b).and_then(Vec::pop) {
+            return Ok(c);
+        }
+        Conn::connect(connect(&self.cfg.peers[b].addr, self.cfg.deadline())?, self.key.clone(), self.max_payload)
+    }
+
+    fn idle(&self, b: usize, conn: Conn) {
+        self.conns.lock().unwrap().entry(b).or_default().push(conn);
     }
 
     /// The open connection to board `b` in `conns`, or a new one (authenticated).
@@ -1064,8 +1127,7 @@ impl Board {
     fn remote(&self, b: usize, kind: Kind, frame: u64, group: usize, rows: (usize, usize), input: &Tensor, t: &mut BandTiming) -> Result<Tensor> {
         let peer = &self.cfg.peers[b];
         let result = (|| -> Result<Tensor> {
-            let conn = self.connection_to(b)?;
-            let mut stream = conn.lock().unwrap();
+            let mut stream = self.checkout(b)?;
             let msg = Message::tensor(kind, self.plan_hash, frame, group as u32, (rows.0 as u32, rows.1 as u32), input)?;
             let ts = Instant::now();
             self.shape_send(b, msg.wire_len());
@@ -1083,6 +1145,7 @@ impl Board {
             (t.compute_s, t.slot_wait_s, t.overrun_s, t.peak_rss_mb) = (worker.compute_s, worker.slot_wait_s, worker.overrun_s, worker.peak_rss_mb);
             self.shape_receive(b, reply.wire_len());
             t.recv_s = (tr.elapsed().as_secs_f64() - t.compute_s).max(0.0);
+            self.idle(b, stream);
             reply.to_tensor()
         })();
         if result.is_err() {

@@ -55,8 +55,11 @@ fn a_restored_profile_cache_compiles_offline_to_the_same_plan_and_binaries() {
     // Profiling's scratch folders are gone, whatever their names.
     let leftovers: Vec<String> = std::fs::read_dir(d.path("out")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(".probe") || n.starts_with(".staging") || n.ends_with(".tmp")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    assert_eq!((first.version, first.topology.as_str()), (2, "mesh"));
+    assert_eq!((first.version, first.topology.as_str()), (legionc::compile::SUMMARY_VERSION, "mesh"));
     assert!(first.groups >= 1, "{first:?}");
+    // Frames pipelined never predict fewer frames per second than one frame at a time.
+    let (one, pipelined) = (first.predicted_throughput_fps.expect("legion predicts"), first.predicted_pipelined_fps.expect("legion predicts"));
+    assert!(one > 0.0 && pipelined >= one, "{first:?}");
     let peaks = first.predicted_peak_mb.as_ref().expect("the legion strategy predicts memory");
     assert_eq!(peaks.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), first.boards.iter().map(|b| b.name.as_str()).collect::<Vec<_>>());
     assert!(peaks.iter().all(|p| p.1 > 0.0), "{peaks:?}");

@@ -750,15 +750,29 @@ fn streams_of_frames(f: &TestFleet) {
     let log = String::from_utf8_lossy(&o.stderr);
     assert!(log.contains("frame 1 (a.npy)") && log.contains("frame 2 (b.npy)") && log.contains("frame 3 (a.npy)"), "name order, cycling: {log}");
     assert_eq!(log.matches("verified (max |diff|").count(), 2, "{log}");
+    // Three frames in flight, two different inputs: every frame checked against its own
+    // input's reference (an answer given to the wrong frame fails), lines in frame order.
+    let o = f.legionc(&["run", "--input", dir.to_str().unwrap(), "--frames", "6", "--in-flight", "3", "--verify-every", "1", "--json", "--no-baseline"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!((j["answered"].as_u64(), j["verified"].as_u64(), j["in_flight"].as_u64(), j["peak_in_flight"].as_u64()), (Some(6), Some(6), Some(3), Some(3)), "{j}");
+    let log = String::from_utf8_lossy(&o.stderr);
+    let at: Vec<usize> = (1..=6).map(|k| log.find(&format!("frame {k} (")).unwrap_or_else(|| panic!("frame {k}: {log}"))).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "frame order: {log}");
     // 10 000 frames per second: frame 2 arrives 0.1 ms after frame 1, which is still in flight.
     let o = f.legionc(&["run", "--random", "1", "--frames", "5", "--rate", "10000", "--drop", "--json", "--no-baseline"]);
     assert!(o.status.success(), "{}", text(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let (answered, dropped) = (j["answered"].as_u64().unwrap(), j["dropped"].as_u64().unwrap());
-    assert!(dropped >= 1 && answered >= 1 && answered + dropped == 5 && j["waited"] == 0, "{j}");
+    assert!(dropped >= 1 && answered >= 1 && answered + dropped == 5 && j["waited"] == 0 && j["peak_in_flight"] == 1, "{j}");
     assert_eq!(j["latencies_s"].as_array().unwrap().iter().filter(|l| l[1].is_null()).count() as u64, dropped, "{j}");
     // Without --drop they wait, and are counted.
     let o = f.legionc(&["run", "--random", "1", "--frames", "3", "--rate", "10000", "--json", "--no-baseline"]);
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(j["answered"] == 3 && j["dropped"] == 0 && j["waited"] == 2, "{j}");
+    // Two in flight at that rate: frames 1 and 2 go at once, the other four are dropped.
+    let o = f.legionc(&["run", "--random", "1", "--frames", "6", "--rate", "10000", "--drop", "--in-flight", "2", "--json", "--no-baseline"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let (answered, dropped) = (j["answered"].as_u64().unwrap(), j["dropped"].as_u64().unwrap());
+    assert!(answered >= 2 && answered + dropped == 6 && j["peak_in_flight"] == 2, "{j}");
 }
