@@ -369,7 +369,14 @@ pub struct StrategyRow {
     pub slot_wait_s: f64,
     /// Per board: its process's peak resident memory (VmHWM) at the median frame, MB.
     pub peak_rss_mb: std::collections::BTreeMap<String, f64>,
+    /// Frames per second with [`PIPELINED`] frames in flight, measured over as many frames as
+    /// the latency (after them), and predicted (None without a cost model).
+    pub measured_pipelined_fps: f64,
+    pub predicted_pipelined_fps: Option<f64>,
 }
+
+/// Frames in flight when the bench measures throughput.
+pub const PIPELINED: usize = 2;
 
 /// Overruns above this share of a frame's latency mark its figures.
 pub const OVERRUN_MARK: f64 = 0.02;
@@ -465,10 +472,13 @@ pub fn strategies(
             max_rel_diff = max_rel_diff.max(reference::check(&y, &expected, "the fleet's output")?.ratio());
             let lat: Vec<(f64, legion_runtime::board::FrameReport)> =
                 (0..frames.max(1)).map(|_| run::infer(fleet, &planned.plan, &x).map(|r| (r.2.as_secs_f64(), r.1))).collect::<Result<_>>()?;
-            Ok(median_by(lat, |f| f.0).expect("at least one frame"))
+            let median = median_by(lat, |f| f.0).expect("at least one frame");
+            let o = run::StreamOptions { frames: frames.max(PIPELINED), rate: None, drop: false, in_flight: PIPELINED, verify_every: None };
+            let stream = run::stream_frames(fleet, &planned.plan, m, &[("random 1".into(), x.clone())], &o, &mut std::io::sink())?;
+            Ok((median, stream.summary.throughput_fps))
         });
         deploy::down(fleet)?;
-        let (measured, frame) = measured.with_context(|| format!("strategy {}", s.name()))?;
+        let ((measured, frame), fps) = measured.with_context(|| format!("strategy {}", s.name()))?;
         let predicted = planned.predicted_latency_s.is_finite().then_some(planned.predicted_latency_s);
         rows.push(StrategyRow {
             strategy: s.name(),
@@ -489,6 +499,8 @@ pub fn strategies(
             overrun_share: frame.overrun_s / measured,
             slot_wait_s: frame.slot_wait_s,
             peak_rss_mb: frame.peak_rss_mb.iter().cloned().collect(),
+            measured_pipelined_fps: fps,
+            predicted_pipelined_fps: planned.throughput_fps(PIPELINED),
             frame,
             max_rel_diff,
         });
@@ -515,13 +527,13 @@ pub fn strategies(
 pub fn format_strategies(rows: &[StrategyRow], single: f64) -> String {
     let mut s = format!("fastest single board: {:.1} ms\n", single * 1e3);
     s += &format!(
-        "{:<13} {:>7} {:>12} {:>12} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9} {:>9}\n",
-        "strategy", "groups", "measured ms", "predicted ms", "pred/meas", "speedup", "vs fss", "trials", "board-s", "solve ms", "overrun"
+        "{:<13} {:>7} {:>12} {:>12} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9} {:>13} {:>9}\n",
+        "strategy", "groups", "measured ms", "predicted ms", "pred/meas", "speedup", "vs fss", "trials", "board-s", "solve ms", "fps meas/pred", "overrun"
     );
     let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
     for r in rows {
         s += &format!(
-            "{:<13} {:>7} {:>12.1} {:>12} {:>8} {:>8.2} {:>8} {:>8} {:>10.1} {:>9.2} {:>8.1}%{}\n",
+            "{:<13} {:>7} {:>12.1} {:>12} {:>8} {:>8.2} {:>8} {:>8} {:>10.1} {:>9.2} {:>13} {:>8.1}%{}\n",
             r.strategy,
             r.groups,
             r.measured_latency_s * 1e3,
@@ -532,10 +544,12 @@ pub fn format_strategies(rows: &[StrategyRow], single: f64) -> String {
             r.profiling_trials,
             r.profiling_board_seconds,
             r.solve_seconds * 1e3,
+            format!("{:.2}/{}", r.measured_pipelined_fps, opt(r.predicted_pipelined_fps, &|p| format!("{p:.2}"))),
             r.overrun_share * 1e2,
             if r.overrun_share > OVERRUN_MARK { " (!)" } else { "" }
         );
     }
+    s += &format!("fps: frames per second with {PIPELINED} frames in flight (`run --in-flight {PIPELINED}`)\n");
     if rows.iter().any(|r| r.overrun_share > OVERRUN_MARK) {
         s += &format!("(!) frames overran their twins' times by more than {:.0} % of the latency: this machine could not emulate the fleet faithfully\n", OVERRUN_MARK * 1e2);
     }

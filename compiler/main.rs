@@ -101,12 +101,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             let profile = profile::Options { accept_new_host_keys, ..profile::Options::new(cache_dir, &cargo_build::default_target_dir(&fleet)) };
             let o = run::RunOptions {
                 input,
-                frames: frames as usize,
-                rate,
-                drop,
-                in_flight: in_flight as usize,
+                stream: run::StreamOptions { frames: frames as usize, rate, drop, in_flight: in_flight as usize, verify_every: verify_every.map(|k| k as usize) },
                 verify,
-                verify_every: verify_every.map(|k| k as usize),
                 json,
                 save: save.as_deref(),
                 baseline: !no_baseline,

@@ -121,15 +121,13 @@ pub fn emulated_baseline(fleet: &Fleet, m: &LoadedModel, x: &Tensor) -> Result<B
     Ok(Baseline { board: fastest.name.clone(), seconds, how: format!("emulated here at the twin's speed {}", fastest.nominal_speed()) })
 }
 
-/// How `legionc run` runs.
-pub struct RunOptions<'a> {
-    /// A file (every frame), a directory of images and tensors (frame k: its k-th file, in
-    /// name order, cycling), or a seeded random image (every frame).
-    pub input: InputSpec<'a>,
+/// How a stream of frames is sent.
+#[derive(Clone, Debug)]
+pub struct StreamOptions {
     /// Frames to send (each one's latency is printed).
     pub frames: usize,
-    /// Frames per second the stream arrives at (None: each frame as soon as the previous one
-    /// is answered).
+    /// Frames per second the stream arrives at (None: each frame as soon as fewer than
+    /// `in_flight` are in flight).
     pub rate: Option<f64>,
     /// Drop a frame that arrives while `in_flight` frames are in flight, instead of letting it
     /// wait.
@@ -137,10 +135,18 @@ pub struct RunOptions<'a> {
     /// Frames in flight at most (the stream's memory bound): each is sent as soon as it
     /// arrives, while fewer are in flight.
     pub in_flight: usize,
-    /// Check the last frame's output against tract.
-    pub verify: bool,
     /// Check every K-th frame's output (frames K, 2K, …) against tract.
     pub verify_every: Option<usize>,
+}
+
+/// How `legionc run` runs.
+pub struct RunOptions<'a> {
+    /// A file (every frame), a directory of images and tensors (frame k: its k-th file, in
+    /// name order, cycling), or a seeded random image (every frame).
+    pub input: InputSpec<'a>,
+    pub stream: StreamOptions,
+    /// Check the last frame's output against tract.
+    pub verify: bool,
     /// Print the stream's summary as JSON on stdout (everything else on stderr).
     pub json: bool,
     pub save: Option<&'a Path>,
@@ -167,7 +173,7 @@ pub fn run_frames(fleet: &Fleet, o: &RunOptions, out: &mut dyn std::io::Write) -
     } else {
         out
     };
-    let stream = stream_frames(fleet, &plan, &m, &inputs, o, out)?;
+    let stream = stream_frames(fleet, &plan, &m, &inputs, &o.stream, out)?;
     let frames = &stream.answered;
     let (y, report) = (&stream.last_output, &frames.last().expect("at least one frame answered").report);
     let x = &inputs[frames.last().expect("answered").input].1;
@@ -329,7 +335,7 @@ pub struct Stream {
 /// frames are in flight waits for one of them to be answered, or is dropped with `o.drop`;
 /// each counted. The frames' lines come in frame order; every `verify_every`-th frame is
 /// checked against tract (a failed check, or a failed frame, is an error naming the frame).
-pub fn stream_frames(fleet: &Fleet, plan: &Plan, m: &LoadedModel, inputs: &[(String, Tensor)], o: &RunOptions, out: &mut dyn std::io::Write) -> Result<Stream> {
+pub fn stream_frames(fleet: &Fleet, plan: &Plan, m: &LoadedModel, inputs: &[(String, Tensor)], o: &StreamOptions, out: &mut dyn std::io::Write) -> Result<Stream> {
     ensure!(o.rate.is_none_or(|r| r.is_finite() && r > 0.0), "--rate must be a positive number of frames per second");
     ensure!(o.verify_every.is_none_or(|k| k > 0), "--verify-every must be at least 1");
     ensure!(o.in_flight > 0, "--in-flight must be at least 1");

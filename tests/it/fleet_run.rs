@@ -301,10 +301,14 @@ fn bench_compares_strategies_on_the_emulated_fleet() {
         assert_eq!(r["strategy"], name);
         assert!(r["measured_latency_s"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["solve_seconds"].as_f64().is_some() && r["profiling_board_seconds"].as_f64().is_some() && r["profiling_trials"].as_u64().is_some(), "{r}");
+        assert!(r["measured_pipelined_fps"].as_f64().unwrap() > 0.0, "{r}");
         if name == "proportional" {
-            assert!(r["predicted_latency_s"].is_null() && r["profiling_trials"] == 0, "{r}");
+            assert!(r["predicted_latency_s"].is_null() && r["profiling_trials"] == 0 && r["predicted_pipelined_fps"].is_null(), "{r}");
         } else {
             assert!(r["predicted_latency_s"].as_f64().unwrap() > 0.0 && r["profiling_trials"].as_u64().unwrap() > 0, "{r}");
+            // Two frames in flight: at most two per latency, at least one.
+            let (fps, latency) = (r["predicted_pipelined_fps"].as_f64().unwrap(), r["predicted_latency_s"].as_f64().unwrap());
+            assert!(fps * latency >= 1.0 - 1e-9 && fps * latency <= 2.0 + 1e-9, "{r}");
         }
     }
     // layer-wise has one group per cut segment, more than the fused plans
