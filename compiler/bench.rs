@@ -473,7 +473,7 @@ pub fn strategies(
             let lat: Vec<(f64, legion_runtime::board::FrameReport)> =
                 (0..frames.max(1)).map(|_| run::infer(fleet, &planned.plan, &x).map(|r| (r.2.as_secs_f64(), r.1))).collect::<Result<_>>()?;
             let median = median_by(lat, |f| f.0).expect("at least one frame");
-            let o = run::StreamOptions { frames: frames.max(PIPELINED), rate: None, drop: false, in_flight: PIPELINED, verify_every: None };
+            let o = run::StreamOptions { frames: frames.max(PIPELINED), rate: None, drop: false, in_flight: Some(PIPELINED), verify_every: None };
             let stream = run::stream_frames(fleet, &planned.plan, m, &[("random 1".into(), x.clone())], &o, &mut std::io::sink())?;
             Ok((median, stream.summary.throughput_fps))
         });

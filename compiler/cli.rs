@@ -61,6 +61,12 @@ pub struct ProfilingArgs {
     /// How group outputs travel, star or mesh (overrides the fleet file's `topology`)
     #[arg(long)]
     pub topology: Option<Topology>,
+    /// What the plan optimises (overrides the fleet file's `objective`): `latency` (every frame
+    /// split over every board), `throughput` (the most frames per second: the fleet may be
+    /// partitioned into lanes that are dealt whole frames, with frames in flight), or
+    /// `latency_at_fps=R` (the lowest latency that still answers R frames per second)
+    #[arg(long, value_name = "OBJECTIVE")]
+    pub objective: Option<crate::fleet::Objective>,
     /// Profile cache directory (default: $LEGION_CACHE_DIR, else ~/.cache/legionc)
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -144,11 +150,12 @@ pub enum Command {
         /// summary: frames per second, latency p50/p95/p99; the speedup is the median's)
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         frames: u64,
-        /// Frames in flight at most: the fleet works on up to K frames at once (a board takes
-        /// the oldest frame's work first), which raises frames per second when boards would
-        /// otherwise wait for each other. K bounds the memory the stream holds
-        #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
-        in_flight: u64,
+        /// Frames in flight at most, per lane of the plan: the fleet works on up to K frames at
+        /// once (a board takes the oldest frame's work first), which raises frames per second
+        /// when boards would otherwise wait for each other. K bounds the memory the stream
+        /// holds. Default: what the plan was chosen for (1 for the latency objective)
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=64))]
+        in_flight: Option<u64>,
         /// Frames arrive at this many per second (frame k at k ÷ rate); a frame arriving while
         /// K frames are in flight waits for one to be answered (counted), or is dropped with
         /// --drop. Latency is counted from arrival. Default: each frame as soon as fewer than K

@@ -99,16 +99,19 @@ pub fn plan_for(fleet: &Fleet, model: &LoadedModel, path: &Path) -> Result<Plan>
 /// Every file of the compiled fleet: `plan.json` and one crate per board.
 pub fn render(fleet: &Fleet, model: &LoadedModel, plan: &Plan) -> Result<Vec<OutFile>> {
     let tera = tera()?;
-    let plan = &fleet.deployed(plan);
-    let plan_hash = plan.hash();
     let runtime = runtime_dir();
-    let mut files = vec![OutFile { path: "plan.json".into(), bytes: [serde_json::to_vec_pretty(plan)?, b"\n".to_vec()].concat() }];
-    for (i, b) in fleet.boards.iter().enumerate() {
+    let mut files = vec![OutFile { path: "plan.json".into(), bytes: [serde_json::to_vec_pretty(&fleet.deployed(plan))?, b"\n".to_vec()].concat() }];
+    for (fi, b) in fleet.boards.iter().enumerate() {
+        // A board runs its lane's plan (the whole plan when it has no lanes), among its lane's
+        // boards.
+        let (lane, plan, i) = fleet.board_lane(plan, fi)?;
+        let plan = &plan;
+        let plan_hash = plan.hash();
         let dir = PathBuf::from(b.slug());
-        let coordinator = i == fleet.coordinator;
+        let coordinator = i == lane.coordinator;
         let model_file = modelfile::write(&plan.board_model((*model.ir).clone(), i), &|id| plan.board_needs(i, coordinator, id));
         // The same configuration the generic board reads from JSON, rendered as constants.
-        let cfg = board_config(fleet, plan, i, &hex(&Sha256::digest(&model_file)));
+        let cfg = board_config(&lane, plan, i, &hex(&Sha256::digest(&model_file)));
         let peers: Vec<PeerCtx> = cfg
             .peers
             .iter()

@@ -44,8 +44,14 @@ pub struct CompileSummary {
     /// Each board's predicted peak memory, MB, in board order (None without memory
     /// measurements, e.g. `proportional`).
     pub predicted_peak_mb: Option<Vec<(String, f64)>>,
-    /// Predicted frames per second with one frame in flight, and with frames pipelined (the
-    /// busiest board's compute or port bounds it); None without a cost model.
+    /// The objective (`latency`, `throughput`, `latency_at_fps=R`), the lanes frames are dealt
+    /// among (1: every frame split over the fleet) and the frames in flight per lane the plan
+    /// was chosen for.
+    pub objective: String,
+    pub lanes: usize,
+    pub in_flight: usize,
+    /// Predicted frames per second with one frame in flight (per lane), and with frames
+    /// pipelined (the busiest board's compute or port bounds it); None without a cost model.
     pub predicted_throughput_fps: Option<f64>,
     pub predicted_pipelined_fps: Option<f64>,
     /// `legionc cache-key` of this compile.
@@ -79,8 +85,9 @@ pub struct BoardBinary {
     pub sha256: Option<String>,
 }
 
-/// 2: `topology`, `groups`, `tail_splits` and `predicted_peak_mb` added. 3:
-/// `predicted_throughput_fps` and `predicted_pipelined_fps`.
+/// 2: `topology`, `groups`, `tail_splits` and `predicted_peak_mb` added. 3: `objective`,
+/// `lanes`, `in_flight`, `predicted_throughput_fps` and `predicted_pipelined_fps`; `groups`
+/// and `tail_splits` count every lane's.
 pub const SUMMARY_VERSION: u32 = 3;
 
 /// Compile `fleet` for model `m`, printing the plan and what was done to `out`; returns the
@@ -93,7 +100,7 @@ pub fn compile(fleet: &Fleet, m: &LoadedModel, o: &CompileOptions, out: &mut dyn
         codegen::check_out_dir(out_dir)?;
     }
     let strategy = o.strategy.unwrap_or(fleet.strategy);
-    let planned = strategy::plan(fleet, m, strategy, &opts)?;
+    let planned = strategy::plan_objective(fleet, m, strategy, &opts)?;
     let plan = &planned.plan;
     let files = codegen::render(fleet, m, plan)?;
     if o.check {
@@ -115,7 +122,8 @@ pub fn compile(fleet: &Fleet, m: &LoadedModel, o: &CompileOptions, out: &mut dyn
     if strategy != Strategy::Proportional {
         write!(out, "{}", planned.profiling.describe(&opts.cache_dir))?;
     }
-    writeln!(out, "plan {} ({}, {} groups) -> {}", &plan.hash()[..16], strategy.name(), plan.groups.len(), out_dir.join("plan.json").display())?;
+    let shape = if plan.lanes.is_empty() { format!("{} groups", plan.groups.len()) } else { format!("{} lanes", plan.lanes.len()) };
+    writeln!(out, "plan {} ({}, objective {}, {shape}) -> {}", &plan.hash()[..16], strategy.name(), fleet.objective, out_dir.join("plan.json").display())?;
     write!(out, "{}", planned.describe())?;
     // What each board carries: the weights of the layers (and slices) it computes.
     let sizes: Vec<String> = fleet
@@ -158,8 +166,11 @@ fn summary(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, planned: &strateg
         plan_hash: planned.plan_hash.clone(),
         predicted_latency_s: planned.predicted_latency_s.is_finite().then_some(planned.predicted_latency_s),
         topology: planned.plan.topology.name().into(),
-        groups: planned.plan.groups.len(),
-        tail_splits: planned.plan.tail.len(),
+        groups: planned.plan.groups.len() + planned.plan.lanes.iter().map(|l| l.groups.len()).sum::<usize>(),
+        tail_splits: planned.plan.tail.len() + planned.plan.lanes.iter().map(|l| l.tail.len()).sum::<usize>(),
+        objective: fleet.objective.to_string(),
+        lanes: planned.plan.lanes.len().max(1),
+        in_flight: planned.plan.in_flight,
         predicted_peak_mb: planned.memory.as_ref().map(|m| m.iter().map(|b| (b.board.clone(), b.peak_mb)).collect()),
         predicted_throughput_fps: planned.throughput_fps(1),
         predicted_pipelined_fps: planned.throughput_fps(usize::MAX / 2),

@@ -84,13 +84,13 @@ pub fn health(fleet: &Fleet, b: &Board) -> Result<(String, String, String)> {
 
 /// Which boards answer, with which plan: a line per board, and how many do not answer.
 pub fn status(fleet: &Fleet) -> (String, usize) {
-    let plan = compiled_plan(fleet).ok();
+    let hashes = compiled_plan(fleet).ok().and_then(|p| fleet.board_hashes(&p).ok());
     let mut s = String::new();
     let mut down = 0;
-    for b in &fleet.boards {
+    for (i, b) in fleet.boards.iter().enumerate() {
         match health(fleet, b) {
             Ok((_, version, hash)) => {
-                let same = plan.as_ref().is_some_and(|p| p.hash() == hash);
+                let same = hashes.as_ref().is_some_and(|h| h[i] == hash);
                 s += &format!("{:<16} {:<22} up, runtime {version}, plan {}{}\n", b.name, b.addr(), &hash[..16], if same { "" } else { " (not the compiled plan)" });
             }
             Err(_) => {
@@ -151,8 +151,7 @@ pub enum Launch<'a> {
 
 /// Start the emulated boards with `plan`, launched as `launch` says.
 pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool) -> Result<Vec<String>> {
-    let plan = &fleet.deployed(plan);
-    let hash = plan.hash();
+    let hashes = fleet.board_hashes(plan)?;
     let mut restarted = Vec::new();
     std::fs::create_dir_all(run_dir(fleet))?;
     // Benchmarks start fleets that were never compiled: they get their key here.
@@ -161,10 +160,11 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
     bar.set_style(ProgressStyle::with_template("{spinner} starting [{bar:20}] {pos}/{len} {msg}").unwrap().progress_chars("=> "));
     bar.enable_steady_tick(Duration::from_millis(200));
     let mut started = Vec::new();
-    for b in fleet.boards.iter().filter(|b| b.is_emulated()) {
+    for (i, b) in fleet.boards.iter().enumerate().filter(|(_, b)| b.is_emulated()) {
+        let hash = &hashes[i];
         bar.set_message(b.name.clone());
         if let Ok((_, _, h)) = health(fleet, b) {
-            if h == hash {
+            if &h == hash {
                 bar.inc(1);
                 continue;
             }
@@ -189,9 +189,9 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
             Launch::Compiled => cmd.arg("--model").arg(fleet.out().join(b.slug()).join("model.bin")),
             Launch::PlanFile { plan, model } => cmd.arg("--model").arg(model).arg("--plan").arg(plan),
             Launch::Generic { model, model_sha, .. } => {
-                let index = fleet.boards.iter().position(|x| x.name == b.name).expect("a board of the fleet");
+                let (lane, lane_plan, index) = fleet.board_lane(plan, i)?;
                 let cfg = run_dir(fleet).join(format!("{}.board.json", b.slug()));
-                crate::write_atomic(&cfg, &serde_json::to_vec_pretty(&crate::codegen::board_config(fleet, plan, index, model_sha))?)?;
+                crate::write_atomic(&cfg, &serde_json::to_vec_pretty(&crate::codegen::board_config(&lane, &lane_plan, index, model_sha))?)?;
                 cmd.arg("--config").arg(cfg).arg("--model").arg(model)
             }
         };
@@ -203,14 +203,15 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
             .spawn()
             .with_context(|| format!("starting board {} ({})", b.name, bin.display()))?;
         crate::write_atomic(&pid_file(fleet, b), format!("{}\n", child.id()).as_bytes())?;
-        started.push((b, child.id() as i32));
+        started.push((i, b, child.id() as i32));
     }
     // Wait for every started board to answer (it builds its bands before listening).
     let deadline = Instant::now() + fleet.deadline().max(Duration::from_secs(30));
-    for (b, pid) in started {
+    for (i, b, pid) in started {
+        let hash = &hashes[i];
         loop {
             match health(fleet, b) {
-                Ok((_, _, h)) if h == hash => break,
+                Ok((_, _, h)) if &h == hash => break,
                 Ok((_, _, h)) => bail!("board {} answers with plan {}, expected {}", b.name, &h[..16], &hash[..16]),
                 Err(_) if alive(pid) && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
                 Err(e) => {
@@ -288,8 +289,8 @@ pub struct UpGuard<'a> {
 
 impl<'a> UpGuard<'a> {
     pub fn start(fleet: &'a Fleet) -> Result<UpGuard<'a>> {
-        let plan = current_plan(fleet)?.hash();
-        let running = fleet.boards.iter().all(|b| health(fleet, b).is_ok_and(|(_, _, h)| h == plan));
+        let hashes = fleet.board_hashes(&current_plan(fleet)?)?;
+        let running = fleet.boards.iter().zip(&hashes).all(|(b, want)| health(fleet, b).is_ok_and(|(_, _, h)| &h == want));
         if !running {
             // Stop what may be left over, so that a failure here leaves nothing running.
             if let Err(e) = up(fleet, false) {
@@ -362,7 +363,8 @@ fn wait_healthy(fleet: &Fleet, b: &Board, hash: Option<&str>, deadline: Duration
 /// and the state every board is left in. Emulated boards of the fleet are started locally.
 pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<()> {
     let plan = current_plan(fleet)?;
-    let hash = plan.hash();
+    let hashes = fleet.board_hashes(&plan)?;
+    let hash_of = |b: &Board| hashes[fleet.boards.iter().position(|x| x.name == b.name).expect("a board of the fleet")].clone();
     let reals: Vec<&Board> = fleet.boards.iter().filter(|b| !b.is_emulated()).collect();
     let connect = |b: &Board| connect(fleet, b, accept_new_host_keys);
     // 1. Stage.
@@ -410,7 +412,7 @@ pub fn deploy(fleet: &Fleet, accept_new_host_keys: bool, quiet: bool) -> Result<
         bar.set_message("starting");
         c.exec(&start_command(&dir))?;
         bar.set_message("health check");
-        wait_healthy(fleet, b, Some(&hash), fleet.deadline().max(Duration::from_secs(30))).map_err(|e| {
+        wait_healthy(fleet, b, Some(&hash_of(b)), fleet.deadline().max(Duration::from_secs(30))).map_err(|e| {
             let log = c.exec(&format!("tail -n 5 {d}/board.log")).unwrap_or_default();
             e.context(format!("its log ends with:\n{log}"))
         })

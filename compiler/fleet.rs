@@ -5,7 +5,7 @@
 //! cross-reference checked). Every error names the file, the line and the field.
 
 use crate::embedded;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use legion_runtime::link::LinkSpec;
 pub use legion_runtime::plan::Topology;
 use serde::{Deserialize, Serialize};
@@ -146,6 +146,45 @@ impl std::str::FromStr for StrategyRun {
     }
 }
 
+/// What the plan optimises (`objective` in fleet.yaml, `--objective`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// The lowest latency of one frame (every frame split over all boards).
+    #[default]
+    Latency,
+    /// The most frames per second.
+    Throughput,
+    /// The lowest latency whose frames per second reach this rate.
+    LatencyAtFps(f64),
+}
+
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Objective::Latency => f.write_str("latency"),
+            Objective::Throughput => f.write_str("throughput"),
+            Objective::LatencyAtFps(r) => write!(f, "latency_at_fps={r}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Objective {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Objective, String> {
+        match s {
+            "latency" => Ok(Objective::Latency),
+            "throughput" => Ok(Objective::Throughput),
+            _ => {
+                let bad = || format!("unknown objective '{s}' (latency, throughput, or latency_at_fps=R with R frames per second > 0)");
+                let r = s.strip_prefix("latency_at_fps=").or_else(|| s.strip_prefix("latency_at_fps:")).ok_or_else(bad)?;
+                let r: f64 = r.trim().parse().map_err(|_| bad())?;
+                if r.is_finite() && r > 0.0 { Ok(Objective::LatencyAtFps(r)) } else { Err(bad()) }
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- raw YAML
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +201,8 @@ struct RawFleet {
     strategy: Option<Strategy>,
     /// How group outputs travel: `star` or `mesh` (default).
     topology: Option<Topology>,
+    /// `latency` (default), `throughput` or `{latency_at_fps: R}`.
+    objective: Option<Objective>,
     boards: Vec<RawBoard>,
 }
 
@@ -346,6 +387,8 @@ pub struct Fleet {
     pub strategy: Strategy,
     /// How the plan's group outputs travel (default mesh).
     pub topology: Topology,
+    /// What the plan optimises (default latency).
+    pub objective: Objective,
 }
 
 // ---------------------------------------------------------------- loading
@@ -501,7 +544,13 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
     let known_hosts = d.known_hosts.as_deref().map(|k| expand_home(k, dir)).unwrap_or_else(crate::ssh::default_known_hosts);
     let strategy = raw.strategy.unwrap_or(Strategy::Legion);
     let topology = raw.topology.unwrap_or(Topology::Mesh);
-    Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, output, known_hosts, strategy, topology })
+    let objective = raw.objective.unwrap_or_default();
+    if let Objective::LatencyAtFps(r) = objective {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(cx.err("latency_at_fps", 0, format!("objective latency_at_fps must be a positive number of frames per second, not {r}")));
+        }
+    }
+    Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, output, known_hosts, strategy, topology, objective })
 }
 
 fn expand_home(p: &str, dir: &Path) -> PathBuf {
@@ -543,6 +592,57 @@ impl Fleet {
 
     pub fn coordinator(&self) -> &Board {
         &self.boards[self.coordinator]
+    }
+
+    /// The sub-fleet of boards `members` (indices, in fleet order), as a lane of a plan that
+    /// deals frames: its coordinator is the fleet's if it is a member, else its fastest board
+    /// (nominal speed; the first of equals). Everything else is the fleet's.
+    pub fn lane(&self, members: &[usize]) -> Fleet {
+        let mut members = members.to_vec();
+        members.sort_unstable();
+        members.dedup();
+        let coordinator = members.iter().position(|&i| i == self.coordinator).unwrap_or_else(|| {
+            (0..members.len()).fold(0, |best, j| if self.boards[members[j]].nominal_speed() > self.boards[members[best]].nominal_speed() { j } else { best })
+        });
+        Fleet { boards: members.iter().map(|&i| self.boards[i].clone()).collect(), coordinator, ..self.clone() }
+    }
+
+    /// The lanes of `plan`, each as its sub-fleet with its plan as that sub-fleet runs it. A
+    /// plan without lanes is one lane: the whole fleet.
+    pub fn lanes(&self, plan: &legion_runtime::plan::Plan) -> Result<Vec<(Fleet, legion_runtime::plan::Plan)>> {
+        if plan.lanes.is_empty() {
+            // Boards run a plan for one frame at a time; how many the stream keeps in flight is
+            // the client's.
+            return Ok(vec![(self.clone(), legion_runtime::plan::Plan { in_flight: 1, ..self.deployed(plan) })]);
+        }
+        plan.lanes
+            .iter()
+            .map(|lane| {
+                let members = lane.boards.iter().map(|n| self.boards.iter().position(|b| &b.name == n).ok_or_else(|| anyhow!("the plan's lane names board '{n}', which fleet {} does not have", self.name))).collect::<Result<Vec<_>>>()?;
+                let sub = self.lane(&members);
+                let names: Vec<&String> = sub.boards.iter().map(|b| &b.name).collect();
+                ensure!(names == lane.boards.iter().collect::<Vec<_>>(), "a lane's boards {:?} are not in the fleet's order", lane.boards);
+                let deployed = sub.deployed(lane);
+                Ok((sub, deployed))
+            })
+            .collect()
+    }
+
+    /// The plan hash every board answers with when it runs `plan` (its lane's), in fleet order.
+    pub fn board_hashes(&self, plan: &legion_runtime::plan::Plan) -> Result<Vec<String>> {
+        (0..self.boards.len()).map(|i| Ok(self.board_lane(plan, i)?.1.hash())).collect()
+    }
+
+    /// Board `index`'s lane in `plan`: its sub-fleet, its plan as deployed, and the board's
+    /// index in it.
+    pub fn board_lane(&self, plan: &legion_runtime::plan::Plan, index: usize) -> Result<(Fleet, legion_runtime::plan::Plan, usize)> {
+        let name = &self.boards[index].name;
+        for (sub, p) in self.lanes(plan)? {
+            if let Some(i) = sub.boards.iter().position(|b| &b.name == name) {
+                return Ok((sub, p, i));
+            }
+        }
+        bail!("board {name} is in no lane of the plan")
     }
     /// The directory of the compiled fleet.
     pub fn out(&self) -> &Path {

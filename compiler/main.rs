@@ -33,6 +33,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Compile { fleet, no_build, target_dir, check, json, profiling } => {
             let mut fleet = fleet.load()?;
             fleet.topology = profiling.topology.unwrap_or(fleet.topology);
+            fleet.objective = profiling.objective.unwrap_or(fleet.objective);
             let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
             let target_dir = target_dir.unwrap_or_else(|| cargo_build::default_target_dir(&fleet));
             let o = compile::CompileOptions { strategy: profiling.strategy, no_build, check, profile: profiling.options(&target_dir) };
@@ -101,7 +102,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let profile = profile::Options { accept_new_host_keys, ..profile::Options::new(cache_dir, &cargo_build::default_target_dir(&fleet)) };
             let o = run::RunOptions {
                 input,
-                stream: run::StreamOptions { frames: frames as usize, rate, drop, in_flight: in_flight as usize, verify_every: verify_every.map(|k| k as usize) },
+                stream: run::StreamOptions { frames: frames as usize, rate, drop, in_flight: in_flight.map(|k| k as usize), verify_every: verify_every.map(|k| k as usize) },
                 verify,
                 json,
                 save: save.as_deref(),

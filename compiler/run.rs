@@ -132,9 +132,9 @@ pub struct StreamOptions {
     /// Drop a frame that arrives while `in_flight` frames are in flight, instead of letting it
     /// wait.
     pub drop: bool,
-    /// Frames in flight at most (the stream's memory bound): each is sent as soon as it
-    /// arrives, while fewer are in flight.
-    pub in_flight: usize,
+    /// Frames in flight at most per lane (the stream's memory bound): each is sent as soon as
+    /// it arrives, while fewer are in flight. None: what the plan was chosen for.
+    pub in_flight: Option<usize>,
     /// Check every K-th frame's output (frames K, 2K, …) against tract.
     pub verify_every: Option<usize>,
 }
@@ -182,7 +182,13 @@ pub fn run_frames(fleet: &Fleet, o: &RunOptions, out: &mut dyn std::io::Write) -
     }
     writeln!(out, "fleet {}, model {}, plan {}", fleet.name, m.ir.name, &plan.hash()[..16])?;
     writeln!(out, "{}", describe_outputs(&m.outputs, y)?)?;
-    write!(out, "{}", breakdown(report, &plan))?;
+    let lanes = fleet.lanes(&plan)?;
+    let last_lane = frames.last().expect("answered").lane;
+    if lanes.len() > 1 {
+        let dealt: Vec<String> = stream.summary.lanes.iter().zip(&lanes).map(|((c, n), (f, _))| format!("{n} to the lane of {c} ({} boards)", f.boards.len())).collect();
+        writeln!(out, "frames dealt among {} lanes: {}; the last frame's breakdown (lane of {}):", lanes.len(), dealt.join(", "), lanes[last_lane].0.coordinator().name)?;
+    }
+    write!(out, "{}", breakdown(report, &lanes[last_lane].1))?;
     // In the coordinator: from the whole input there to the output computed, as a single board
     // would take it (end to end adds sending the input to the coordinator and the output back).
     let in_coordinator: Vec<f64> = frames.iter().map(|f| f.report.total_s).collect();
@@ -257,6 +263,8 @@ pub fn load_inputs(spec: &InputSpec, fleet: &Fleet, m: &LoadedModel) -> Result<V
 pub struct Answered {
     /// Index into the stream's inputs.
     pub input: usize,
+    /// The lane that answered it (index into the plan's lanes; 0 without lanes).
+    pub lane: usize,
     pub report: FrameReport,
     /// From the request to the answer.
     pub end_to_end: Duration,
@@ -272,9 +280,13 @@ pub struct StreamSummary {
     pub dropped: usize,
     /// Frames that arrived while `in_flight` frames were in flight and waited for room.
     pub waited: usize,
-    /// The bound on frames in flight (`--in-flight`), and the most that were in flight at once.
+    /// The bound on frames in flight per lane (`--in-flight`), and the most that were in
+    /// flight at once (all lanes).
     pub in_flight: usize,
     pub peak_in_flight: usize,
+    /// Frames answered by each lane of the plan, by its coordinator (one lane: the whole
+    /// fleet).
+    pub lanes: Vec<(String, usize)>,
     /// Requested arrival rate, frames per second (None: as fast as the fleet answers).
     pub rate_fps: Option<f64>,
     /// Frames answered per second, from the first frame's arrival to the last answer.
@@ -338,25 +350,33 @@ pub struct Stream {
 pub fn stream_frames(fleet: &Fleet, plan: &Plan, m: &LoadedModel, inputs: &[(String, Tensor)], o: &StreamOptions, out: &mut dyn std::io::Write) -> Result<Stream> {
     ensure!(o.rate.is_none_or(|r| r.is_finite() && r > 0.0), "--rate must be a positive number of frames per second");
     ensure!(o.verify_every.is_none_or(|k| k > 0), "--verify-every must be at least 1");
-    ensure!(o.in_flight > 0, "--in-flight must be at least 1");
+    let per_lane = o.in_flight.unwrap_or(plan.in_flight);
+    ensure!(per_lane > 0, "--in-flight must be at least 1");
     let n = o.frames.max(1);
-    // What a sender thread gives back: frame k, its input, and the fleet's answer.
-    type Reply = (usize, usize, Result<(Tensor, FrameReport, Duration)>, Instant);
+    // Frames are dealt among the plan's lanes (one lane: the whole fleet); each lane keeps up
+    // to `per_lane` frames in flight; a lane takes the next frame when it has room, so faster
+    // lanes take more.
+    let lanes = fleet.lanes(plan)?;
+    let bound = per_lane * lanes.len();
+    // What a sender thread gives back: frame k, its input, its lane, and the fleet's answer.
+    type Reply = (usize, usize, usize, Result<(Tensor, FrameReport, Duration)>, Instant);
     let (job_tx, job_rx) = std::sync::mpsc::channel::<(usize, usize)>();
     let job_rx = std::sync::Mutex::new(job_rx);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Reply>();
     let t0 = Instant::now();
-    let mut s = StreamState::new(n, o.verify_every);
+    let mut s = StreamState::new(n, o.verify_every, lanes.iter().map(|(f, _)| f.coordinator().name.clone()).collect());
     std::thread::scope(|scope| -> Result<()> {
-        for _ in 0..o.in_flight.min(n) {
-            let (job_rx, done_tx) = (&job_rx, done_tx.clone());
-            scope.spawn(move || loop {
-                let Ok((k, i)) = job_rx.lock().unwrap().recv() else { return };
-                let answer = infer(fleet, plan, &inputs[i].1);
-                if done_tx.send((k, i, answer, Instant::now())).is_err() {
-                    return;
-                }
-            });
+        for _ in 0..per_lane.min(n) {
+            for (l, (lane, lane_plan)) in lanes.iter().enumerate() {
+                let (job_rx, done_tx) = (&job_rx, done_tx.clone());
+                scope.spawn(move || loop {
+                    let Ok((k, i)) = job_rx.lock().unwrap().recv() else { return };
+                    let answer = infer(lane, lane_plan, &inputs[i].1);
+                    if done_tx.send((k, i, l, answer, Instant::now())).is_err() {
+                        return;
+                    }
+                });
+            }
         }
         drop(done_tx);
         let result = (|| -> Result<()> {
@@ -378,14 +398,14 @@ pub fn stream_frames(fleet: &Fleet, plan: &Plan, m: &LoadedModel, inputs: &[(Str
                         Err(_) => break,
                     }
                 }
-                if due.is_none() && in_flight >= o.in_flight {
+                if due.is_none() && in_flight >= bound {
                     // Without a rate, a frame arrives when there is room for it.
                     let reply = done_rx.recv().context("the stream's senders stopped")?;
                     in_flight -= 1;
                     s.answer(reply, m, inputs, out)?;
                 }
                 let arrival = due.unwrap_or_else(Instant::now);
-                if in_flight >= o.in_flight {
+                if in_flight >= bound {
                     if o.drop {
                         s.dropped(k, arrival, out)?;
                         continue;
@@ -412,7 +432,7 @@ pub fn stream_frames(fleet: &Fleet, plan: &Plan, m: &LoadedModel, inputs: &[(Str
         drop(job_tx);
         result
     })?;
-    s.finish(o.rate, o.in_flight, t0)
+    s.finish(o.rate, per_lane, &lanes, t0)
 }
 
 /// A stream's bookkeeping: answers taken as they come, reported in frame order.
@@ -422,8 +442,8 @@ struct StreamState {
     /// Frame k's arrival (None: not sent, or dropped).
     arrivals: Vec<Option<Instant>>,
     /// Frames answered but not reported yet (an earlier one is still in flight): frame k →
-    /// (input, output, report, end to end, answered at).
-    pending: std::collections::BTreeMap<usize, (usize, Tensor, FrameReport, Duration, Instant)>,
+    /// (input, lane, output, report, end to end, answered at).
+    pending: std::collections::BTreeMap<usize, (usize, usize, Tensor, FrameReport, Duration, Instant)>,
     /// The next frame to report.
     next: usize,
     dropped_frames: std::collections::BTreeSet<usize>,
@@ -436,11 +456,16 @@ struct StreamState {
     max_rel: Option<f32>,
     references: std::collections::HashMap<usize, Tensor>,
     last_answer: Option<Instant>,
+    /// Each lane's coordinator, and the frames each lane answered.
+    lanes: Vec<String>,
+    per_lane: Vec<usize>,
 }
 
 impl StreamState {
-    fn new(n: usize, verify_every: Option<usize>) -> StreamState {
+    fn new(n: usize, verify_every: Option<usize>, lanes: Vec<String>) -> StreamState {
         StreamState {
+            per_lane: vec![0; lanes.len()],
+            lanes,
             n,
             verify_every,
             arrivals: vec![None; n],
@@ -466,17 +491,18 @@ impl StreamState {
     }
 
     /// Take a sender's answer; report every frame now in order.
-    fn answer(&mut self, (k, i, answer, at): (usize, usize, Result<(Tensor, FrameReport, Duration)>, Instant), m: &LoadedModel, inputs: &[(String, Tensor)], out: &mut dyn std::io::Write) -> Result<()> {
+    fn answer(&mut self, (k, i, lane, answer, at): (usize, usize, usize, Result<(Tensor, FrameReport, Duration)>, Instant), m: &LoadedModel, inputs: &[(String, Tensor)], out: &mut dyn std::io::Write) -> Result<()> {
         let (y, report, end_to_end) = answer.with_context(|| format!("frame {} ({})", k + 1, inputs[i].0))?;
         self.last_answer = Some(self.last_answer.map_or(at, |l| l.max(at)));
-        self.pending.insert(k, (i, y, report, end_to_end, at));
+        self.pending.insert(k, (i, lane, y, report, end_to_end, at));
         while self.next < self.n {
             if self.dropped_frames.contains(&self.next) {
                 self.latencies.push((self.next + 1, None));
                 self.next += 1;
                 continue;
             }
-            let Some((i, y, report, end_to_end, at)) = self.pending.remove(&self.next) else { break };
+            let Some((i, lane, y, report, end_to_end, at)) = self.pending.remove(&self.next) else { break };
+            self.per_lane[lane] += 1;
             let k = self.next;
             self.next += 1;
             let latency = (at - self.arrivals[k].expect("a frame answered was sent")).as_secs_f64();
@@ -489,6 +515,9 @@ impl StreamState {
                 end_to_end.as_secs_f64() * 1e3,
                 report.total_s * 1e3
             );
+            if self.lanes.len() > 1 {
+                line += &format!(", lane of {}", self.lanes[lane]);
+            }
             if report.overrun_s > 0.0005 {
                 line += &format!(", emulation overran by {:.1} ms", report.overrun_s * 1e3);
             }
@@ -502,13 +531,13 @@ impl StreamState {
                 line += &format!(", verified (max |diff| {:.1e})", a.diff);
             }
             writeln!(out, "{line}")?;
-            self.answered.push(Answered { input: i, report, end_to_end });
+            self.answered.push(Answered { input: i, lane, report, end_to_end });
             self.last_output = Some(y);
         }
         Ok(())
     }
 
-    fn finish(mut self, rate: Option<f64>, in_flight: usize, t0: Instant) -> Result<Stream> {
+    fn finish(mut self, rate: Option<f64>, in_flight: usize, lanes: &[(Fleet, Plan)], t0: Instant) -> Result<Stream> {
         // Dropped frames after the last answered one.
         while self.next < self.n && self.dropped_frames.contains(&self.next) {
             self.latencies.push((self.next + 1, None));
@@ -525,6 +554,7 @@ impl StreamState {
             waited: self.waited,
             in_flight,
             peak_in_flight: self.peak_in_flight,
+            lanes: lanes.iter().zip(&self.per_lane).map(|((f, _), &n)| (f.coordinator().name.clone(), n)).collect(),
             rate_fps: rate,
             throughput_fps: self.answered.len() as f64 / (last - t0).as_secs_f64().max(1e-9),
             latency_p50_s: p(50.0),

@@ -48,19 +48,61 @@ pub struct Planned {
     /// What a frame keeps each board busy with (empty without a cost model): with frames in
     /// flight, the busiest bounds the frames per second.
     pub busy: Vec<crate::cost::Busy>,
+    /// A plan that deals whole frames among lanes: each lane's plan (empty: one lane, this
+    /// plan).
+    pub lanes: Vec<Planned>,
+    /// The objective's search (`objective` other than latency): every partition of the fleet
+    /// into lanes it predicted, the chosen one marked.
+    pub candidates: Vec<Candidate>,
+}
+
+/// A partition of the fleet into lanes (each splitting the frames it is dealt over its
+/// boards), with frames in flight per lane, as the objective's search predicts it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Candidate {
+    /// Each lane's boards.
+    pub lanes: Vec<Vec<String>>,
+    pub in_flight: usize,
+    /// Frames per second: the lanes' sum.
+    pub throughput_fps: f64,
+    /// A frame's latency alone (the slowest lane's).
+    pub latency_s: f64,
+    /// A frame's latency in a stream that keeps every lane busy: per lane the larger of its
+    /// latency and in_flight ÷ its frames per second (the wait behind the frames ahead); the
+    /// slowest lane's.
+    pub stream_latency_s: f64,
+    pub chosen: bool,
+}
+
+impl Candidate {
+    pub fn describe(&self) -> String {
+        let lanes: Vec<String> = self.lanes.iter().map(|l| format!("[{}]", l.join(" "))).collect();
+        format!(
+            "{:<44} {:>2} in flight {:>7.3} frames/s  latency {:>8.1} ms alone, {:>8.1} ms in a busy stream{}",
+            lanes.join(""),
+            self.in_flight,
+            self.throughput_fps,
+            self.latency_s * 1e3,
+            self.stream_latency_s * 1e3,
+            if self.chosen { "  <- chosen" } else { "" }
+        )
+    }
 }
 
 impl Planned {
-    /// Predicted frames per second with `in_flight` frames in flight (None without a cost
-    /// model).
+    /// Predicted frames per second with `in_flight` frames in flight (per lane; None without
+    /// a cost model).
     pub fn throughput_fps(&self, in_flight: usize) -> Option<f64> {
+        if !self.lanes.is_empty() {
+            return self.lanes.iter().map(|l| l.throughput_fps(in_flight)).sum();
+        }
         (self.predicted_latency_s.is_finite() && !self.busy.is_empty()).then(|| crate::cost::throughput_fps(self.predicted_latency_s, &self.busy, in_flight))
     }
 
     /// The board and what of it bounds pipelined frames: (board, "compute" | "send" |
     /// "receive", seconds per frame).
     pub fn bottleneck(&self) -> Option<(&str, &'static str, f64)> {
-        let b = self.busy.iter().max_by(|a, b| a.max_s().total_cmp(&b.max_s()))?;
+        let b = self.busy.iter().chain(self.lanes.iter().flat_map(|l| &l.busy)).max_by(|a, b| a.max_s().total_cmp(&b.max_s()))?;
         let what = if b.max_s() == b.compute_s { "compute" } else if b.max_s() == b.send_s { "send" } else { "receive" };
         Some((&b.board, what, b.max_s()))
     }
@@ -211,6 +253,18 @@ impl Planned {
     /// Every group's rows and predicted latency, the wild card's measurements, the prediction.
     pub fn describe(&self) -> String {
         let mut s = String::new();
+        if !self.lanes.is_empty() {
+            s += &format!("whole frames dealt among {} lanes, up to {} in flight in each:\n", self.lanes.len(), self.plan.in_flight);
+            for (i, l) in self.lanes.iter().enumerate() {
+                let coordinator = l.plan.deployment.as_ref().map_or(l.plan.boards[0].clone(), |d| l.plan.boards[d.coordinator].clone());
+                s += &format!("lane {i}: boards {} (coordinator {coordinator}), plan {}\n", l.plan.boards.join(", "), &l.plan_hash[..16]);
+                for line in l.describe().lines() {
+                    s += &format!("  {line}\n");
+                }
+            }
+        } else if self.plan.in_flight > 1 {
+            s += &format!("every frame split over the fleet, up to {} frames in flight:\n", self.plan.in_flight);
+        }
         for (i, g) in self.plan.groups.iter().enumerate() {
             let pred = self.groups.get(i).map(|c| format!("  predicted {:.1} ms", c.latency_s * 1e3)).unwrap_or_default();
             s += &format!("  group {i:>2}: values {:>3}..{:<3} rows {:?}{pred}\n", g.from, g.to, g.rows);
@@ -234,8 +288,29 @@ impl Planned {
             let peaks: Vec<String> = m.iter().map(|b| format!("{} {:.0} MB", b.board, b.peak_mb)).collect();
             s += &format!("predicted peak memory: {}\n", peaks.join(", "));
         }
-        if self.predicted_latency_s.is_finite() {
+        if self.predicted_latency_s.is_finite() && self.lanes.is_empty() {
             s += &format!("predicted latency {:.1} ms (tail {:.1} ms); solved in {:.1} ms\n", self.predicted_latency_s * 1e3, self.tail_s * 1e3, self.solve_seconds * 1e3);
+        }
+        if !self.candidates.is_empty() {
+            s += &format!("the objective's candidates (lanes, frames in flight per lane: predicted frames per second and latency), {} tried:\n", self.candidates.len());
+            let mut shown: Vec<&Candidate> = self.candidates.iter().collect();
+            shown.sort_by(|a, b| b.throughput_fps.total_cmp(&a.throughput_fps));
+            // The chosen one, the fastest few and the lowest-latency few.
+            let mut by_latency = shown.clone();
+            by_latency.sort_by(|a, b| a.stream_latency_s.total_cmp(&b.stream_latency_s));
+            let mut list: Vec<&Candidate> = Vec::new();
+            for c in shown.iter().take(4).chain(by_latency.iter().take(3)).chain(shown.iter().filter(|c| c.chosen)) {
+                if !list.iter().any(|x| std::ptr::eq(*x, *c)) {
+                    list.push(c);
+                }
+            }
+            list.sort_by(|a, b| b.throughput_fps.total_cmp(&a.throughput_fps));
+            for c in list {
+                s += &format!("  {}\n", c.describe());
+            }
+        }
+        if !self.lanes.is_empty() && self.predicted_latency_s.is_finite() {
+            s += &format!("predicted latency {:.1} ms (the slowest lane); solved in {:.1} ms\n", self.predicted_latency_s * 1e3, self.solve_seconds * 1e3);
         }
         if let (Some(one), Some((board, what, per_frame))) = (self.throughput_fps(1), self.bottleneck()) {
             s += &format!(
@@ -251,6 +326,12 @@ impl Planned {
 
 /// Find the plan of `strategy` for the fleet.
 pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) -> Result<Planned> {
+    plan_with(fleet, m, strategy, opts, true)
+}
+
+/// [`plan`], with or without the wild card's measurements (the objective's search predicts its
+/// candidates' lanes without them).
+fn plan_with(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options, wild: bool) -> Result<Planned> {
     let names: Vec<String> = fleet.boards.iter().map(|b| b.name.clone()).collect();
     if strategy == Strategy::Proportional {
         let boards: Vec<(String, f64)> = fleet.boards.iter().map(|b| (b.name.clone(), b.nominal_speed())).collect();
@@ -266,6 +347,8 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
             solve_seconds: 0.0,
             profiling: Stats::default(),
             busy: vec![],
+            lanes: vec![],
+            candidates: vec![],
             memory: None,
         });
     }
@@ -301,7 +384,7 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
         groups = measured.groups_cost(&chosen);
     }
     let mut wild_card = None;
-    if strategy == Strategy::Legion {
+    if strategy == Strategy::Legion && wild {
         if let Some((i, merged)) = solve::wild_card_candidate(&cm, &groups) {
             let pair = [(groups[i].group, groups[i].rows.clone()), (groups[i + 1].group, groups[i + 1].rows.clone()), (merged.group, merged.rows.clone())];
             let (measured, s) = measure_groups(fleet, m, &cm, &pair, "group", opts)?;
@@ -347,6 +430,8 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
         plan,
         predicted_latency_s: groups.iter().map(|g| g.latency_s).sum::<f64>() + tail_s,
         busy,
+        lanes: vec![],
+        candidates: vec![],
         groups,
         tail_s,
         wild_card,
@@ -356,7 +441,204 @@ pub fn plan(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) 
     })
 }
 
-/// Make the plan fit every board's memory: when a board's predicted peak exceeds its limit,
+// ---------------------------------------------------------------- the objective
+
+/// The partitions of boards 0..n into lanes (bitmasks) the objective's search considers:
+/// every set partition up to 6 boards (203 for 6), beyond that the partitions into runs of
+/// consecutive boards (2^(n-1)).
+pub fn partitions(n: usize) -> Vec<Vec<u32>> {
+    let mut all = Vec::new();
+    if n == 0 {
+        return all;
+    }
+    if n > 6 {
+        for cuts in 0u32..(1 << (n - 1)) {
+            let mut lanes = Vec::new();
+            let mut lane = 1u32;
+            for b in 1..n {
+                if cuts & (1 << (b - 1)) != 0 {
+                    lanes.push(lane);
+                    lane = 0;
+                }
+                lane |= 1 << b;
+            }
+            lanes.push(lane);
+            all.push(lanes);
+        }
+        return all;
+    }
+    // Restricted growth strings: board b joins one of the lanes so far or opens a new one.
+    fn grow(b: usize, n: usize, lanes: &mut Vec<u32>, all: &mut Vec<Vec<u32>>) {
+        if b == n {
+            all.push(lanes.clone());
+            return;
+        }
+        for i in 0..lanes.len() {
+            lanes[i] |= 1 << b;
+            grow(b + 1, n, lanes, all);
+            lanes[i] &= !(1 << b);
+        }
+        lanes.push(1 << b);
+        grow(b + 1, n, lanes, all);
+        lanes.pop();
+    }
+    grow(0, n, &mut Vec::new(), &mut all);
+    all
+}
+
+/// The frames in flight per lane the search tries.
+const IN_FLIGHT_TRIED: [usize; 2] = [1, 2];
+
+/// Pick among predicted candidates by the objective (pure): `latency`: the lowest latency in
+/// a busy stream; `throughput`: the most frames per second (within 1 %, the lower latency);
+/// `latency_at_fps`: the lowest latency among those reaching the rate. None if no candidate
+/// reaches the rate.
+pub fn choose(candidates: &[Candidate], objective: crate::fleet::Objective) -> Option<usize> {
+    use crate::fleet::Objective;
+    let by_latency = |a: &&(usize, &Candidate), b: &&(usize, &Candidate)| {
+        a.1.stream_latency_s.total_cmp(&b.1.stream_latency_s).then(b.1.throughput_fps.total_cmp(&a.1.throughput_fps)).then(a.1.lanes.len().cmp(&b.1.lanes.len())).then(a.1.in_flight.cmp(&b.1.in_flight))
+    };
+    let all: Vec<(usize, &Candidate)> = candidates.iter().enumerate().collect();
+    match objective {
+        Objective::Latency => all.iter().min_by(by_latency).map(|c| c.0),
+        Objective::Throughput => {
+            let best = all.iter().map(|c| c.1.throughput_fps).fold(0.0, f64::max);
+            all.iter().filter(|c| c.1.throughput_fps >= 0.99 * best).min_by(by_latency).map(|c| c.0)
+        }
+        Objective::LatencyAtFps(r) => all.iter().filter(|c| c.1.throughput_fps >= r).min_by(by_latency).map(|c| c.0),
+    }
+}
+
+/// Every candidate partition of the fleet into lanes, predicted: each lane planned by
+/// `strategy` on its sub-fleet (without the wild card; profiles through the cache, quietly),
+/// with 1 and 2 frames in flight per lane. Lanes that cannot be planned (memory, profiles
+/// missing offline) rule out their partitions; the reasons are returned.
+pub fn candidates(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) -> Result<(Vec<Candidate>, Vec<String>)> {
+    let n = fleet.boards.len();
+    let quiet = Options { quiet: true, ..opts.clone() };
+    let mut lanes: HashMap<u32, Option<Planned>> = HashMap::new();
+    let mut failures = Vec::new();
+    let mut out = Vec::new();
+    for partition in partitions(n) {
+        let mut planned = Vec::new();
+        for &mask in &partition {
+            if !lanes.contains_key(&mask) {
+                let members: Vec<usize> = (0..n).filter(|b| mask & (1 << b) != 0).collect();
+                let sub = fleet.lane(&members);
+                let p = match plan_with(&sub, m, strategy, &quiet, false) {
+                    Ok(p) => Some(p),
+                    Err(e) if crate::profile::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) => return Err(e),
+                    Err(e) => {
+                        let names: Vec<&str> = sub.boards.iter().map(|b| b.name.as_str()).collect();
+                        failures.push(format!("lane [{}]: {}", names.join(" "), format!("{e:#}").lines().next().unwrap_or_default()));
+                        None
+                    }
+                };
+                lanes.insert(mask, p);
+            }
+            planned.push((mask, lanes[&mask].clone()));
+        }
+        if planned.iter().any(|p| p.1.is_none()) {
+            continue;
+        }
+        for k in IN_FLIGHT_TRIED {
+            let lanes_fps: Vec<(f64, f64)> = planned.iter().map(|(_, p)| {
+                let p = p.as_ref().expect("checked");
+                (p.throughput_fps(k).unwrap_or(1.0 / p.predicted_latency_s), p.predicted_latency_s)
+            }).collect();
+            if lanes_fps.iter().any(|(t, l)| !(t.is_finite() && l.is_finite())) {
+                continue;
+            }
+            out.push(Candidate {
+                lanes: planned.iter().map(|(mask, _)| (0..n).filter(|b| mask & (1 << b) != 0).map(|b| fleet.boards[b].name.clone()).collect()).collect(),
+                in_flight: k,
+                throughput_fps: lanes_fps.iter().map(|x| x.0).sum(),
+                latency_s: lanes_fps.iter().map(|x| x.1).fold(0.0, f64::max),
+                stream_latency_s: lanes_fps.iter().map(|&(t, l)| l.max(k as f64 / t)).fold(0.0, f64::max),
+                chosen: false,
+            });
+        }
+    }
+    Ok((out, failures))
+}
+
+/// The plan for the fleet's objective. `latency`: [`plan`] (every frame split over every
+/// board, one frame in flight). Otherwise every partition of the fleet into lanes is predicted
+/// ([`candidates`]), the objective picks one, and its lanes are planned again with the wild
+/// card: one lane gives a plan of the whole fleet with frames in flight; several give a plan
+/// that deals whole frames among them.
+pub fn plan_objective(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) -> Result<Planned> {
+    use crate::fleet::Objective;
+    let objective = fleet.objective;
+    if objective == Objective::Latency || strategy == Strategy::Proportional {
+        return plan(fleet, m, strategy, opts);
+    }
+    let t = Instant::now();
+    let (mut candidates, failures) = candidates(fleet, m, strategy, opts)?;
+    let search_s = t.elapsed().as_secs_f64();
+    let Some(i) = choose(&candidates, objective) else {
+        let best = candidates.iter().map(|c| c.throughput_fps).fold(0.0, f64::max);
+        let why = if failures.is_empty() { String::new() } else { format!("; lanes that could not be planned: {}", failures.join("; ")) };
+        anyhow::bail!("no plan of fleet {} reaches objective {objective}: the most frames per second predicted is {best:.3} ({} partitions of its boards into lanes tried){why}. Lower the rate, or add boards", fleet.name, candidates.len());
+    };
+    candidates[i].chosen = true;
+    let chosen = candidates[i].clone();
+    let index_of = |name: &String| fleet.boards.iter().position(|b| &b.name == name).expect("a board of the fleet");
+    let mut planned = if chosen.lanes.len() == 1 {
+        let mut p = plan(fleet, m, strategy, opts)?;
+        p.plan.in_flight = chosen.in_flight;
+        p
+    } else {
+        let mut lanes = Vec::new();
+        for lane in &chosen.lanes {
+            let members: Vec<usize> = lane.iter().map(index_of).collect();
+            let sub = fleet.lane(&members);
+            let mut p = plan(&sub, m, strategy, opts).with_context(|| format!("lane [{}]", lane.join(" ")))?;
+            p.plan = sub.deployed(&p.plan);
+            lanes.push(p);
+        }
+        let mut stats = Stats::default();
+        for l in &lanes {
+            stats.add(&l.profiling);
+        }
+        let mut memory: Vec<crate::cost::BoardMemory> = lanes.iter().filter_map(|l| l.memory.clone()).flatten().collect();
+        memory.sort_by_key(|b| fleet.boards.iter().position(|x| x.name == b.board));
+        let plan = Plan {
+            version: legion_runtime::plan::PLAN_VERSION,
+            model_sha256: m.sha256.clone(),
+            boards: fleet.boards.iter().map(|b| b.name.clone()).collect(),
+            groups: vec![],
+            topology: fleet.topology,
+            tail: vec![],
+            deployment: None,
+            lanes: lanes.iter().map(|l| l.plan.clone()).collect(),
+            in_flight: chosen.in_flight,
+        };
+        Planned {
+            strategy,
+            plan_hash: String::new(),
+            plan,
+            predicted_latency_s: lanes.iter().map(|l| l.predicted_latency_s).fold(0.0, f64::max),
+            groups: vec![],
+            tail_s: f64::NAN,
+            wild_card: None,
+            solve_seconds: lanes.iter().map(|l| l.solve_seconds).sum(),
+            profiling: stats,
+            memory: (memory.len() == fleet.boards.len()).then_some(memory),
+            busy: vec![],
+            lanes,
+            candidates: vec![],
+        }
+    };
+    planned.plan = fleet.deployed(&planned.plan);
+    planned.plan.validate(&m.ir)?;
+    planned.plan_hash = planned.plan.hash();
+    planned.solve_seconds += search_s;
+    planned.candidates = candidates;
+    Ok(planned)
+}
+
+/// Make the plan fit every board's memory:/// Make the plan fit every board's memory: when a board's predicted peak exceeds its limit,
 /// the tail's Dense layers are split within what each board can hold (the coordinator, which
 /// holds the tail, is the usual one short). Returns the plan's predicted memory, or an error
 /// naming the board that no plan fits and by how much.

@@ -83,6 +83,8 @@ pub fn plan_from(model: &Model, model_sha256: &str, boards: &[(String, f64)], en
         topology,
         tail: vec![],
         deployment: None,
+        lanes: vec![],
+        in_flight: 1,
     };
     plan.validate(model)?;
     Ok(plan)
@@ -280,6 +282,8 @@ pub fn plan_from_groups(model: &Model, model_sha256: &str, boards: &[String], gr
         topology: cm_topology,
         tail: vec![],
         deployment: None,
+        lanes: vec![],
+        in_flight: 1,
     };
     plan.validate(model)?;
     Ok(plan)

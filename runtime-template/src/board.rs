@@ -146,6 +146,8 @@ impl StaticConfig {
             topology: self.topology.parse().map_err(|e: String| anyhow!(e))?,
             tail: self.tail.iter().map(|t| crate::plan::TailSplit { node: t.node, cols: t.cols.to_vec() }).collect(),
             deployment: None,
+            lanes: vec![],
+            in_flight: 1,
         };
         let mut cfg = BoardConfig {
             board: self.board.into(),
@@ -509,10 +511,13 @@ struct Mailbox {
     changed: Condvar,
 }
 
+/// Pieces of one group's input: (sender, rows, tensor).
+type Pieces = Vec<(usize, Rows, Tensor)>;
+
 #[derive(Default)]
 struct MailboxState {
     /// By (frame, group): when the first piece arrived, and the pieces.
-    pieces: HashMap<(u64, usize), (Instant, Vec<(usize, Rows, Tensor)>)>,
+    pieces: HashMap<(u64, usize), (Instant, Pieces)>,
     /// Board index → when and why its piece connection closed (cleared when it sends again).
     lost: HashMap<usize, (Instant, String)>,
     /// Frames the coordinator gave up.

@@ -97,6 +97,23 @@ pub struct Plan {
     /// (solvers, in-process runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<Deployment>,
+    /// Whole frames dealt among sub-fleets ("lanes"): each lane splits the frames it is dealt
+    /// over its own boards with its own plan and coordinator. Empty: one lane, this plan. A
+    /// plan with lanes has no groups of its own; its lanes' boards are its boards, each once.
+    /// A board runs its lane's plan, never this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lanes: Vec<Plan>,
+    /// Frames in flight per lane the plan was chosen for (what `run --in-flight` defaults to).
+    #[serde(default = "one_frame", skip_serializing_if = "is_one_frame")]
+    pub in_flight: usize,
+}
+
+fn one_frame() -> usize {
+    1
+}
+
+fn is_one_frame(n: &usize) -> bool {
+    *n == 1
 }
 
 /// Everything besides the plan that changes how the boards compute and talk: what
@@ -200,6 +217,21 @@ impl Plan {
     pub fn validate(&self, model: &Model) -> Result<()> {
         ensure!(self.version == PLAN_VERSION, "plan version {} is not {}", self.version, PLAN_VERSION);
         ensure!(!self.boards.is_empty(), "plan has no boards");
+        ensure!(self.in_flight >= 1, "a plan for {} frames in flight", self.in_flight);
+        if !self.lanes.is_empty() {
+            ensure!(self.groups.is_empty() && self.tail.is_empty(), "a plan with lanes has groups or a tail of its own");
+            let mut seen: Vec<&String> = Vec::new();
+            for (i, lane) in self.lanes.iter().enumerate() {
+                ensure!(lane.lanes.is_empty(), "lane {i} has lanes of its own");
+                lane.validate(model).with_context(|| format!("lane {i}"))?;
+                seen.extend(&lane.boards);
+            }
+            let mut all: Vec<&String> = self.boards.iter().collect();
+            seen.sort();
+            all.sort();
+            ensure!(seen == all, "the lanes' boards {seen:?} are not the plan's boards {all:?}, each once");
+            return Ok(());
+        }
         let cuts = model.split_cut_points();
         let mut at = 0;
         for (i, g) in self.groups.iter().enumerate() {

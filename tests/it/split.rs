@@ -97,6 +97,8 @@ pub fn plan_strategy(m: &'static LoadedModel) -> impl Strategy<Value = Plan> {
                 topology: if mesh { Topology::Mesh } else { Topology::Star },
                 tail,
                 deployment: None,
+                lanes: vec![],
+                in_flight: 1,
             }
         })
     })
