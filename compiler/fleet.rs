@@ -146,9 +146,10 @@ impl std::str::FromStr for StrategyRun {
     }
 }
 
-/// What the plan optimises (`objective` in fleet.yaml, `--objective`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// What the plan optimises (`objective` in fleet.yaml: `latency`, `throughput` or
+/// `{latency_at_fps: R}`; `--objective`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]
+#[serde(try_from = "RawObjective")]
 pub enum Objective {
     /// The lowest latency of one frame (every frame split over all boards).
     #[default]
@@ -157,6 +158,31 @@ pub enum Objective {
     Throughput,
     /// The lowest latency whose frames per second reach this rate.
     LatencyAtFps(f64),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawObjective {
+    Word(String),
+    Rate { latency_at_fps: f64 },
+}
+
+impl TryFrom<RawObjective> for Objective {
+    type Error = String;
+    fn try_from(raw: RawObjective) -> std::result::Result<Objective, String> {
+        match raw {
+            RawObjective::Word(w) if w.starts_with("latency_at_fps") => Err(format!("unknown objective '{w}' (write it as {{latency_at_fps: R}})")),
+            RawObjective::Word(w) => w.parse(),
+            RawObjective::Rate { latency_at_fps: r } if r.is_finite() && r > 0.0 => Ok(Objective::LatencyAtFps(r)),
+            RawObjective::Rate { latency_at_fps: r } => Err(format!("objective latency_at_fps must be a positive number of frames per second, not {r}")),
+        }
+    }
+}
+
+impl Serialize for Objective {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
 }
 
 impl std::fmt::Display for Objective {
@@ -545,11 +571,6 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
     let strategy = raw.strategy.unwrap_or(Strategy::Legion);
     let topology = raw.topology.unwrap_or(Topology::Mesh);
     let objective = raw.objective.unwrap_or_default();
-    if let Objective::LatencyAtFps(r) = objective {
-        if !(r.is_finite() && r > 0.0) {
-            return Err(cx.err("latency_at_fps", 0, format!("objective latency_at_fps must be a positive number of frames per second, not {r}")));
-        }
-    }
     Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, output, known_hosts, strategy, topology, objective })
 }
 

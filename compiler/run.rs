@@ -177,9 +177,7 @@ pub fn run_frames(fleet: &Fleet, o: &RunOptions, out: &mut dyn std::io::Write) -
     let frames = &stream.answered;
     let (y, report) = (&stream.last_output, &frames.last().expect("at least one frame answered").report);
     let x = &inputs[frames.last().expect("answered").input].1;
-    if !report.peak_rss_mb.is_empty() {
-        crate::strategy::record_measured_memory(fleet, &plan.hash(), &report.peak_rss_mb)?;
-    }
+
     writeln!(out, "fleet {}, model {}, plan {}", fleet.name, m.ir.name, &plan.hash()[..16])?;
     writeln!(out, "{}", describe_outputs(&m.outputs, y)?)?;
     let lanes = fleet.lanes(&plan)?;
@@ -189,6 +187,10 @@ pub fn run_frames(fleet: &Fleet, o: &RunOptions, out: &mut dyn std::io::Write) -
         writeln!(out, "frames dealt among {} lanes: {}; the last frame's breakdown (lane of {}):", lanes.len(), dealt.join(", "), lanes[last_lane].0.coordinator().name)?;
     }
     write!(out, "{}", breakdown(report, &lanes[last_lane].1))?;
+    if !report.peak_rss_mb.is_empty() {
+        // Kept by the plan its boards ran (the lane's), which `explain` looks up.
+        crate::strategy::record_measured_memory(fleet, &lanes[last_lane].1.hash(), &report.peak_rss_mb)?;
+    }
     // In the coordinator: from the whole input there to the output computed, as a single board
     // would take it (end to end adds sending the input to the coordinator and the output back).
     let in_coordinator: Vec<f64> = frames.iter().map(|f| f.report.total_s).collect();

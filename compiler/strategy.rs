@@ -691,10 +691,51 @@ pub fn explain(fleet: &Fleet, m: &LoadedModel, plan: Option<&std::path::Path>, o
         Some(p) => crate::codegen::plan_for(fleet, m, p)?,
     };
     let opts = Options { offline: true, quiet: true, ..opts.clone() };
-    let (mut cm, _) = cost_model(fleet, m, &opts).context("the cost model needs the profiles `legionc compile` measured")?;
+    let mut text = String::new();
+    let lanes = fleet.lanes(&plan)?;
+    if lanes.len() > 1 {
+        text += &format!("whole frames dealt among {} lanes, up to {} in flight in each\n", lanes.len(), plan.in_flight);
+    } else if plan.in_flight > 1 {
+        text += &format!("every frame split over the fleet, up to {} frames in flight\n", plan.in_flight);
+    }
+    for (i, (sub, lane)) in lanes.iter().enumerate() {
+        if lanes.len() > 1 {
+            let names: Vec<&str> = sub.boards.iter().map(|b| b.name.as_str()).collect();
+            text += &format!("lane {i}: boards {} (coordinator {}), plan {}\n", names.join(", "), sub.coordinator().name, &lane.hash()[..16]);
+        }
+        text += &explain_lane(sub, m, lane, &opts)?;
+    }
+    // The objective's alternatives, from the cached profiles.
+    let (mut alternatives, missing) = candidates(fleet, m, fleet.strategy, &opts)?;
+    let ours: Vec<Vec<String>> = lanes.iter().map(|(sub, _)| sub.boards.iter().map(|b| b.name.clone()).collect()).collect();
+    for c in &mut alternatives {
+        c.chosen = c.lanes == ours && c.in_flight == plan.in_flight;
+    }
+    alternatives.sort_by(|a, b| b.throughput_fps.total_cmp(&a.throughput_fps));
+    text += &format!("the alternatives (lanes, frames in flight per lane: predicted frames per second and latency; objective of fleet.yaml: {}):\n", fleet.objective);
+    for c in &alternatives {
+        text += &format!("  {}\n", c.describe().replace("<- chosen", "<- this plan"));
+    }
+    if !missing.is_empty() {
+        text += &format!("  not predicted ({} lanes lack profiles: `legionc compile --objective throughput` measures them), e.g. {}\n", missing.len(), missing[0]);
+    }
+    Ok(format!("fleet {}, model {}, plan {} ({})\n{}", fleet.name, m.ir.name, &plan.hash()[..16], if lanes.len() > 1 { format!("{} lanes", lanes.len()) } else { format!("{} groups", plan.groups.len()) }, text))
+}
+
+/// One lane's plan explained: its cost model's prediction and every board's memory.
+fn explain_lane(fleet: &Fleet, m: &LoadedModel, plan: &Plan, opts: &Options) -> Result<String> {
+    let (mut cm, _) = cost_model(fleet, m, opts).context("the cost model needs the profiles `legionc compile` measured")?;
     cm.topology = plan.topology;
     let groups: Vec<_> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
     let mut text = cm.explain(&groups, &plan.tail);
+    let busy = cm.busy(&groups, &plan.tail);
+    let latency = cm.groups_cost(&groups).iter().map(|g| g.latency_s).sum::<f64>() + cm.tail_cost(&plan.tail);
+    text += &format!(
+        "predicted throughput {:.3} frames/s with one frame in flight, {:.3} with two, {:.3} pipelined without bound\n",
+        crate::cost::throughput_fps(latency, &busy, 1),
+        crate::cost::throughput_fps(latency, &busy, 2),
+        crate::cost::throughput_fps(latency, &busy, usize::MAX / 2)
+    );
     if let Some(memory) = cm.memory(&groups, &plan.tail) {
         let measured = measured_memory(fleet, &plan.hash());
         text += "memory per board (predicted peak: process, weights, tract's runnables, a run; measured by the last `legionc run` of this plan):\n";
@@ -712,7 +753,7 @@ pub fn explain(fleet: &Fleet, m: &LoadedModel, plan: Option<&std::path::Path>, o
             );
         }
     }
-    Ok(format!("fleet {}, model {}, plan {} ({} groups)\n{}", fleet.name, m.ir.name, &plan.hash()[..16], plan.groups.len(), text))
+    Ok(text)
 }
 
 /// Where `legionc run` keeps the boards' measured peak memory for `explain`.

@@ -169,3 +169,24 @@ fn memory_comes_from_the_target_or_the_board() {
         assert!(t.memory_mb.is_some_and(|m| m > t.memory_reserve_mb), "{}", t.name);
     }
 }
+
+/// `objective`: latency by default, `throughput`, or `{latency_at_fps: R}`; the same words on
+/// the command line; nonsense refused naming the field.
+#[test]
+fn the_objective_is_latency_throughput_or_a_rate() {
+    use legionc::fleet::Objective;
+    assert_eq!(parse(GOOD).unwrap().objective, Objective::Latency);
+    assert_eq!(parse(&format!("objective: throughput\n{GOOD}")).unwrap().objective, Objective::Throughput);
+    assert_eq!(parse(&format!("objective: {{latency_at_fps: 2.5}}\n{GOOD}")).unwrap().objective, Objective::LatencyAtFps(2.5));
+    let e = err(&format!("objective: fastest\n{GOOD}"));
+    assert!(e.contains("fleet.yaml") && e.contains("objective"), "{e}");
+    let e = err(&format!("objective: {{latency_at_fps: -1}}\n{GOOD}"));
+    assert!(e.contains("fleet.yaml") && e.contains("latency_at_fps") && e.contains("positive"), "{e}");
+    for (text, want) in [("latency", Objective::Latency), ("throughput", Objective::Throughput), ("latency_at_fps=2", Objective::LatencyAtFps(2.0))] {
+        assert_eq!(text.parse::<Objective>().unwrap(), want);
+        assert_eq!(want.to_string().parse::<Objective>().unwrap(), want, "Display and FromStr agree");
+    }
+    for bad in ["fast", "latency_at_fps=0", "latency_at_fps=x"] {
+        assert!(bad.parse::<Objective>().unwrap_err().contains("unknown objective"), "{bad}");
+    }
+}

@@ -780,3 +780,45 @@ fn streams_of_frames(f: &TestFleet) {
     let (answered, dropped) = (j["answered"].as_u64().unwrap(), j["dropped"].as_u64().unwrap());
     assert!(answered >= 2 && answered + dropped == 6 && j["peak_in_flight"] == 2, "{j}");
 }
+
+/// `--objective throughput`: the fleet is partitioned into lanes that are dealt whole frames
+/// (the candidates predicted, the chosen one compiled); every board answers with its lane's
+/// plan; a stream is dealt among the lanes, every frame verified against tract. A rate no
+/// partition reaches is an error that writes nothing.
+#[test]
+fn a_throughput_plan_deals_whole_frames_among_lanes() {
+    let mut f = TestFleet::emulated("lanes", "vgg16-tiny", 29060, &[0.5, 0.5, 0.25]);
+    let o = f.legionc(&["compile", "--objective", "throughput", "--json", "--target-dir", boards_target_dir().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let summary: legionc::compile::CompileSummary = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(summary.objective, "throughput");
+    // A tiny model on three boards: a split frame costs transfers and halo rows a whole one
+    // does not, so the most frames per second come from several lanes.
+    assert!(summary.lanes >= 2, "{summary:?}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("<- chosen"), "the candidates are listed");
+    let plan: legionc::runtime::plan::Plan = serde_json::from_slice(&std::fs::read(f.out().join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan.lanes.len(), summary.lanes);
+    let fleet = f.fleet();
+    let hashes = fleet.board_hashes(&plan).unwrap();
+    f.up();
+    for (b, want) in fleet.boards.iter().zip(&hashes) {
+        let (_, _, h) = legionc::deploy::health(&fleet, b).unwrap();
+        assert_eq!(&h, want, "board {} runs its lane's plan", b.name);
+    }
+    let o = f.legionc(&["run", "--random", "3", "--frames", "8", "--verify-every", "1", "--json", "--no-baseline"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!((j["answered"].as_u64(), j["verified"].as_u64()), (Some(8), Some(8)), "{j}");
+    let lanes = j["lanes"].as_array().unwrap();
+    assert_eq!(lanes.len(), summary.lanes, "{j}");
+    assert_eq!(lanes.iter().map(|l| l[1].as_u64().unwrap()).sum::<u64>(), 8, "{j}");
+    assert!(lanes.iter().filter(|l| l[1].as_u64().unwrap() > 0).count() >= 2, "frames went to several lanes: {j}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("frames dealt among"), "{}", text(&o));
+    let explained = f.legionc(&["explain"]);
+    assert!(explained.status.success() && text(&explained).contains("<- this plan") && text(&explained).contains("lane 1: boards"), "{}", text(&explained));
+    // 10^6 frames per second: no partition reaches it; nothing is written.
+    let before = std::fs::read(f.out().join("plan.json")).unwrap();
+    let o = f.legionc(&["compile", "--objective", "latency_at_fps=1000000", "--no-build"]);
+    assert!(!o.status.success() && text(&o).contains("reaches objective latency_at_fps=1000000") && text(&o).contains("the most frames per second predicted is"), "{}", text(&o));
+    assert_eq!(std::fs::read(f.out().join("plan.json")).unwrap(), before);
+}

@@ -277,3 +277,51 @@ fn the_tail_is_split_within_each_boards_memory() {
     // Room for the layer on the coordinator: the caps change nothing.
     assert_eq!(legionc::solve::tail_splits_within(&cm, Some(&[vec![4096, 0, 0]])).unwrap(), vec![]);
 }
+
+/// The objective's search space: every set partition of up to 6 boards (Bell numbers), runs
+/// of consecutive boards beyond; each a partition (lanes disjoint, covering every board).
+#[test]
+fn partitions_into_lanes_cover_every_board_once() {
+    use legionc::strategy::partitions;
+    let bell = [1, 1, 2, 5, 15, 52, 203];
+    for n in 1..=8usize {
+        let all = partitions(n);
+        let want = if n <= 6 { bell[n] } else { 1 << (n - 1) };
+        assert_eq!(all.len(), want, "{n} boards");
+        let mut seen = std::collections::HashSet::new();
+        for p in &all {
+            let mut canon = p.clone();
+            canon.sort();
+            assert!(seen.insert(canon), "{n} boards: {p:?} twice");
+            assert_eq!(p.iter().fold(0u32, |acc, m| {
+                assert_eq!(acc & m, 0, "{p:?}: lanes overlap");
+                acc | m
+            }), (1u32 << n) - 1, "{p:?} covers every board");
+        }
+    }
+}
+
+/// The objective picks among predicted candidates: latency the lowest latency in a busy
+/// stream, throughput the most frames per second (the lower latency within 1 %), a rate the
+/// lowest latency that reaches it, and none when no candidate does.
+#[test]
+fn the_objective_picks_its_candidate() {
+    use legionc::fleet::Objective;
+    use legionc::strategy::{choose, Candidate};
+    let c = |lanes: usize, k: usize, fps: f64, latency: f64| Candidate {
+        lanes: (0..lanes).map(|i| vec![format!("b{i}")]).collect(),
+        in_flight: k,
+        throughput_fps: fps,
+        latency_s: latency,
+        stream_latency_s: latency.max(k as f64 / fps * lanes as f64),
+        chosen: false,
+    };
+    // One lane of all boards: 1 frame/s at 1 s; four lanes of one board: 2.2 frames/s at 1.8 s;
+    // two lanes: 1.6 frames/s at 1.25 s; four lanes with two in flight: 2.21 frames/s.
+    let all = [c(1, 1, 1.0, 1.0), c(4, 1, 2.2, 1.8), c(2, 1, 1.6, 1.25), c(4, 2, 2.21, 1.8)];
+    assert_eq!(choose(&all, Objective::Latency), Some(0));
+    assert_eq!(choose(&all, Objective::Throughput), Some(1), "within 1 % of the most, the lower latency");
+    assert_eq!(choose(&all, Objective::LatencyAtFps(1.5)), Some(2));
+    assert_eq!(choose(&all, Objective::LatencyAtFps(0.5)), Some(0));
+    assert_eq!(choose(&all, Objective::LatencyAtFps(3.0)), None);
+}
