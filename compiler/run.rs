@@ -287,12 +287,18 @@ pub struct StreamSummary {
     pub in_flight: usize,
     pub peak_in_flight: usize,
     /// Frames answered by each lane of the plan, by its coordinator (one lane: the whole
-    /// fleet).
+    /// fleet), and each lane's median latency (s; None if it answered none).
     pub lanes: Vec<(String, usize)>,
+    pub lane_latency_p50_s: Vec<Option<f64>>,
     /// Requested arrival rate, frames per second (None: as fast as the fleet answers).
     pub rate_fps: Option<f64>,
     /// Frames answered per second, from the first frame's arrival to the last answer.
     pub throughput_fps: f64,
+    /// Frames answered per second while the fleet was kept busy: the answers after the first
+    /// one and up to when the last frame was sent, over that time (without the stream's start,
+    /// when no frame is done yet, and its end, when lanes run out of frames). None when that
+    /// window holds no answer.
+    pub steady_fps: Option<f64>,
     /// Latency from a frame's arrival (its due time at `--rate`, else its request) to its
     /// answer, including any wait: nearest-rank percentiles.
     pub latency_p50_s: f64,
@@ -315,13 +321,14 @@ impl std::fmt::Display for StreamSummary {
         let rate = self.rate_fps.map_or(String::new(), |r| format!(" arriving at {r} frames/s,"));
         write!(
             f,
-            "stream:{rate} {} of {} frames answered, up to {} in flight ({} dropped, {} waited for room): {:.2} frames/s; latency p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+            "stream:{rate} {} of {} frames answered, up to {} in flight ({} dropped, {} waited for room): {:.2} frames/s{}; latency p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
             self.answered,
             self.frames,
             self.peak_in_flight,
             self.dropped,
             self.waited,
             self.throughput_fps,
+            self.steady_fps.map_or(String::new(), |s| format!(" ({s:.2} while every lane was busy)")),
             self.latency_p50_s * 1e3,
             self.latency_p95_s * 1e3,
             self.latency_p99_s * 1e3
@@ -420,6 +427,7 @@ pub fn stream_frames(fleet: &Fleet, plan: &Plan, m: &LoadedModel, inputs: &[(Str
                 let i = k % inputs.len();
                 s.arrivals[k] = Some(arrival);
                 job_tx.send((k, i)).map_err(|_| anyhow!("the stream's senders stopped"))?;
+                s.last_sent = Some(Instant::now());
                 in_flight += 1;
                 s.peak_in_flight = s.peak_in_flight.max(in_flight);
             }
@@ -458,15 +466,22 @@ struct StreamState {
     max_rel: Option<f32>,
     references: std::collections::HashMap<usize, Tensor>,
     last_answer: Option<Instant>,
+    /// When the last frame was sent, and when each frame was answered (in the order of answers).
+    last_sent: Option<Instant>,
+    answer_times: Vec<Instant>,
     /// Each lane's coordinator, and the frames each lane answered.
     lanes: Vec<String>,
     per_lane: Vec<usize>,
+    lane_latencies: Vec<Vec<f64>>,
 }
 
 impl StreamState {
     fn new(n: usize, verify_every: Option<usize>, lanes: Vec<String>) -> StreamState {
         StreamState {
             per_lane: vec![0; lanes.len()],
+            lane_latencies: vec![Vec::new(); lanes.len()],
+            last_sent: None,
+            answer_times: Vec::new(),
             lanes,
             n,
             verify_every,
@@ -496,6 +511,7 @@ impl StreamState {
     fn answer(&mut self, (k, i, lane, answer, at): (usize, usize, usize, Result<(Tensor, FrameReport, Duration)>, Instant), m: &LoadedModel, inputs: &[(String, Tensor)], out: &mut dyn std::io::Write) -> Result<()> {
         let (y, report, end_to_end) = answer.with_context(|| format!("frame {} ({})", k + 1, inputs[i].0))?;
         self.last_answer = Some(self.last_answer.map_or(at, |l| l.max(at)));
+        self.answer_times.push(at);
         self.pending.insert(k, (i, lane, y, report, end_to_end, at));
         while self.next < self.n {
             if self.dropped_frames.contains(&self.next) {
@@ -505,6 +521,7 @@ impl StreamState {
             }
             let Some((i, lane, y, report, end_to_end, at)) = self.pending.remove(&self.next) else { break };
             self.per_lane[lane] += 1;
+            self.lane_latencies[lane].push((at - self.arrivals[self.next].expect("a frame answered was sent")).as_secs_f64());
             let k = self.next;
             self.next += 1;
             let latency = (at - self.arrivals[k].expect("a frame answered was sent")).as_secs_f64();
@@ -539,12 +556,20 @@ impl StreamState {
         Ok(())
     }
 
+    fn steady_fps(&self) -> Option<f64> {
+        let first = *self.answer_times.iter().min()?;
+        let until = self.last_sent?;
+        let n = self.answer_times.iter().filter(|&&t| t > first && t <= until).count();
+        (n > 0 && until > first).then(|| n as f64 / (until - first).as_secs_f64())
+    }
+
     fn finish(mut self, rate: Option<f64>, in_flight: usize, lanes: &[(Fleet, Plan)], t0: Instant) -> Result<Stream> {
         // Dropped frames after the last answered one.
         while self.next < self.n && self.dropped_frames.contains(&self.next) {
             self.latencies.push((self.next + 1, None));
             self.next += 1;
         }
+        let steady_fps = self.steady_fps();
         let last_output = self.last_output.context("every frame was dropped")?;
         let done: Vec<f64> = self.latencies.iter().filter_map(|l| l.1).collect();
         let p = |q: f64| legion_runtime::stats::percentile(&done, q);
@@ -557,8 +582,10 @@ impl StreamState {
             in_flight,
             peak_in_flight: self.peak_in_flight,
             lanes: lanes.iter().zip(&self.per_lane).map(|((f, _), &n)| (f.coordinator().name.clone(), n)).collect(),
+            lane_latency_p50_s: self.lane_latencies.iter().map(|l| (!l.is_empty()).then(|| legion_runtime::stats::median(l))).collect(),
             rate_fps: rate,
             throughput_fps: self.answered.len() as f64 / (last - t0).as_secs_f64().max(1e-9),
+            steady_fps,
             latency_p50_s: p(50.0),
             latency_p95_s: p(95.0),
             latency_p99_s: p(99.0),
