@@ -127,6 +127,10 @@ pub enum Command {
         /// The strategy of the compile (default: the fleet file's)
         #[arg(long, value_enum)]
         strategy: Option<Strategy>,
+        /// The objective of the compile (default: the fleet file's): one other than latency
+        /// also measures the tail on the boards that lead a lane
+        #[arg(long, value_name = "OBJECTIVE")]
+        objective: Option<crate::fleet::Objective>,
     },
     /// Start a compiled fleet (local processes for emulated boards) and wait until it answers
     Up {

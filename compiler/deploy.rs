@@ -184,7 +184,7 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
         }
         let log = std::fs::File::create(log_file(fleet, b))?;
         let mut cmd = Command::new(&bin);
-        cmd.arg("serve").arg("--key").arg(key_path(fleet));
+        cmd.arg("serve").arg("--key").arg(std::path::absolute(key_path(fleet))?);
         match launch {
             Launch::Compiled => cmd.arg("--model").arg(fleet.out().join(b.slug()).join("model.bin")),
             Launch::PlanFile { plan, model } => cmd.arg("--model").arg(model).arg("--plan").arg(plan),
@@ -226,12 +226,16 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
     Ok(restarted)
 }
 
-/// Is process `pid` board `b`'s runtime as `up` starts it: `serve` with this fleet's key?
+/// Is process `pid` board `b`'s runtime as `up` starts it: `serve` with this fleet's key? The
+/// key's path is compared as a file (a relative one from the process's working directory), so
+/// the answer does not depend on how either side named the fleet.
 fn is_board_process(fleet: &Fleet, pid: i32) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
     let args: Vec<&[u8]> = cmdline.split(|&c| c == 0).collect();
-    let key = key_path(fleet);
-    args.get(1) == Some(&&b"serve"[..]) && args.windows(2).any(|w| w[0] == b"--key" && Path::new(std::ffi::OsStr::from_bytes(w[1])) == key)
+    let Ok(key) = std::fs::canonicalize(key_path(fleet)) else { return false };
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+    let same = |given: &[u8]| std::fs::canonicalize(cwd.join(Path::new(std::ffi::OsStr::from_bytes(given)))).is_ok_and(|p| p == key);
+    args.get(1) == Some(&&b"serve"[..]) && args.windows(2).any(|w| w[0] == b"--key" && same(w[1]))
 }
 
 /// Stop board `b` if its pid file names its running process; the pid file is removed either

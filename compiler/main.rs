@@ -48,8 +48,9 @@ fn dispatch(cli: Cli) -> Result<()> {
                 compile::compile(&fleet, &m, &o, &mut out)?;
             }
         }
-        Command::CacheKey { fleet, strategy } => {
-            let fleet = fleet.load()?;
+        Command::CacheKey { fleet, strategy, objective } => {
+            let mut fleet = fleet.load()?;
+            fleet.objective = objective.unwrap_or(fleet.objective);
             let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
             writeln!(out, "{}", profile::cache_key(&fleet, &m, strategy.unwrap_or(fleet.strategy))?)?;
         }

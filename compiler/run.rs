@@ -402,7 +402,7 @@ pub fn stream_frames(fleet: &Fleet, plan: &Plan, m: &LoadedModel, inputs: &[(Str
                     match done_rx.recv_timeout(wait) {
                         Ok(reply) => {
                             in_flight -= 1;
-                            s.answer(reply, m, inputs, out)?;
+                            s.take(reply, inputs)?;
                         }
                         Err(_) => break,
                     }
@@ -411,31 +411,36 @@ pub fn stream_frames(fleet: &Fleet, plan: &Plan, m: &LoadedModel, inputs: &[(Str
                     // Without a rate, a frame arrives when there is room for it.
                     let reply = done_rx.recv().context("the stream's senders stopped")?;
                     in_flight -= 1;
-                    s.answer(reply, m, inputs, out)?;
+                    s.take(reply, inputs)?;
                 }
                 let arrival = due.unwrap_or_else(Instant::now);
                 if in_flight >= bound {
                     if o.drop {
-                        s.dropped(k, arrival, out)?;
+                        s.dropped(k, arrival);
                         continue;
                     }
                     s.waited += 1;
                     let reply = done_rx.recv().context("the stream's senders stopped")?;
                     in_flight -= 1;
-                    s.answer(reply, m, inputs, out)?;
+                    s.take(reply, inputs)?;
                 }
                 let i = k % inputs.len();
                 s.arrivals[k] = Some(arrival);
                 job_tx.send((k, i)).map_err(|_| anyhow!("the stream's senders stopped"))?;
                 s.last_sent = Some(Instant::now());
                 in_flight += 1;
+                // Answers are reported (and checked against tract) once the next frame is on
+                // its way, so that the fleet never waits for the report.
+                s.flush(m, inputs, out)?;
                 s.peak_in_flight = s.peak_in_flight.max(in_flight);
             }
             while in_flight > 0 {
                 let reply = done_rx.recv().context("the stream's senders stopped")?;
                 in_flight -= 1;
-                s.answer(reply, m, inputs, out)?;
+                s.take(reply, inputs)?;
+                s.flush(m, inputs, out)?;
             }
+            s.flush(m, inputs, out)?;
             Ok(())
         })();
         // The senders end with the jobs (those in flight finish first).
@@ -456,7 +461,8 @@ struct StreamState {
     pending: std::collections::BTreeMap<usize, (usize, usize, Tensor, FrameReport, Duration, Instant)>,
     /// The next frame to report.
     next: usize,
-    dropped_frames: std::collections::BTreeSet<usize>,
+    /// Frames dropped, with their line.
+    dropped_frames: std::collections::BTreeMap<usize, String>,
     answered: Vec<Answered>,
     last_output: Option<Tensor>,
     latencies: Vec<(usize, Option<f64>)>,
@@ -501,20 +507,24 @@ impl StreamState {
         }
     }
 
-    fn dropped(&mut self, k: usize, arrival: Instant, out: &mut dyn std::io::Write) -> Result<()> {
-        self.dropped_frames.insert(k);
-        writeln!(out, "frame {}: dropped (arrived {:.1} ms ago, while the frames in flight were at their bound)", k + 1, arrival.elapsed().as_secs_f64() * 1e3)?;
-        Ok(())
+    fn dropped(&mut self, k: usize, arrival: Instant) {
+        self.dropped_frames.insert(k, format!("frame {}: dropped (arrived {:.1} ms ago, while the frames in flight were at their bound)", k + 1, arrival.elapsed().as_secs_f64() * 1e3));
     }
 
-    /// Take a sender's answer; report every frame now in order.
-    fn answer(&mut self, (k, i, lane, answer, at): (usize, usize, usize, Result<(Tensor, FrameReport, Duration)>, Instant), m: &LoadedModel, inputs: &[(String, Tensor)], out: &mut dyn std::io::Write) -> Result<()> {
+    /// Take a sender's answer (a failed frame is an error naming it).
+    fn take(&mut self, (k, i, lane, answer, at): (usize, usize, usize, Result<(Tensor, FrameReport, Duration)>, Instant), inputs: &[(String, Tensor)]) -> Result<()> {
         let (y, report, end_to_end) = answer.with_context(|| format!("frame {} ({})", k + 1, inputs[i].0))?;
         self.last_answer = Some(self.last_answer.map_or(at, |l| l.max(at)));
         self.answer_times.push(at);
         self.pending.insert(k, (i, lane, y, report, end_to_end, at));
+        Ok(())
+    }
+
+    /// Report every frame answered (or dropped) so far, in frame order.
+    fn flush(&mut self, m: &LoadedModel, inputs: &[(String, Tensor)], out: &mut dyn std::io::Write) -> Result<()> {
         while self.next < self.n {
-            if self.dropped_frames.contains(&self.next) {
+            if let Some(line) = self.dropped_frames.get(&self.next) {
+                writeln!(out, "{line}")?;
                 self.latencies.push((self.next + 1, None));
                 self.next += 1;
                 continue;
@@ -565,7 +575,7 @@ impl StreamState {
 
     fn finish(mut self, rate: Option<f64>, in_flight: usize, lanes: &[(Fleet, Plan)], t0: Instant) -> Result<Stream> {
         // Dropped frames after the last answered one.
-        while self.next < self.n && self.dropped_frames.contains(&self.next) {
+        while self.next < self.n && self.dropped_frames.contains_key(&self.next) {
             self.latencies.push((self.next + 1, None));
             self.next += 1;
         }

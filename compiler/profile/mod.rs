@@ -214,6 +214,10 @@ pub fn cache_key(fleet: &Fleet, model: &LoadedModel, strategy: crate::fleet::Str
     lines.push(format!("coordinator {}", entry(fleet.coordinator())?));
     lines.push(format!("model {}", signature(&model.ir, Group { from: 0, to: model.ir.output() })));
     lines.push(format!("strategy {} version {CACHE_KEY_VERSION}", strategy.name()));
+    if fleet.objective != crate::fleet::Objective::Latency {
+        // The objective's search plans lanes led by other boards: their tails are measured too.
+        lines.push("lanes".into());
+    }
     Ok(format!("legionc-profiles-{}", &hex(&Sha256::digest(lines.join("\n")))[..20]))
 }
 

@@ -667,6 +667,16 @@ fn a_changed_configuration_is_compiled_again_and_up_restarts_its_boards() {
     let o = f.legionc(&["run", "--random", "1", "--verify"]);
     assert!(o.status.success() && text(&o).contains("verified"), "{}", text(&o));
     streams_of_frames(&f);
+    // `down` given the fleet file by another path (relative, from its folder) than `up` was
+    // (absolute) still knows the boards as its own and stops them.
+    let o = legionc().current_dir(f.yaml.parent().unwrap()).arg("down").arg(f.yaml.file_name().unwrap()).output().unwrap();
+    assert!(o.status.success() && text(&o).contains("stopped 2 boards"), "{}", text(&o));
+    let fleet = f.fleet();
+    for b in &fleet.boards {
+        assert!(legionc::deploy::health(&fleet, b).is_err(), "board {} still answers", b.name);
+    }
+    let o = f.legionc(&["up"]);
+    assert!(o.status.success(), "{}", text(&o));
     // A pid file whose pid is now another program: down leaves that program alone.
     let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
     let pid_file = f.out().join("run/b1.pid");
