@@ -1,6 +1,7 @@
 //! SVG figures (plotters) from the data their callers hand them: grouped bars (the suite's
-//! speedups per strategy and fleet) and the Gantt chart of one measured frame (per board and
-//! group: receive, compute, send back).
+//! speedups per strategy and fleet), latency against frames per second (one point per measured
+//! plan) and the Gantt chart of one measured frame (per board and group: receive, compute, send
+//! back).
 
 use serde::Serialize;
 
@@ -97,6 +98,58 @@ pub fn speedup_bars(title: &str, x_desc: &str, series: &[String], bars: &[Bar]) 
         }
         chart.draw_series(std::iter::once(PathElement::new(vec![(-0.5, 1.0), (n - 0.5, 1.0)], BLACK.stroke_width(1)))).map_err(err)?;
         chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// One measured plan on the latency-against-throughput figure.
+pub struct Point {
+    /// Its colour and legend (a fleet).
+    pub series: String,
+    /// Written beside it (a strategy).
+    pub label: String,
+    pub fps: f64,
+    pub latency_s: f64,
+}
+
+/// Latency against frames per second: one point per measured plan, one colour per fleet, each
+/// point named. Up and to the left is worse; down and to the right, better.
+pub fn latency_vs_throughput(title: &str, x_desc: &str, points: &[Point]) -> Result<String> {
+    let mut series: Vec<&str> = Vec::new();
+    for p in points {
+        if !series.contains(&p.series.as_str()) {
+            series.push(&p.series);
+        }
+    }
+    let ok = |v: f64| v.is_finite() && v > 0.0;
+    let x_top = points.iter().map(|p| p.fps).filter(|v| ok(*v)).fold(0.0, f64::max).max(1e-3) * 1.2;
+    let y_top = points.iter().map(|p| p.latency_s * 1e3).filter(|v| ok(*v)).fold(0.0, f64::max).max(1e-3) * 1.15;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (820, 520)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_top, 0.0..y_top)
+            .map_err(err)?;
+        chart.configure_mesh().x_desc(x_desc).y_desc("latency (ms)").draw().map_err(err)?;
+        for (j, name) in series.iter().enumerate() {
+            let color = PALETTE[j % PALETTE.len()];
+            let mine: Vec<&Point> = points.iter().filter(|p| p.series == *name && ok(p.fps) && ok(p.latency_s)).collect();
+            chart
+                .draw_series(mine.iter().map(|p| Circle::new((p.fps, p.latency_s * 1e3), 5, color.filled())))
+                .map_err(err)?
+                .label(*name)
+                .legend(move |(x, y)| Circle::new((x + 6, y), 5, color.filled()));
+            chart
+                .draw_series(mine.iter().map(|p| Text::new(p.label.clone(), (p.fps, p.latency_s * 1e3), ("sans-serif", 11).into_font().color(&color))))
+                .map_err(err)?;
+        }
+        chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err)?;
         root.present().map_err(err)?;
     }
     Ok(svg)

@@ -301,6 +301,18 @@ pub fn write_outputs(s: &Suite, out: &Path) -> Result<()> {
         let mark = if bars.iter().any(|b| b.group.ends_with('*')) { " (*: frames overran > 2 %)" } else { "" };
         let svg = figures::speedup_bars(&format!("{m}: speedup over the fastest single board{mark}"), "fleet (F: Firefly-RK3399 twin, O: Odroid-XU4 twin)", &s.strategies, &bars)?;
         crate::write_atomic(&out.join(format!("speedup-{m}.svg")), svg.as_bytes())?;
+        let points: Vec<figures::Point> = s
+            .rows
+            .iter()
+            .filter(|r| r.model == *m)
+            .map(|r| figures::Point { series: r.fleet.clone(), label: r.row.strategy.clone(), fps: r.row.measured_pipelined_fps, latency_s: r.row.measured_latency_s })
+            .collect();
+        let svg = figures::latency_vs_throughput(
+            &format!("{m}: latency against frames per second, every plan measured"),
+            &format!("frames per second ({} in flight)", crate::bench::PIPELINED),
+            &points,
+        )?;
+        crate::write_atomic(&out.join(format!("throughput-{m}.svg")), svg.as_bytes())?;
     }
     if let Some(g) = &s.gantt {
         crate::write_atomic(&out.join("gantt.svg"), figures::gantt(g)?.as_bytes())?;
@@ -380,6 +392,33 @@ pub fn markdown(s: &Suite, prefix: &str) -> String {
         let worst = s.rows.iter().filter(|r| r.model == m).map(|r| r.row.overrun_share).fold(0.0, f64::max);
         md += &format!("\nEmulation: the largest overrun of a median frame (real time beyond the twins' times) was {:.2} % of its latency{}.\n", worst * 1e2, if worst > crate::bench::OVERRUN_MARK { "; ⚠ marks figures above 2 %" } else { "" });
         md += &format!("\n![speedup, {m}]({prefix}speedup-{m}.svg)\n\n");
+        md += &format!(
+            "**{m}**: frames per second with {} frames in flight, measured / predicted (`bench --strategies`, the same plans)\n\n| fleet |",
+            crate::bench::PIPELINED
+        );
+        for st in &s.strategies {
+            md += &format!(" {st} |");
+        }
+        md += "\n| --- |";
+        md += &" ---: |".repeat(s.strategies.len());
+        md += "\n";
+        let mut fleets: Vec<&str> = Vec::new();
+        for r in s.rows.iter().filter(|r| r.model == m) {
+            if !fleets.contains(&r.fleet.as_str()) {
+                fleets.push(&r.fleet);
+            }
+        }
+        for f in fleets {
+            md += &format!("| {f} |");
+            for st in &s.strategies {
+                md += &match s.rows.iter().find(|r| r.model == m && r.fleet == f && r.row.strategy == *st) {
+                    Some(r) => format!(" {:.2} / {} |", r.row.measured_pipelined_fps, r.row.predicted_pipelined_fps.map_or("–".into(), |p| format!("{p:.2}"))),
+                    None => " – |".into(),
+                };
+            }
+            md += "\n";
+        }
+        md += &format!("\n![latency against frames per second, {m}]({prefix}throughput-{m}.svg)\n\n");
     }
     for (g, file) in [(&s.gantt, "gantt.svg"), (&s.gantt_star, "gantt-star.svg")] {
         if let Some(g) = g {

@@ -86,6 +86,16 @@ fn suite_runs_verifies_and_writes_its_report() {
     // figures: bars per strategy and the Gantt chart of the largest fleet's legion frame
     let bars = std::fs::read_to_string(out.join("speedup-vgg16-tiny.svg")).unwrap();
     assert!(bars.starts_with("<svg") && ["legion", "one-group", "single", "2F", "1F+1O"].iter().all(|w| bars.contains(w)), "{bars}");
+    // latency against frames per second: a point per plan, a colour per fleet; the table
+    // beside it
+    let fps = std::fs::read_to_string(out.join("throughput-vgg16-tiny.svg")).unwrap();
+    assert!(fps.starts_with("<svg") && ["legion", "single", "2F", "1F+1O", "latency (ms)", "frames per second"].iter().all(|w| fps.contains(w)), "{fps}");
+    assert_eq!(fps.matches("<circle").count(), rows.len() + 2, "a point per plan and a legend mark per fleet: {fps}");
+    let md = std::fs::read_to_string(out.join("suite.md")).unwrap();
+    assert!(md.contains("frames per second with 2 frames in flight, measured / predicted") && md.contains("(throughput-vgg16-tiny.svg)"), "{md}");
+    for r in rows {
+        assert!(r["measured_pipelined_fps"].as_f64().unwrap() > 0.0, "{r}");
+    }
     let gantt = std::fs::read_to_string(out.join("gantt.svg")).unwrap();
     assert!(gantt.contains("compute") && gantt.contains("firefly-1") && gantt.contains("<rect"), "{gantt}");
     assert_eq!(s["gantt"]["strategy"], "legion");
