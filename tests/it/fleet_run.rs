@@ -29,6 +29,8 @@ pub struct TestFleet {
     pub dir: TempDir,
     pub yaml: PathBuf,
     up: bool,
+    /// A profile cache of this fleet's own (None: the test run's shared one).
+    cache: Option<PathBuf>,
 }
 
 impl TestFleet {
@@ -36,7 +38,7 @@ impl TestFleet {
         let dir = TempDir::new(tag);
         let path = dir.path("fleet.yaml");
         std::fs::write(&path, yaml).unwrap();
-        TestFleet { dir, yaml: path, up: false }
+        TestFleet { dir, yaml: path, up: false, cache: None }
     }
 
     /// `n` emulated boards of the given speeds for `model`, listening from `port` on.
@@ -55,8 +57,19 @@ impl TestFleet {
         self
     }
 
+    /// Profile into a cache of this fleet's own: what a compile measured is exactly what a
+    /// later `compile --check` reads, whatever other tests measure meanwhile (two processes
+    /// measuring the same record both append it, and the later one is read back).
+    pub fn with_own_cache(mut self) -> TestFleet {
+        self.cache = Some(self.dir.path("cache"));
+        self
+    }
+
     pub fn legionc(&self, args: &[&str]) -> Output {
         let mut c = legionc();
+        if let Some(cache) = &self.cache {
+            c.env("LEGION_CACHE_DIR", cache);
+        }
         c.arg(args[0]).arg(&self.yaml).args(&args[1..]);
         c.output().unwrap()
     }
@@ -175,7 +188,7 @@ fn every_tiny_model_verifies_on_a_three_board_emulated_fleet() {
     for (i, name) in TINY.iter().enumerate() {
         // The coordinator (b0) is the slowest: solved plans may give it no rows in a group,
         // and then it holds none of that group's weights while it splits and gathers it.
-        let mut f = TestFleet::emulated(&format!("e2e-{name}"), name, 28000 + 10 * i as u16, &[0.25, 0.5, 1.0]);
+        let mut f = TestFleet::emulated(&format!("e2e-{name}"), name, 28000 + 10 * i as u16, &[0.25, 0.5, 1.0]).with_own_cache();
         f.compile();
         f.up();
         let o = f.legionc(&["run", "--random", "3", "--verify"]);
