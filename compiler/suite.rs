@@ -355,6 +355,13 @@ pub fn markdown(s: &Suite, prefix: &str) -> String {
         }
     }
     for m in models {
+        // The model's fleets, in the order they ran: the rows of both its tables.
+        let mut fleets: Vec<&str> = Vec::new();
+        for r in s.rows.iter().filter(|r| r.model == m) {
+            if !fleets.contains(&r.fleet.as_str()) {
+                fleets.push(&r.fleet);
+            }
+        }
         md += &format!("**{m}**: speedup over the single fastest board (measured latency in ms)\n\n| fleet |");
         for st in &s.strategies {
             md += &format!(" {st} |");
@@ -362,13 +369,7 @@ pub fn markdown(s: &Suite, prefix: &str) -> String {
         md += " legion ÷ fss | legion pred ÷ meas | profiling board-s legion / fss |\n| --- |";
         md += &" ---: |".repeat(s.strategies.len() + 3);
         md += "\n";
-        let mut fleets: Vec<&str> = Vec::new();
-        for r in s.rows.iter().filter(|r| r.model == m) {
-            if !fleets.contains(&r.fleet.as_str()) {
-                fleets.push(&r.fleet);
-            }
-        }
-        for f in fleets {
+        for &f in &fleets {
             let get = |st: &str| s.rows.iter().find(|r| r.model == m && r.fleet == f && r.row.strategy == st);
             md += &format!("| {f} |");
             for st in &s.strategies {
@@ -402,13 +403,7 @@ pub fn markdown(s: &Suite, prefix: &str) -> String {
         md += "\n| --- |";
         md += &" ---: |".repeat(s.strategies.len());
         md += "\n";
-        let mut fleets: Vec<&str> = Vec::new();
-        for r in s.rows.iter().filter(|r| r.model == m) {
-            if !fleets.contains(&r.fleet.as_str()) {
-                fleets.push(&r.fleet);
-            }
-        }
-        for f in fleets {
+        for &f in &fleets {
             md += &format!("| {f} |");
             for st in &s.strategies {
                 md += &match s.rows.iter().find(|r| r.model == m && r.fleet == f && r.row.strategy == *st) {
