@@ -71,6 +71,7 @@ pub fn board_config(fleet: &Fleet, plan: &Plan, index: usize, model_file_sha256:
         cores: b.cores(),
         model_sha256: model_file_sha256.into(),
         deadline_ms: deployment.deadline_ms,
+        heartbeat_ms: deployment.heartbeat_ms,
     }
 }
 
@@ -138,6 +139,7 @@ pub fn render(fleet: &Fleet, model: &LoadedModel, plan: &Plan) -> Result<Vec<Out
         cx.insert("threads", &cfg.threads);
         cx.insert("cores", &cfg.cores);
         cx.insert("deadline_ms", &cfg.deadline_ms);
+        cx.insert("heartbeat_ms", &cfg.heartbeat_ms.map_or("None".into(), |ms| format!("Some({ms})")));
         cx.insert("model_file_sha256", &cfg.model_sha256);
         cx.insert("peers", &peers);
         cx.insert("runtime_dir", &runtime);

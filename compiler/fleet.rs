@@ -229,6 +229,8 @@ struct RawFleet {
     topology: Option<Topology>,
     /// `latency` (default), `throughput` or `{latency_at_fps: R}`.
     objective: Option<Objective>,
+    /// Carry a fallback plan per worker (default true).
+    fallbacks: Option<bool>,
     boards: Vec<RawBoard>,
 }
 
@@ -266,6 +268,7 @@ struct RawNetwork {
     bandwidth_mbps: f64,
     latency_ms: f64,
     deadline_s: Option<f64>,
+    heartbeat_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -406,6 +409,8 @@ pub struct Fleet {
     /// Index of the coordinator in `boards`.
     pub coordinator: usize,
     pub deadline_s: f64,
+    /// A worker that has not answered the coordinator's heartbeat for this long is lost, ms.
+    pub heartbeat_ms: u64,
     pub output: PathBuf,
     /// Host keys of the real boards (default `~/.ssh/known_hosts`).
     pub known_hosts: PathBuf,
@@ -415,6 +420,8 @@ pub struct Fleet {
     pub topology: Topology,
     /// What the plan optimises (default latency).
     pub objective: Objective,
+    /// Does `compile` add a fallback plan per worker (the fleet without it)?
+    pub fallbacks: bool,
 }
 
 // ---------------------------------------------------------------- loading
@@ -567,11 +574,16 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
         None => dir.join(raw.output.unwrap_or_else(|| format!("out/{}", slug(&raw.fleet)))),
     };
     let deadline_s = raw.network.as_ref().and_then(|n| n.deadline_s).unwrap_or(60.0);
+    let heartbeat_ms = raw.network.as_ref().and_then(|n| n.heartbeat_ms).unwrap_or(500);
+    if !(20..=(deadline_s * 1000.0) as u64).contains(&heartbeat_ms) {
+        return Err(cx.err("heartbeat_ms:", 0, format!("field 'network.heartbeat_ms': {heartbeat_ms} ms; give 20 ms up to the deadline ({} ms)", (deadline_s * 1000.0) as u64)));
+    }
     let known_hosts = d.known_hosts.as_deref().map(|k| expand_home(k, dir)).unwrap_or_else(crate::ssh::default_known_hosts);
     let strategy = raw.strategy.unwrap_or(Strategy::Legion);
     let topology = raw.topology.unwrap_or(Topology::Mesh);
     let objective = raw.objective.unwrap_or_default();
-    Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, output, known_hosts, strategy, topology, objective })
+    let fallbacks = raw.fallbacks.unwrap_or(true);
+    Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, heartbeat_ms, output, known_hosts, strategy, topology, objective, fallbacks })
 }
 
 fn expand_home(p: &str, dir: &Path) -> PathBuf {
@@ -598,6 +610,7 @@ impl Fleet {
         legion_runtime::plan::Deployment {
             coordinator: self.coordinator,
             deadline_ms: (self.deadline_s * 1000.0) as u64,
+            heartbeat_ms: Some(self.heartbeat_ms),
             boards: self
                 .boards
                 .iter()

@@ -270,6 +270,22 @@ pub struct Answered {
     pub report: FrameReport,
     /// From the request to the answer.
     pub end_to_end: Duration,
+    /// When it was answered, Unix time (s).
+    pub answered_unix_s: f64,
+}
+
+/// A change of the plan frames are answered on: a lane's first frame on a fallback plan (or
+/// on the plan again, once the board lost is back).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PlanChange {
+    /// Frame number, from 1.
+    pub frame: usize,
+    pub lane: usize,
+    /// The boards the plan it was answered on is without (empty: the plan itself).
+    pub lost: Vec<String>,
+    /// When the coordinator found the loss, and when the frame was answered (Unix time, s).
+    pub lost_at_unix_s: Option<f64>,
+    pub answered_unix_s: f64,
 }
 
 /// A stream's figures (`run --json`).
@@ -314,6 +330,11 @@ pub struct StreamSummary {
     /// hide it: latencies are that much longer than the twins' would be).
     pub slot_wait_s: f64,
     pub overrun_s: f64,
+    /// Frames answered on a fallback plan (a worker lost), frames computed again after an
+    /// attempt failed, and every change of plan.
+    pub on_fallback: usize,
+    pub computed_again: usize,
+    pub plan_changes: Vec<PlanChange>,
 }
 
 impl std::fmt::Display for StreamSummary {
@@ -338,6 +359,14 @@ impl std::fmt::Display for StreamSummary {
         }
         if self.overrun_s > 0.0005 {
             write!(f, "; emulation overran the twins by {:.1} ms in all ({:.1} ms waiting for a core)", self.overrun_s * 1e3, self.slot_wait_s * 1e3)?;
+        }
+        if self.on_fallback + self.computed_again > 0 {
+            write!(f, "; {} frames answered on a fallback plan, {} computed again", self.on_fallback, self.computed_again)?;
+        }
+        for c in &self.plan_changes {
+            let lost = if c.lost.is_empty() { "the plan again (every board back)".to_string() } else { format!("the fallback without {}", c.lost.join(", ")) };
+            let since = c.lost_at_unix_s.map_or(String::new(), |l| format!(", {:.0} ms after the loss was found", (c.answered_unix_s - l) * 1e3));
+            write!(f, "\n  from frame {}: {lost}{since}", c.frame)?;
         }
         Ok(())
     }
@@ -550,6 +579,12 @@ impl StreamState {
             if report.overrun_s > 0.0005 {
                 line += &format!(", emulation overran by {:.1} ms", report.overrun_s * 1e3);
             }
+            if !report.lost.is_empty() {
+                line += &format!(", on the fallback plan without {}", report.lost.join(", "));
+            }
+            if let Some(why) = report.retried.last() {
+                line += &format!(", computed again ({}× ; {why})", report.retried.len());
+            }
             if self.verify_every.is_some_and(|e| (k + 1) % e == 0) {
                 if !self.references.contains_key(&i) {
                     self.references.insert(i, reference::run(&m.onnx, &inputs[i].1)?);
@@ -560,7 +595,8 @@ impl StreamState {
                 line += &format!(", verified (max |diff| {:.1e})", a.diff);
             }
             writeln!(out, "{line}")?;
-            self.answered.push(Answered { input: i, lane, report, end_to_end });
+            let answered_unix_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()) - at.elapsed().as_secs_f64();
+            self.answered.push(Answered { input: i, lane, report, end_to_end, answered_unix_s });
             self.last_output = Some(y);
         }
         Ok(())
@@ -584,6 +620,7 @@ impl StreamState {
         let done: Vec<f64> = self.latencies.iter().filter_map(|l| l.1).collect();
         let p = |q: f64| legion_runtime::stats::percentile(&done, q);
         let last = self.last_answer.unwrap_or(t0);
+        let plan_changes = plan_changes(&self.answered, &self.latencies);
         let summary = StreamSummary {
             frames: self.n,
             answered: self.answered.len(),
@@ -604,9 +641,27 @@ impl StreamState {
             latencies_s: self.latencies,
             slot_wait_s: self.answered.iter().map(|a| a.report.slot_wait_s).sum(),
             overrun_s: self.answered.iter().map(|a| a.report.overrun_s).sum(),
+            on_fallback: self.answered.iter().filter(|a| !a.report.lost.is_empty()).count(),
+            computed_again: self.answered.iter().filter(|a| !a.report.retried.is_empty()).count(),
+            plan_changes,
         };
         Ok(Stream { answered: self.answered, last_output, summary })
     }
+}
+
+/// Every frame (in frame order) whose lane answered it on another plan than that lane's
+/// previous frame. `latencies`: (frame number, latency or None) of the frames in order.
+fn plan_changes(answered: &[Answered], latencies: &[(usize, Option<f64>)]) -> Vec<PlanChange> {
+    let numbers = latencies.iter().filter(|l| l.1.is_some()).map(|l| l.0);
+    let mut last: std::collections::HashMap<usize, &Vec<String>> = Default::default();
+    let mut changes = Vec::new();
+    for (a, frame) in answered.iter().zip(numbers) {
+        let before = last.insert(a.lane, &a.report.lost);
+        if before.map_or(!a.report.lost.is_empty(), |b| *b != a.report.lost) {
+            changes.push(PlanChange { frame, lane: a.lane, lost: a.report.lost.clone(), lost_at_unix_s: a.report.lost_at_unix_s, answered_unix_s: a.answered_unix_s });
+        }
+    }
+    changes
 }
 
 /// What `legionc verify` found: a plan run in-process against tract's single run.

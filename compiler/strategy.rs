@@ -54,6 +54,21 @@ pub struct Planned {
     /// The objective's search (`objective` other than latency): every partition of the fleet
     /// into lanes it predicted, the chosen one marked.
     pub candidates: Vec<Candidate>,
+    /// The fallback plans carried (`compile`): one per worker with work, for the fleet
+    /// without it; and the workers without one, with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<FallbackPlanned>,
+}
+
+/// A fallback plan as `compile` solved it.
+#[derive(Clone, Debug, Serialize)]
+pub struct FallbackPlanned {
+    /// The board it is without.
+    pub lost: String,
+    pub plan_hash: String,
+    pub predicted_latency_s: Option<f64>,
+    /// Why there is none (then the loss of this board stops the fleet).
+    pub missing: Option<String>,
 }
 
 /// A partition of the fleet into lanes (each splitting the frames it is dealt over its
@@ -291,6 +306,13 @@ impl Planned {
         if self.predicted_latency_s.is_finite() && self.lanes.is_empty() {
             s += &format!("predicted latency {:.1} ms (tail {:.1} ms); solved in {:.1} ms\n", self.predicted_latency_s * 1e3, self.tail_s * 1e3, self.solve_seconds * 1e3);
         }
+        for f in self.fallbacks.iter().filter(|_| self.lanes.is_empty()) {
+            s += &match (&f.missing, f.predicted_latency_s) {
+                (Some(why), _) => format!("no fallback without {}: {why}\n", f.lost),
+                (None, Some(l)) => format!("fallback without {}: plan {}, predicted latency {:.1} ms\n", f.lost, &f.plan_hash[..16], l * 1e3),
+                (None, None) => format!("fallback without {}: plan {}\n", f.lost, &f.plan_hash[..16]),
+            };
+        }
         if !self.candidates.is_empty() {
             s += &format!("the objective's candidates (lanes, frames in flight per lane: predicted frames per second and latency), {} tried:\n", self.candidates.len());
             let mut shown: Vec<&Candidate> = self.candidates.iter().collect();
@@ -349,6 +371,7 @@ fn plan_with(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options,
             busy: vec![],
             lanes: vec![],
             candidates: vec![],
+            fallbacks: vec![],
             memory: None,
         });
     }
@@ -432,6 +455,7 @@ fn plan_with(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options,
         busy,
         lanes: vec![],
         candidates: vec![],
+        fallbacks: vec![],
         groups,
         tail_s,
         wild_card,
@@ -568,6 +592,77 @@ pub fn candidates(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Opt
 /// card: one lane gives a plan of the whole fleet with frames in flight; several give a plan
 /// that deals whole frames among them.
 pub fn plan_objective(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) -> Result<Planned> {
+    let mut planned = plan_for_objective(fleet, m, strategy, opts)?;
+    if planned.lanes.is_empty() {
+        planned.fallbacks = with_fallbacks(fleet, m, strategy, opts, &mut planned.plan)?;
+    } else {
+        for (lane, (sub, _)) in planned.lanes.iter_mut().zip(fleet.lanes(&planned.plan)?) {
+            lane.fallbacks = with_fallbacks(&sub, m, strategy, opts, &mut lane.plan)?;
+            lane.plan_hash = lane.plan.hash();
+            planned.fallbacks.extend(lane.fallbacks.iter().cloned());
+        }
+        planned.plan.lanes = planned.lanes.iter().map(|l| l.plan.clone()).collect();
+    }
+    planned.plan.validate(&m.ir)?;
+    planned.plan_hash = planned.plan.hash();
+    Ok(planned)
+}
+
+/// Solve and add to `plan` (made for `fleet`, deployed) its fallbacks: for every worker with
+/// work, the plan for the fleet without it, from the same cached profiles (no measurement:
+/// the full search falls back on legion's single-layer model, and no wild card is played).
+/// The groups and rows are solved for the smaller fleet; the tail keeps the plan's split
+/// layers, the lost board's features handed over to its neighbours ([`solve::hand_over`]),
+/// so that a board holds the weights of its own slice and of a part of its neighbours' only.
+/// A worker whose fallback cannot be solved is reported without one.
+pub fn with_fallbacks(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options, plan: &mut Plan) -> Result<Vec<FallbackPlanned>> {
+    let strategy = match strategy {
+        Strategy::Fss => Strategy::Legion,
+        s => s,
+    };
+    if !fleet.fallbacks {
+        plan.fallbacks.clear();
+        return Ok(vec![]);
+    }
+    let n = fleet.boards.len();
+    let works = |b: usize| plan.groups.iter().any(|g| g.rows[b] > 0) || plan.tail.iter().any(|t| t.cols[b] > 0);
+    let mut report = Vec::new();
+    let mut fallbacks = Vec::new();
+    for b in (0..n).filter(|&b| b != fleet.coordinator && works(b)) {
+        let name = fleet.boards[b].name.clone();
+        let sub = fleet.lane(&(0..n).filter(|&i| i != b).collect::<Vec<_>>());
+        match plan_with(&sub, m, strategy, opts, false) {
+            Ok(p) => {
+                let widen = |v: &[usize]| {
+                    let mut v = v.to_vec();
+                    v.insert(b, 0);
+                    v
+                };
+                let f = legion_runtime::plan::Fallback {
+                    lost: vec![b],
+                    groups: p.plan.groups.iter().map(|g| legion_runtime::plan::PlanGroup { rows: widen(&g.rows), ..g.clone() }).collect(),
+                    tail: match plan.tail.iter().map(|t| solve::hand_over(&t.cols, b).map(|cols| legion_runtime::plan::TailSplit { cols, ..t.clone() })).collect::<Option<Vec<_>>>() {
+                        Some(tail) => tail,
+                        // The lost board held a whole layer: the smaller fleet's own split.
+                        None => p.plan.tail.iter().map(|t| legion_runtime::plan::TailSplit { cols: widen(&t.cols), ..t.clone() }).collect(),
+                    },
+                };
+                fallbacks.push(f);
+                report.push(FallbackPlanned { lost: name, plan_hash: String::new(), predicted_latency_s: p.predicted_latency_s.is_finite().then_some(p.predicted_latency_s), missing: None });
+            }
+            Err(e) => report.push(FallbackPlanned { lost: name, plan_hash: String::new(), predicted_latency_s: None, missing: Some(format!("{e:#}")) }),
+        }
+    }
+    plan.fallbacks = fallbacks;
+    let hashes: Vec<String> = plan.variants().iter().skip(1).map(Plan::hash).collect();
+    for (r, h) in report.iter_mut().filter(|r| r.missing.is_none()).zip(hashes) {
+        r.plan_hash = h;
+    }
+    plan.validate(&m.ir).context("the plan with its fallbacks")?;
+    Ok(report)
+}
+
+fn plan_for_objective(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) -> Result<Planned> {
     use crate::fleet::Objective;
     let objective = fleet.objective;
     if objective == Objective::Latency || strategy == Strategy::Proportional {
@@ -613,6 +708,7 @@ pub fn plan_objective(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: 
             deployment: None,
             lanes: lanes.iter().map(|l| l.plan.clone()).collect(),
             in_flight: chosen.in_flight,
+            fallbacks: vec![],
         };
         Planned {
             strategy,
@@ -628,6 +724,7 @@ pub fn plan_objective(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: 
             busy: vec![],
             lanes,
             candidates: vec![],
+            fallbacks: vec![],
         }
     };
     planned.plan = fleet.deployed(&planned.plan);

@@ -85,6 +85,7 @@ pub fn plan_from(model: &Model, model_sha256: &str, boards: &[(String, f64)], en
         deployment: None,
         lanes: vec![],
         in_flight: 1,
+        fallbacks: vec![],
     };
     plan.validate(model)?;
     Ok(plan)
@@ -284,6 +285,7 @@ pub fn plan_from_groups(model: &Model, model_sha256: &str, boards: &[String], gr
         deployment: None,
         lanes: vec![],
         in_flight: 1,
+        fallbacks: vec![],
     };
     plan.validate(model)?;
     Ok(plan)
@@ -319,6 +321,27 @@ pub fn tail_splits_within(cm: &CostModel, caps: Option<&[Vec<usize>]>) -> Option
         if cols[c] < d.outputs && (faster || !whole_fits) {
             out.push(legion_runtime::plan::TailSplit { node: d.node, cols });
         }
+    }
+    Some(out)
+}
+
+/// A split layer's features per board (`cols`) with board `lost`'s handed over to its
+/// nearest neighbours with features, in proportion to theirs (all to the one there is when
+/// only one side has one). Bands stay contiguous in board order: each neighbour's band grows
+/// towards the lost one's. None when no other board has features.
+pub fn hand_over(cols: &[usize], lost: usize) -> Option<Vec<usize>> {
+    let mut out = cols.to_vec();
+    let give = std::mem::take(&mut out[lost]);
+    let left = (0..lost).rev().find(|&i| out[i] > 0);
+    let right = (lost + 1..out.len()).find(|&i| out[i] > 0);
+    match (left, right) {
+        (Some(l), Some(r)) => {
+            let to_left = (give as f64 * out[l] as f64 / (out[l] + out[r]) as f64).round() as usize;
+            out[l] += to_left;
+            out[r] += give - to_left;
+        }
+        (Some(n), None) | (None, Some(n)) => out[n] += give,
+        (None, None) => return None,
     }
     Some(out)
 }

@@ -62,6 +62,10 @@ pub struct BoardConfig {
     pub model_sha256: String,
     /// Deadline on every read, write and connect.
     pub deadline_ms: u64,
+    /// The coordinator takes a worker that has not answered its heartbeat for this long as
+    /// lost (none: no heartbeat).
+    #[serde(default)]
+    pub heartbeat_ms: Option<u64>,
 }
 
 impl BoardConfig {
@@ -74,7 +78,7 @@ impl BoardConfig {
 
     /// The fleet's configuration as the plan hash covers it.
     pub fn deployment(&self) -> Deployment {
-        Deployment { coordinator: self.coordinator, deadline_ms: self.deadline_ms, boards: self.peers.clone() }
+        Deployment { coordinator: self.coordinator, deadline_ms: self.deadline_ms, heartbeat_ms: self.heartbeat_ms, boards: self.peers.clone() }
     }
 
     /// Give the plan this board's deployment, or check the one it has: a board runs a plan
@@ -104,6 +108,7 @@ pub struct StaticConfig {
     pub threads: usize,
     pub cores: &'static [usize],
     pub deadline_ms: u64,
+    pub heartbeat_ms: Option<u64>,
     /// Default model file (next to the binary, else in the working directory).
     pub model_file: &'static str,
     pub model_file_sha256: &'static str,
@@ -112,6 +117,14 @@ pub struct StaticConfig {
     /// `star` or `mesh`.
     pub topology: &'static str,
     /// Dense layers of the tail split by output features.
+    pub tail: &'static [StaticTail],
+    /// Plans for the fleet without one of its workers.
+    pub fallbacks: &'static [StaticFallback],
+}
+
+pub struct StaticFallback {
+    pub lost: &'static [usize],
+    pub groups: &'static [StaticGroup],
     pub tail: &'static [StaticTail],
 }
 
@@ -138,16 +151,19 @@ pub struct StaticGroup {
 impl StaticConfig {
     /// The configuration as values; fails if the constants do not hash to `plan_hash`.
     pub fn resolve(&self) -> Result<BoardConfig> {
+        let groups = |gs: &[StaticGroup]| gs.iter().map(|g| crate::plan::PlanGroup { from: g.from, to: g.to, rows: g.rows.to_vec() }).collect();
+        let tail = |ts: &[StaticTail]| ts.iter().map(|t| crate::plan::TailSplit { node: t.node, cols: t.cols.to_vec() }).collect();
         let plan = Plan {
             version: self.plan_version,
             model_sha256: self.model_sha256.into(),
             boards: self.boards.iter().map(|b| b.name.to_string()).collect(),
-            groups: self.groups.iter().map(|g| crate::plan::PlanGroup { from: g.from, to: g.to, rows: g.rows.to_vec() }).collect(),
+            groups: groups(self.groups),
             topology: self.topology.parse().map_err(|e: String| anyhow!(e))?,
-            tail: self.tail.iter().map(|t| crate::plan::TailSplit { node: t.node, cols: t.cols.to_vec() }).collect(),
+            tail: tail(self.tail),
             deployment: None,
             lanes: vec![],
             in_flight: 1,
+            fallbacks: self.fallbacks.iter().map(|f| crate::plan::Fallback { lost: f.lost.to_vec(), groups: groups(f.groups), tail: tail(f.tail) }).collect(),
         };
         let mut cfg = BoardConfig {
             board: self.board.into(),
@@ -170,6 +186,7 @@ impl StaticConfig {
             cores: self.cores.to_vec(),
             model_sha256: self.model_file_sha256.into(),
             deadline_ms: self.deadline_ms,
+            heartbeat_ms: self.heartbeat_ms,
         };
         cfg.deploy_plan()?;
         ensure!(cfg.plan.hash() == self.plan_hash, "the plan constants hash to {}, not {}", cfg.plan.hash(), self.plan_hash);
@@ -287,6 +304,17 @@ pub struct FrameReport {
     /// resident memory (VmHWM), MB, in plan order.
     #[serde(default)]
     pub peak_rss_mb: Vec<(String, f64)>,
+    /// The boards lost that the plan the frame was answered on is without (empty: the plan
+    /// itself; `plan` is then a fallback's hash).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<String>,
+    /// Why each earlier attempt at the frame failed (it was then computed again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retried: Vec<String>,
+    /// Unix time, seconds, at which the coordinator found the latest of `lost` lost (a failed
+    /// frame, or a heartbeat not answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_at_unix_s: Option<f64>,
 }
 
 impl FrameReport {
@@ -318,12 +346,14 @@ impl FrameReport {
 
 /// What the compute thread runs: this board's band of a group, a section of the tail (the
 /// coordinator), or its slice of a split Dense layer of the tail.
+/// `plan`: the index of the plan among the board's plans ([`Plan::variants`]: 0 the plan, then
+/// its fallbacks).
 enum Work {
-    Band { group: usize, input: Tensor },
+    Band { plan: usize, group: usize, input: Tensor },
     /// Stage `stage` of [`tail_stages`] (a `Local` one).
-    Tail { stage: usize, input: Tensor },
+    Tail { plan: usize, stage: usize, input: Tensor },
     /// This board's slice of plan.tail[split].
-    Slice { split: usize, input: Tensor },
+    Slice { plan: usize, split: usize, input: Tensor },
 }
 
 type Done = Result<(Tensor, Computed)>;
@@ -369,19 +399,22 @@ struct BoardTail {
 }
 
 impl BoardTail {
-    fn new(cfg: &BoardConfig, model: &Model) -> Result<BoardTail> {
+    /// Board `index`'s part of `plan`'s tail (the plan or one of `main`'s fallbacks), from a
+    /// model whose split layers hold the features `main` gives the board.
+    fn new(plan: &Plan, main: &Plan, index: usize, coordinator: bool, model: &Model) -> Result<BoardTail> {
         let mut t = BoardTail::default();
-        for (i, stage) in tail_stages(model, &cfg.plan).into_iter().enumerate() {
+        for (i, stage) in tail_stages(model, plan).into_iter().enumerate() {
             match stage {
-                TailStage::Local { from, to } if cfg.is_coordinator() => {
+                TailStage::Local { from, to } if coordinator => {
                     t.sections.insert(i, (runnable(section_graph(model, from, to)?)?, model.nodes[from].shape.clone()));
                 }
                 TailStage::Local { .. } => {}
                 TailStage::Split(k) => {
-                    let split = &cfg.plan.tail[k];
-                    let cols = split.bands()[cfg.index];
+                    let split = &plan.tail[k];
+                    let cols = split.bands()[index];
                     if !cols.is_empty() {
-                        let r = crate::exec::dense_slice(model, split.node, cols).with_context(|| format!("the slice {cols} of node {}", split.node))?;
+                        let held = main.held_features(index, split.node);
+                        let r = crate::exec::dense_slice_of(model, split.node, cols, held).with_context(|| format!("the slice {cols} of node {}", split.node))?;
                         t.slices.insert(k, (r, model.nodes[split.node - 1].shape.clone()));
                     }
                 }
@@ -403,18 +436,23 @@ impl BoardTail {
 /// costs what the next ones do. Returns once that is done, with how long it took.
 fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail) -> Result<(ComputeQueue, Duration)> {
     let (tx, rx) = std::sync::mpsc::channel::<ComputeJob>();
-    let (groups, index, speed) = (cfg.plan.groups.clone(), cfg.index, cfg.speed);
+    let plans = cfg.plan.variants();
+    let (index, speed, coordinator) = (cfg.index, cfg.speed, cfg.is_coordinator());
     let (model, threads) = (model.clone(), cfg.threads);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Duration>>();
     std::thread::Builder::new().name("compute".into()).spawn(move || {
         let t = Instant::now();
         let mut exec = BandExecutor::with_threads(model.clone(), threads);
-        let warm = warm_up(&mut exec, &model, &groups, index, &tail, speed.is_some());
+        let warm = warm_up(&mut exec, &model, &plans[0].groups, index, &tail, speed.is_some());
         let failed = warm.is_err();
         let _ = ready_tx.send(warm.map(|()| t.elapsed()));
         if failed {
             return;
         }
+        // The plan's tail, and the tail of the one fallback last run (built when first
+        // needed: a fallback's slices are copies of the weights).
+        let mut tails: Vec<Option<BoardTail>> = (0..plans.len()).map(|_| None).collect();
+        tails[0] = Some(tail);
         let mut waiting = std::collections::BinaryHeap::new();
         loop {
             if waiting.is_empty() {
@@ -426,20 +464,22 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail) -> Resu
             waiting.extend(rx.try_iter());
             let ComputeJob { work, reply, .. } = waiting.pop().expect("one job at least");
             let done = match work {
-                Work::Band { group, input } => match groups.get(group) {
+                Work::Band { plan, group, input } => match plans.get(plan).and_then(|p| p.groups.get(group)) {
                     Some(g) => {
                         let (out, took) = compute_accounted(speed, || exec.run_band(g.group(), g.bands()[index], input));
                         out.map(|y| (y, took))
                     }
-                    None => Err(anyhow!("the plan has no group {group}")),
+                    None => Err(anyhow!("plan {plan} has no group {group}")),
                 },
-                Work::Tail { stage, input } => match tail.sections.get(&stage) {
-                    Some((r, _)) => run_tail(speed, r, input),
-                    None => Err(anyhow!("this board has no stage {stage} of the tail")),
+                Work::Tail { plan, stage, input } => match tail_for(&mut tails, &plans, plan, index, coordinator, &model).map(|t| t.sections.get(&stage)) {
+                    Ok(Some((r, _))) => run_tail(speed, r, input),
+                    Ok(None) => Err(anyhow!("this board has no stage {stage} of the tail")),
+                    Err(e) => Err(e),
                 },
-                Work::Slice { split, input } => match tail.slices.get(&split) {
-                    Some((r, _)) => run_tail(speed, r, input),
-                    None => Err(anyhow!("this board has no slice of split layer {split} of the tail")),
+                Work::Slice { plan, split, input } => match tail_for(&mut tails, &plans, plan, index, coordinator, &model).map(|t| t.slices.get(&split)) {
+                    Ok(Some((r, _))) => run_tail(speed, r, input),
+                    Ok(None) => Err(anyhow!("this board has no slice of split layer {split} of the tail")),
+                    Err(e) => Err(e),
                 },
             };
             let _ = reply.send(done);
@@ -447,6 +487,19 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail) -> Resu
     })?;
     let took = ready_rx.recv().map_err(|_| anyhow!("board {}: the compute thread stopped while warming up", cfg.board))??;
     Ok((tx, took))
+}
+
+/// The board's part of the tail of plan `p` of `plans` (its variants): built when first
+/// needed, dropping the tail of any other fallback (a fallback's slices are copies of weights).
+fn tail_for<'a>(tails: &'a mut [Option<BoardTail>], plans: &[Plan], p: usize, index: usize, coordinator: bool, model: &Model) -> Result<&'a BoardTail> {
+    ensure!(p < plans.len(), "the board has no plan {p}");
+    if tails[p].is_none() {
+        for t in tails.iter_mut().skip(1) {
+            *t = None;
+        }
+        tails[p] = Some(BoardTail::new(&plans[p], &plans[0], index, coordinator, model)?);
+    }
+    Ok(tails[p].as_ref().expect("built above"))
 }
 
 /// A section or slice of the tail, computed as the board's twin would.
@@ -478,9 +531,23 @@ fn warm_up(exec: &mut BandExecutor, model: &Model, groups: &[crate::plan::PlanGr
     Ok(())
 }
 
+/// One of the plans a board runs: the plan itself, or one of its fallbacks.
+struct Variant {
+    plan: Plan,
+    hash: [u8; 32],
+    /// The boards it is without, in plan order (empty: the plan itself).
+    lost: Vec<usize>,
+    /// Mesh: the exchange before each group (None before the first).
+    exchanges: Vec<Option<Redistribution>>,
+}
+
+/// A worker the coordinator takes as lost: since when, and why.
+type Lost = std::collections::BTreeMap<usize, (std::time::SystemTime, String)>;
+
 struct Board {
     cfg: BoardConfig,
-    plan_hash: [u8; 32],
+    /// The plan (0) and its fallbacks, as [`Plan::variants`] orders them.
+    variants: Vec<Variant>,
     model: Arc<Model>,
     compute: ComputeQueue,
     link: Link,
@@ -496,9 +563,12 @@ struct Board {
     max_payload: u64,
     /// Mesh: pieces received, by (frame, group).
     mailbox: Mailbox,
-    /// Mesh: the exchange before each group (None before the first).
-    exchanges: Vec<Option<Redistribution>>,
     frames: AtomicU64,
+    /// Coordinator: the workers lost; every frame runs on the plan without them.
+    lost: Mutex<Lost>,
+    /// Coordinator: the connections each frame in flight holds to each worker, shut down when
+    /// that worker is found lost (so that the frame fails at once and is computed again).
+    watched: Mutex<HashMap<u64, Vec<(usize, TcpStream)>>>,
     /// Jobs handed to the compute thread so far (their order of arrival).
     jobs: AtomicU64,
 }
@@ -597,19 +667,24 @@ pub fn serve(mut cfg: BoardConfig, model: Model, listen: &str, key: Key) -> Resu
     let model = Arc::new(model);
     cfg.plan.validate(&model)?;
     let hash = cfg.plan.hash();
-    let tail = BoardTail::new(&cfg, &model)?;
+    let tail = BoardTail::new(&cfg.plan, &cfg.plan, cfg.index, cfg.is_coordinator(), &model)?;
     // Every band this board has in the plan, and the tail, built and run once before serving.
     let (compute, warm) = spawn_compute(&cfg, &model, tail)?;
-    let mut exchanges = vec![None];
-    for w in cfg.plan.groups.windows(2) {
-        exchanges.push(Some(redistribution(&model, &w[0].rows, w[1].group(), &w[1].rows)?));
+    let mut variants = Vec::new();
+    let lost = std::iter::once(vec![]).chain(cfg.plan.fallbacks.iter().map(|f| f.lost.clone()));
+    for (plan, lost) in cfg.plan.variants().into_iter().zip(lost) {
+        let mut exchanges = vec![None];
+        for w in plan.groups.windows(2) {
+            exchanges.push(Some(redistribution(&model, &w[0].rows, w[1].group(), &w[1].rows)?));
+        }
+        variants.push(Variant { hash: plan_bytes(&plan.hash()), plan, lost, exchanges });
     }
     // Frame ids start from the clock, so that a restarted coordinator's frames never meet an
     // earlier process's leftovers in a worker's mailbox.
     let cap = max_payload(&model);
     let first_frame = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64);
     let board = Arc::new(Board {
-        plan_hash: plan_bytes(&hash),
+        variants,
         compute,
         model,
         link: Link::new(cfg.peers[cfg.index].link),
@@ -618,14 +693,27 @@ pub fn serve(mut cfg: BoardConfig, model: Model, listen: &str, key: Key) -> Resu
         key,
         max_payload: cap,
         mailbox: Mailbox::default(),
-        exchanges,
         frames: AtomicU64::new(first_frame),
         jobs: AtomicU64::new(0),
+        lost: Mutex::new(Lost::new()),
+        watched: Mutex::new(HashMap::new()),
         cfg,
     });
+    if board.cfg.is_coordinator() && board.variants.len() > 1 {
+        if let Some(ms) = board.cfg.heartbeat_ms {
+            for b in board.workers(0) {
+                let me = board.clone();
+                std::thread::Builder::new().name(format!("heartbeat-{b}")).spawn(move || me.heartbeat(b, Duration::from_millis(ms)))?;
+            }
+        }
+    }
     let listener = TcpListener::bind(listen).with_context(|| format!("board {}: listening on {listen}", board.cfg.board))?;
     let pinned = if board.cfg.cores.is_empty() { String::new() } else { format!(", pinned to CPUs {:?}", board.cfg.cores) };
-    eprintln!("legion board {} (plan {}, runtime {}{pinned}) warmed up in {:.1} ms, listening on {listen}", board.cfg.board, &hash[..16], RUNTIME_VERSION, warm.as_secs_f64() * 1e3);
+    let fallbacks = match board.variants.len() - 1 {
+        0 => String::new(),
+        n => format!(", {n} fallback plans"),
+    };
+    eprintln!("legion board {} (plan {}{fallbacks}, runtime {}{pinned}) warmed up in {:.1} ms, listening on {listen}", board.cfg.board, &hash[..16], RUNTIME_VERSION, warm.as_secs_f64() * 1e3);
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let b = board.clone();
@@ -678,21 +766,23 @@ impl Board {
             let peer = conn.stream().peer_addr().map_or_else(|_| "a peer".to_string(), |a| a.to_string());
             let Some(msg) = conn.recv().with_context(|| format!("refused {peer}"))? else { return Ok(()) };
             let h = &msg.header;
+            let main = self.variants[0].hash;
             if h.kind == Kind::Hello {
                 let text = format!("{} {} {}", self.cfg.board, RUNTIME_VERSION, self.cfg.plan.hash());
-                conn.send(&Message::text(Kind::HelloReply, self.plan_hash, h.frame, &text))?;
+                conn.send(&Message::text(Kind::HelloReply, main, h.frame, &text))?;
                 continue;
             }
-            if h.plan != self.plan_hash {
+            // The plan, or one of its fallbacks: the hash says which.
+            let Some(v) = self.variants.iter().position(|p| p.hash == h.plan) else {
                 let text = format!(
                     "plan mismatch: board {} runs plan {}, the request is for plan {}",
                     self.cfg.board,
                     self.cfg.plan.hash(),
                     hex(&h.plan)
                 );
-                conn.send(&Message::text(Kind::Error, self.plan_hash, h.frame, &text))?;
+                conn.send(&Message::text(Kind::Error, main, h.frame, &text))?;
                 continue;
-            }
+            };
             let reply = match h.kind {
                 Kind::Piece => {
                     let from = h.aux as usize;
@@ -702,10 +792,11 @@ impl Board {
                     self.mailbox.put(h.frame, h.group as usize, from, Rows::new(h.rows.0 as usize, h.rows.1 as usize), msg.to_tensor()?);
                     continue;
                 }
-                Kind::Band => self.band(&msg),
-                Kind::TailSlice => self.slice(&msg),
-                Kind::MeshFrame => self.mesh_frame(&msg, &mut conn).map(|()| vec![]),
-                Kind::Infer => self.infer(&msg, &mut conn).map(|()| vec![]),
+                Kind::Band => self.band(v, &msg),
+                Kind::TailSlice => self.slice(v, &msg),
+                Kind::MeshFrame => self.mesh_frame(v, &msg, &mut conn).map(|()| vec![]),
+                Kind::Infer if v == 0 => self.infer(&msg, &mut conn).map(|()| vec![]),
+                Kind::Infer => Err(anyhow!("a frame is asked for with the plan's hash, not a fallback's")),
                 Kind::Shutdown => {
                     eprintln!("board {}: shutdown requested", self.cfg.board);
                     let _ = conn.stream().shutdown(Shutdown::Both);
@@ -719,46 +810,47 @@ impl Board {
                         conn.send(&m)?;
                     }
                 }
-                Err(e) => conn.send(&Message::text(Kind::Error, self.plan_hash, h.frame, &format!("board {}: {e:#}", self.cfg.board)))?,
+                Err(e) => conn.send(&Message::text(Kind::Error, self.variants[v].hash, h.frame, &format!("board {}: {e:#}", self.cfg.board)))?,
             }
         }
     }
 
-    /// Run one band (a worker's job) with the board's emulated speed.
-    fn run_band(&self, frame: u64, group: usize, input: Tensor) -> Done {
-        self.on_compute_thread(frame, Work::Band { group, input })
+    /// Run one band (a worker's job) of plan `v` with the board's emulated speed.
+    fn run_band(&self, v: usize, frame: u64, group: usize, input: Tensor) -> Done {
+        self.on_compute_thread(frame, Work::Band { plan: v, group, input })
     }
 
-    fn band(&self, msg: &Message) -> Result<Vec<Message>> {
+    fn band(&self, v: usize, msg: &Message) -> Result<Vec<Message>> {
         let h = &msg.header;
         self.shape_receive(self.cfg.coordinator, msg.wire_len());
-        let (out, took) = self.run_band(h.frame, h.group as usize, msg.to_tensor()?)?;
-        self.result_and_timing(h, &out, took)
+        let (out, took) = self.run_band(v, h.frame, h.group as usize, msg.to_tensor()?)?;
+        self.result_and_timing(v, h, &out, took)
     }
 
     /// A worker's answer to a band or a slice: the result (aux: compute time in µs), then its
     /// timing (compute, slot wait, overrun) as a report.
-    fn result_and_timing(&self, h: &crate::wire::Header, out: &Tensor, took: Computed) -> Result<Vec<Message>> {
-        let mut reply = Message::tensor(Kind::BandResult, self.plan_hash, h.frame, h.group, h.rows, out)?;
+    fn result_and_timing(&self, v: usize, h: &crate::wire::Header, out: &Tensor, took: Computed) -> Result<Vec<Message>> {
+        let hash = self.variants[v].hash;
+        let mut reply = Message::tensor(Kind::BandResult, hash, h.frame, h.group, h.rows, out)?;
         reply.header.aux = took.took.as_micros() as u64;
         self.shape_send(self.cfg.coordinator, reply.wire_len());
         let mut t = BandTiming::default();
         t.account(&took);
-        Ok(vec![reply, Message::text(Kind::Report, self.plan_hash, h.frame, &serde_json::to_string(&t)?)])
+        Ok(vec![reply, Message::text(Kind::Report, hash, h.frame, &serde_json::to_string(&t)?)])
     }
 
     /// A worker's slice of a split layer of the tail.
-    fn slice(&self, msg: &Message) -> Result<Vec<Message>> {
+    fn slice(&self, v: usize, msg: &Message) -> Result<Vec<Message>> {
         let h = &msg.header;
         self.shape_receive(self.cfg.coordinator, msg.wire_len());
-        let (out, took) = self.on_compute_thread(h.frame, Work::Slice { split: h.group as usize, input: msg.to_tensor()? })?;
-        self.result_and_timing(h, &out, took)
+        let (out, took) = self.on_compute_thread(h.frame, Work::Slice { plan: v, split: h.group as usize, input: msg.to_tensor()? })?;
+        self.result_and_timing(v, h, &out, took)
     }
 
     /// A split Dense layer of the tail: its input to every board with features, their slices
     /// back (the coordinator computes its own meanwhile), concatenated in board order.
-    fn split_layer(&self, frame: u64, k: usize, x: Tensor, report: &mut FrameReport, own: &mut Vec<Computed>) -> Result<Tensor> {
-        let split = &self.cfg.plan.tail[k];
+    fn split_layer(&self, v: usize, frame: u64, k: usize, x: Tensor, report: &mut FrameReport, own: &mut Vec<Computed>) -> Result<Tensor> {
+        let split = &self.variants[v].plan.tail[k];
         let results: Vec<Result<(Tensor, BandTiming)>> = std::thread::scope(|s| {
             let handles: Vec<_> = split
                 .bands()
@@ -770,11 +862,11 @@ impl Board {
                     s.spawn(move || -> Result<(Tensor, BandTiming)> {
                         let mut t = BandTiming { board: self.cfg.peers[b].name.clone(), rows: (cols.start, cols.end), ..Default::default() };
                         let y = if b == self.cfg.index {
-                            let (y, took) = self.on_compute_thread(frame, Work::Slice { split: k, input: x.clone() })?;
+                            let (y, took) = self.on_compute_thread(frame, Work::Slice { plan: v, split: k, input: x.clone() })?;
                             t.account(&took);
                             y
                         } else {
-                            self.remote(b, Kind::TailSlice, frame, k, (cols.start, cols.end), x, &mut t)?
+                            self.remote(v, b, Kind::TailSlice, frame, k, (cols.start, cols.end), x, &mut t)?
                         };
                         Ok((y, t))
                     })
@@ -817,28 +909,31 @@ impl Board {
         }
     }
 
-    /// A worker's part of a mesh frame: its bands of every group, then its last band back to
-    /// the coordinator with its timings.
-    fn mesh_frame(&self, msg: &Message, client: &mut Conn) -> Result<()> {
+    /// A worker's part of a mesh frame of plan `v`: its bands of every group, then its last
+    /// band back to the coordinator with its timings.
+    fn mesh_frame(&self, v: usize, msg: &Message, client: &mut Conn) -> Result<()> {
         let h = &msg.header;
+        let hash = self.variants[v].hash;
         self.shape_receive(self.cfg.coordinator, msg.wire_len());
         let first = if msg.header.shape.is_empty() { None } else { Some(msg.to_tensor()?) };
-        let (last, timings) = self.mesh_part(h.frame, first)?;
+        let (last, timings) = self.mesh_part(v, h.frame, first)?;
         let reply = match &last {
-            Some((rows, t)) => Message::tensor(Kind::BandResult, self.plan_hash, h.frame, h.group, (rows.start as u32, rows.end as u32), t)?,
-            None => Message::text(Kind::BandResult, self.plan_hash, h.frame, ""),
+            Some((rows, t)) => Message::tensor(Kind::BandResult, hash, h.frame, h.group, (rows.start as u32, rows.end as u32), t)?,
+            None => Message::text(Kind::BandResult, hash, h.frame, ""),
         };
         self.shape_send(self.cfg.coordinator, reply.wire_len());
         client.send(&reply)?;
-        client.send(&Message::text(Kind::Report, self.plan_hash, h.frame, &serde_json::to_string(&timings)?))
+        client.send(&Message::text(Kind::Report, hash, h.frame, &serde_json::to_string(&timings)?))
     }
 
-    /// This board's bands of every group of a mesh frame: the first group's from `first`, the
-    /// next ones from what it kept of its own output and the pieces the other boards send it;
-    /// after each band, the pieces other boards need go out (on threads, while it waits for
-    /// its own). Returns its band of the last group and per group its timing (None: no band).
-    fn mesh_part(&self, frame: u64, first: Option<Tensor>) -> Result<(Option<(Rows, Tensor)>, Vec<Option<BandTiming>>)> {
-        let groups = &self.cfg.plan.groups;
+    /// This board's bands of every group of a mesh frame of plan `v`: the first group's from
+    /// `first`, the next ones from what it kept of its own output and the pieces the other
+    /// boards send it; after each band, the pieces other boards need go out (on threads, while
+    /// it waits for its own). Returns its band of the last group and per group its timing
+    /// (None: no band).
+    fn mesh_part(&self, v: usize, frame: u64, first: Option<Tensor>) -> Result<(Option<(Rows, Tensor)>, Vec<Option<BandTiming>>)> {
+        let variant = &self.variants[v];
+        let groups = &variant.plan.groups;
         let me = self.cfg.index;
         let mut timings = Vec::new();
         let mut held: Option<(Rows, Tensor)> = None;
@@ -849,7 +944,7 @@ impl Board {
             let mut ready = Instant::now();
             for (gi, g) in groups.iter().enumerate() {
                 let out = g.bands()[me];
-                let input = match &self.exchanges[gi] {
+                let input = match &variant.exchanges[gi] {
                     None => first.clone(),
                     Some(r) if !r.needs[me].is_empty() => {
                         let mut got = self.mailbox.take(frame, gi, &expected(r, me), started, self.cfg.deadline(), &self.cfg.peers).with_context(|| format!("frame {frame}, group {gi}"))?;
@@ -865,18 +960,18 @@ impl Board {
                 };
                 let mut t = BandTiming { board: self.cfg.board.clone(), rows: (out.start, out.end), ..Default::default() };
                 t.send_s = ready.elapsed().as_secs_f64();
-                let (y, took) = self.run_band(frame, gi, input)?;
+                let (y, took) = self.run_band(v, frame, gi, input)?;
                 t.account(&took);
                 ready = Instant::now();
                 let band = (out, y);
-                if let Some(Some(next)) = self.exchanges.get(gi + 1) {
+                if let Some(Some(next)) = variant.exchanges.get(gi + 1) {
                     for (to, rows, piece) in pieces(next, me, &band)? {
                         if to == me {
                             kept.push((rows, piece));
                             continue;
                         }
                         t.sent_to.push((self.cfg.peers[to].name.clone(), (rows.start, rows.end)));
-                        sends.push(s.spawn(move || self.send_piece(to, frame, gi + 1, rows, &piece)));
+                        sends.push(s.spawn(move || self.send_piece(v, to, frame, gi + 1, rows, &piece)));
                     }
                 }
                 timings.push(Some(t));
@@ -890,61 +985,228 @@ impl Board {
         Ok((held, timings))
     }
 
-    /// Send rows of group `group`'s input to board `to`, on this board's piece connection.
-    fn send_piece(&self, to: usize, frame: u64, group: usize, rows: Rows, t: &Tensor) -> Result<()> {
+    /// Send rows of group `group`'s input to board `to`, on this board's piece connection. A
+    /// connection that fails is replaced once (the board may have restarted since it was
+    /// opened).
+    fn send_piece(&self, v: usize, to: usize, frame: u64, group: usize, rows: Rows, t: &Tensor) -> Result<()> {
         let peer = &self.cfg.peers[to];
-        let mut msg = Message::tensor(Kind::Piece, self.plan_hash, frame, group as u32, (rows.start as u32, rows.end as u32), t)?;
+        let mut msg = Message::tensor(Kind::Piece, self.variants[v].hash, frame, group as u32, (rows.start as u32, rows.end as u32), t)?;
         msg.header.aux = self.cfg.index as u64;
-        let result = (|| -> Result<()> {
-            let conn = self.connection_in(&self.piece_conns, to)?;
-            self.shape_send(to, msg.wire_len());
-            let mut conn = conn.lock().unwrap();
-            conn.send(&msg)
-        })();
-        if result.is_err() {
+        self.shape_send(to, msg.wire_len());
+        let mut result = Ok(());
+        for _ in 0..2 {
+            result = (|| -> Result<()> {
+                let conn = self.connection_in(&self.piece_conns, to)?;
+                let mut conn = conn.lock().unwrap();
+                conn.send(&msg)
+            })();
+            if result.is_ok() {
+                break;
+            }
             self.piece_conns.lock().unwrap().remove(&to);
         }
         result.with_context(|| format!("sending rows {rows} of group {group} to board {} ({})", peer.name, peer.addr))
     }
 
-    /// The coordinator's frame: the groups in the plan's topology, then the tail. Answers
-    /// InferResult + Report.
+    /// The coordinator's frame: on the plan without the boards lost (the plan itself while
+    /// none is), the groups in its topology, then the tail; answers InferResult + Report. A
+    /// frame that fails because a worker is lost is computed again on the fallback without it.
     fn infer(&self, msg: &Message, client: &mut Conn) -> Result<()> {
         ensure!(self.cfg.is_coordinator(), "board {} is not the coordinator", self.cfg.board);
-        let frame = self.frames.fetch_add(1, Ordering::SeqCst);
-        let t0 = Instant::now();
         let x = to_nchw(&self.model, msg.to_tensor()?)?;
-        let mut report = FrameReport { frame, plan: self.cfg.plan.hash(), topology: self.cfg.plan.topology, ..Default::default() };
+        let mut retried: Vec<String> = Vec::new();
+        loop {
+            let (v, lost_at) = self.current_variant()?;
+            let frame = self.frames.fetch_add(1, Ordering::SeqCst);
+            let attempt = self.attempt(v, frame, x.clone());
+            self.watched.lock().unwrap().remove(&frame);
+            match attempt {
+                Ok((out, mut report)) => {
+                    report.lost = self.variants[v].lost.iter().map(|&b| self.cfg.peers[b].name.clone()).collect();
+                    report.retried = retried;
+                    report.lost_at_unix_s = lost_at;
+                    let hash = self.variants[0].hash;
+                    client.send(&Message::tensor(Kind::InferResult, hash, frame, 0, (0, 0), &out)?)?;
+                    client.send(&Message::text(Kind::Report, hash, frame, &serde_json::to_string(&report)?))?;
+                    return Ok(());
+                }
+                Err(e) => {
+                    // Without fallbacks a failed frame is an error; with them, the workers the
+                    // frame used are asked whether they are there, and the frame is computed
+                    // again if one is found lost (or, once, if none is: a connection to a
+                    // board that came back may have been stale).
+                    if self.variants.len() == 1 {
+                        return Err(e);
+                    }
+                    let newly = self.check_workers(v);
+                    let found = !newly.is_empty() || self.lost.lock().unwrap().keys().copied().collect::<Vec<_>>() != self.variants[v].lost;
+                    let again = retried.len() < self.cfg.peers.len() && (found || !retried.iter().any(|r| r.starts_with("(no board lost)")));
+                    if !again {
+                        return Err(e);
+                    }
+                    eprintln!("board {}: frame {frame} failed ({e:#}); computed again", self.cfg.board);
+                    retried.push(if found { format!("{e:#}") } else { format!("(no board lost) {e:#}") });
+                }
+            }
+        }
+    }
+
+    /// Frame `frame` on plan `v`: its output and report.
+    fn attempt(&self, v: usize, frame: u64, x: Tensor) -> Result<(Tensor, FrameReport)> {
+        let t0 = Instant::now();
+        let plan = &self.variants[v].plan;
+        let mut report = FrameReport { frame, plan: hex(&self.variants[v].hash), topology: plan.topology, ..Default::default() };
         let mut own = Vec::new();
-        let x = match self.cfg.plan.topology {
-            Topology::Star => self.star_groups(frame, x, &mut report, &mut own)?,
-            Topology::Mesh => self.mesh_groups(frame, x, t0, &mut report, &mut own)?,
+        let x = match plan.topology {
+            Topology::Star => self.star_groups(v, frame, x, &mut report, &mut own)?,
+            Topology::Mesh => self.mesh_groups(v, frame, x, t0, &mut report, &mut own)?,
         };
         let tt = Instant::now();
         let mut out = x;
-        for (stage, s) in tail_stages(&self.model, &self.cfg.plan).into_iter().enumerate() {
+        for (stage, s) in tail_stages(&self.model, plan).into_iter().enumerate() {
             out = match s {
                 TailStage::Local { .. } => {
-                    let (y, c) = self.on_compute_thread(frame, Work::Tail { stage, input: out })?;
+                    let (y, c) = self.on_compute_thread(frame, Work::Tail { plan: v, stage, input: out })?;
                     own.push(c);
                     y
                 }
-                TailStage::Split(k) => self.split_layer(frame, k, out, &mut report, &mut own)?,
+                TailStage::Split(k) => self.split_layer(v, frame, k, out, &mut report, &mut own)?,
             };
         }
         report.tail_s = tt.elapsed().as_secs_f64();
         report.total_s = t0.elapsed().as_secs_f64();
         report.account(&own);
         report.peaks(&self.cfg.peers, self.cfg.index);
-        client.send(&Message::tensor(Kind::InferResult, self.plan_hash, frame, 0, (0, 0), &out)?)?;
-        client.send(&Message::text(Kind::Report, self.plan_hash, frame, &serde_json::to_string(&report)?))?;
+        Ok((out, report))
+    }
+
+    /// The plan for the workers lost now: (its index, when the latest loss was found).
+    fn current_variant(&self) -> Result<(usize, Option<f64>)> {
+        let lost = self.lost.lock().unwrap();
+        let set: Vec<usize> = lost.keys().copied().collect();
+        let at = lost.values().map(|l| l.0.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())).reduce(f64::max);
+        match self.variants.iter().position(|p| p.lost == set) {
+            Some(v) => Ok((v, at)),
+            None => {
+                let why: Vec<String> = lost.iter().map(|(&b, (_, why))| format!("board {} ({}): {why}", self.cfg.peers[b].name, self.cfg.peers[b].addr)).collect();
+                bail!("{} boards of the fleet are lost and the plan has fallbacks for the loss of one worker only: {}; compile the fleet without them", set.len(), why.join("; "))
+            }
+        }
+    }
+
+    /// The workers with work in plan `v` (not the coordinator).
+    fn workers(&self, v: usize) -> Vec<usize> {
+        let p = &self.variants[v].plan;
+        (0..self.cfg.peers.len())
+            .filter(|&b| b != self.cfg.index && (p.groups.iter().any(|g| g.rows[b] > 0) || p.tail.iter().any(|t| t.cols[b] > 0)))
+            .collect()
+    }
+
+    /// How long a worker may take to answer a heartbeat or a check.
+    fn heartbeat_deadline(&self) -> Duration {
+        Duration::from_millis(self.cfg.heartbeat_ms.unwrap_or(2000))
+    }
+
+    /// Ask every worker of plan `v` not yet lost whether it is there (at once, each within the
+    /// heartbeat deadline); those that do not answer with the plan are taken as lost. Returns
+    /// them.
+    fn check_workers(&self, v: usize) -> Vec<usize> {
+        let known: Vec<usize> = self.lost.lock().unwrap().keys().copied().collect();
+        let ask: Vec<usize> = self.workers(v).into_iter().filter(|b| !known.contains(b)).collect();
+        let deadline = self.heartbeat_deadline();
+        let answers: Vec<(usize, Result<()>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = ask.iter().map(|&b| (b, s.spawn(move || self.is_there(b, deadline)))).collect();
+            handles.into_iter().map(|(b, h)| (b, h.join().unwrap_or_else(|_| Err(anyhow!("the check panicked"))))).collect()
+        });
+        let mut newly = Vec::new();
+        for (b, answer) in answers {
+            if let Err(e) = answer {
+                self.mark_lost(b, format!("{e:#}"));
+                newly.push(b);
+            }
+        }
+        newly
+    }
+
+    /// Does worker `b` answer, within `deadline`, with the plan?
+    fn is_there(&self, b: usize, deadline: Duration) -> Result<()> {
+        let (_, _, hash) = hello(&self.cfg.peers[b].addr, &self.key, deadline)?;
+        ensure!(plan_bytes(&hash) == self.variants[0].hash, "it answers with another plan ({})", &hash[..16.min(hash.len())]);
         Ok(())
+    }
+
+    /// Take worker `b` as lost: the frames holding connections to it fail at once, and the
+    /// next frames run on the fallback without it.
+    fn mark_lost(&self, b: usize, why: String) {
+        let peer = &self.cfg.peers[b];
+        {
+            let mut lost = self.lost.lock().unwrap();
+            if lost.contains_key(&b) {
+                return;
+            }
+            lost.insert(b, (std::time::SystemTime::now(), why.clone()));
+        }
+        eprintln!("board {}: worker {} ({}) is lost: {why}", self.cfg.board, peer.name, peer.addr);
+        self.forget(b);
+        for streams in self.watched.lock().unwrap().values() {
+            for (_, s) in streams.iter().filter(|(w, _)| *w == b) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Drop the idle connections to board `b` (it was lost, or it came back as a new process).
+    fn forget(&self, b: usize) {
+        self.conns.lock().unwrap().remove(&b);
+        self.piece_conns.lock().unwrap().remove(&b);
+    }
+
+    /// The coordinator's heartbeat to worker `b`: every quarter of `deadline` a Hello; a worker
+    /// that has not answered within the rest of it is lost. A lost worker that answers again
+    /// with the plan is taken back: the next frame runs on the plan with it.
+    fn heartbeat(&self, b: usize, deadline: Duration) {
+        let period = deadline / 4;
+        let wait = deadline - period;
+        let peer = &self.cfg.peers[b];
+        let mut conn: Option<Conn> = None;
+        loop {
+            std::thread::sleep(period);
+            let answer = (|| -> Result<()> {
+                if conn.is_none() {
+                    conn = Some(connect_with(&peer.addr, &self.key, wait, 1 << 20)?);
+                }
+                let c = conn.as_mut().expect("connected above");
+                c.stream().set_read_timeout(Some(wait))?;
+                c.send(&Message::text(Kind::Hello, [0; 32], 0, ""))?;
+                let reply = c.recv()?.ok_or_else(|| anyhow!("the connection closed"))?;
+                ensure!(reply.header.kind == Kind::HelloReply, "it answered {:?}", reply.header.kind);
+                let text = reply.as_text();
+                let hash = text.split_whitespace().nth(2).unwrap_or_default();
+                ensure!(plan_bytes(hash) == self.variants[0].hash, "it answers with another plan ({hash})");
+                Ok(())
+            })();
+            let lost = self.lost.lock().unwrap().contains_key(&b);
+            match answer {
+                Ok(()) if lost => {
+                    self.forget(b);
+                    self.lost.lock().unwrap().remove(&b);
+                    eprintln!("board {}: worker {} ({}) answers again: taken back from the next frame", self.cfg.board, peer.name, peer.addr);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    conn = None;
+                    if !lost {
+                        self.mark_lost(b, format!("no heartbeat answer within {} ms: {e:#}", deadline.as_millis()));
+                    }
+                }
+            }
+        }
     }
 
     /// Star: every group's bands out from the coordinator and back (split, scatter in
     /// parallel, gather).
-    fn star_groups(&self, frame: u64, mut x: Tensor, report: &mut FrameReport, own: &mut Vec<Computed>) -> Result<Tensor> {
-        for (gi, g) in self.cfg.plan.groups.iter().enumerate() {
+    fn star_groups(&self, v: usize, frame: u64, mut x: Tensor, report: &mut FrameReport, own: &mut Vec<Computed>) -> Result<Tensor> {
+        for (gi, g) in self.variants[v].plan.groups.iter().enumerate() {
             let tg = Instant::now();
             let inputs = self.charge(report, own, || scatter(&self.model, g, &x))?;
             let bands = g.bands();
@@ -958,11 +1220,11 @@ impl Board {
                         s.spawn(move || -> Result<(Option<(Rows, Tensor)>, BandTiming)> {
                             let mut t = BandTiming { board: self.cfg.peers[b].name.clone(), rows: (out.start, out.end), ..Default::default() };
                             let y = if b == self.cfg.index {
-                                let (y, took) = self.run_band(frame, gi, input)?;
+                                let (y, took) = self.run_band(v, frame, gi, input)?;
                                 t.account(&took);
                                 y
                             } else {
-                                self.remote(b, Kind::Band, frame, gi, (out.start, out.end), &input, &mut t)?
+                                self.remote(v, b, Kind::Band, frame, gi, (out.start, out.end), &input, &mut t)?
                             };
                             Ok((Some((out, y)), t))
                         })
@@ -988,8 +1250,8 @@ impl Board {
     /// exchange rows between groups themselves ([`Board::mesh_part`], the coordinator's own
     /// part included); their bands of the last group come back and are gathered. The first
     /// failure gives the frame up at once: the other boards' connections are shut down.
-    fn mesh_groups(&self, frame: u64, x: Tensor, t0: Instant, report: &mut FrameReport, own: &mut Vec<Computed>) -> Result<Tensor> {
-        let groups = &self.cfg.plan.groups;
+    fn mesh_groups(&self, v: usize, frame: u64, x: Tensor, t0: Instant, report: &mut FrameReport, own: &mut Vec<Computed>) -> Result<Tensor> {
+        let groups = &self.variants[v].plan.groups;
         if groups.is_empty() {
             return Ok(x);
         }
@@ -1001,6 +1263,7 @@ impl Board {
         let (mut conns, mut stops) = (HashMap::new(), Vec::new());
         for &b in active.iter().filter(|&&b| b != me) {
             let conn = self.checkout(b).with_context(|| format!("frame {frame}: board {} ({})", self.cfg.peers[b].name, self.cfg.peers[b].addr))?;
+            self.watch(frame, b, &conn);
             stops.push(conn.stream().try_clone()?);
             conns.insert(b, conn);
         }
@@ -1012,9 +1275,9 @@ impl Board {
                 let conn = conns.remove(&b);
                 s.spawn(move || {
                     let part = match conn {
-                        None => self.mesh_part(frame, input).map(|(last, t)| (last, t, t0.elapsed().as_secs_f64())),
+                        None => self.mesh_part(v, frame, input).map(|(last, t)| (last, t, t0.elapsed().as_secs_f64())),
                         Some(mut conn) => {
-                            let part = self.remote_mesh(b, &mut conn, frame, input, t0);
+                            let part = self.remote_mesh(v, b, &mut conn, frame, input, t0);
                             if part.is_ok() {
                                 self.idle(b, conn);
                             }
@@ -1073,14 +1336,26 @@ impl Board {
         self.charge(report, own, || gather(last))
     }
 
+    /// Remember that frame `frame` holds `conn` to worker `b` (see [`Board::mark_lost`]).
+    fn watch(&self, frame: u64, b: usize, conn: &Conn) {
+        if let Ok(s) = conn.stream().try_clone() {
+            self.watched.lock().unwrap().entry(frame).or_default().push((b, s));
+        }
+        // Found lost meanwhile: the frame must not wait for it.
+        if self.lost.lock().unwrap().contains_key(&b) {
+            let _ = conn.stream().shutdown(Shutdown::Both);
+        }
+    }
+
     /// The coordinator's side of a worker's mesh frame: its first input out, its last band and
     /// timings back (and when they arrived, seconds since `t0`).
-    fn remote_mesh(&self, b: usize, stream: &mut Conn, frame: u64, input: Option<Tensor>, t0: Instant) -> Result<(Option<(Rows, Tensor)>, Vec<Option<BandTiming>>, f64)> {
+    fn remote_mesh(&self, v: usize, b: usize, stream: &mut Conn, frame: u64, input: Option<Tensor>, t0: Instant) -> Result<(Option<(Rows, Tensor)>, Vec<Option<BandTiming>>, f64)> {
         let peer = &self.cfg.peers[b];
+        let hash = self.variants[v].hash;
         let result = (|| {
             let msg = match &input {
-                Some(t) => Message::tensor(Kind::MeshFrame, self.plan_hash, frame, 0, (0, 0), t)?,
-                None => Message::text(Kind::MeshFrame, self.plan_hash, frame, ""),
+                Some(t) => Message::tensor(Kind::MeshFrame, hash, frame, 0, (0, 0), t)?,
+                None => Message::text(Kind::MeshFrame, hash, frame, ""),
             };
             self.shape_send(b, msg.wire_len());
             stream.send(&msg)?;
@@ -1127,13 +1402,14 @@ impl Board {
         Ok(c)
     }
 
-    /// A request to worker `b` (a band, or a slice of the tail) and its result.
+    /// A request to worker `b` (a band, or a slice of the tail, of plan `v`) and its result.
     #[allow(clippy::too_many_arguments)]
-    fn remote(&self, b: usize, kind: Kind, frame: u64, group: usize, rows: (usize, usize), input: &Tensor, t: &mut BandTiming) -> Result<Tensor> {
+    fn remote(&self, v: usize, b: usize, kind: Kind, frame: u64, group: usize, rows: (usize, usize), input: &Tensor, t: &mut BandTiming) -> Result<Tensor> {
         let peer = &self.cfg.peers[b];
         let result = (|| -> Result<Tensor> {
             let mut stream = self.checkout(b)?;
-            let msg = Message::tensor(kind, self.plan_hash, frame, group as u32, (rows.0 as u32, rows.1 as u32), input)?;
+            self.watch(frame, b, &stream);
+            let msg = Message::tensor(kind, self.variants[v].hash, frame, group as u32, (rows.0 as u32, rows.1 as u32), input)?;
             let ts = Instant::now();
             self.shape_send(b, msg.wire_len());
             stream.send(&msg)?;

@@ -416,16 +416,32 @@ impl BandExecutor {
 /// slice of the weights (`weight` of shape [in, cols]) computes it as stored; from the whole
 /// weights ([in, out]) the slice is cut here.
 pub fn dense_slice(model: &Model, node: usize, cols: Rows) -> Result<Runnable> {
+    let out = model.nodes.get(node).map_or(0, |n| n.shape.get(1).copied().unwrap_or(0));
+    dense_slice_of(model, node, cols, Rows::new(0, out))
+}
+
+/// [`dense_slice`] from a model whose layer `node` may hold only the features `held` of its
+/// weights (a board's model file: [`crate::plan::Plan::held_features`]).
+pub fn dense_slice_of(model: &Model, node: usize, cols: Rows, held: Rows) -> Result<Runnable> {
     use crate::ir::{InputLayout, Node};
     let n = &model.nodes[node];
     let Op::Dense { weight, bias } = &n.op else { bail!("node {node} is not a Dense layer") };
     let (k, out) = (weight.shape[0], n.shape[1]);
-    let (weight, bias) = if weight.shape[1] == cols.len() && bias.len() == cols.len() {
+    ensure!(cols.end <= out, "node {node}: features {cols} of {out}");
+    let at = if weight.shape[1] == out && weight.len() == k * out {
+        0
+    } else if weight.shape[1] == cols.len() && weight.len() == k * cols.len() {
+        // Cut to exactly this slice already.
+        cols.start
+    } else {
+        ensure!(weight.shape[1] == held.len() && weight.len() == k * held.len(), "node {node}: its weights are neither whole nor the features {held}");
+        ensure!(held.start <= cols.start && cols.end <= held.end, "node {node}: features {cols} are not among the {held} held");
+        held.start
+    };
+    let (weight, bias) = if weight.shape[1] == cols.len() {
         (weight.clone(), bias.clone())
     } else {
-        ensure!(weight.shape[1] == out && weight.len() == k * out, "node {node}: its weights are neither whole nor the slice {cols}");
-        ensure!(cols.end <= out, "node {node}: features {cols} of {out}");
-        crate::ir::dense_columns(weight, bias, cols.start..cols.end)
+        crate::ir::dense_columns(weight, bias, cols.start - at..cols.end - at)
     };
     let input = &model.nodes[n.inputs[0]];
     let mini = Model {

@@ -106,6 +106,24 @@ pub struct Plan {
     /// Frames in flight per lane the plan was chosen for (what `run --in-flight` defaults to).
     #[serde(default = "one_frame", skip_serializing_if = "is_one_frame")]
     pub in_flight: usize,
+    /// Plans for the fleet without one of its workers, solved from the same profiles: when the
+    /// coordinator loses a board, every live board switches to the fallback for that loss (by
+    /// its hash, [`Plan::variant`]). Each board's model file holds the weights of every plan
+    /// it may run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// The groups and tail of a plan for the fleet without the boards `lost`: same boards, same
+/// order, the lost ones without rows or features.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fallback {
+    /// Indices, in the plan's board order, of the boards lost.
+    pub lost: Vec<usize>,
+    pub groups: Vec<PlanGroup>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tail: Vec<TailSplit>,
 }
 
 fn one_frame() -> usize {
@@ -125,6 +143,10 @@ pub struct Deployment {
     pub coordinator: usize,
     /// Deadline on every read, write and connect, ms.
     pub deadline_ms: u64,
+    /// No heartbeat answered for this long: the coordinator takes the worker as lost and the
+    /// fleet switches to the fallback plan without it, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
     /// Every board, in plan order.
     pub boards: Vec<crate::board::Peer>,
 }
@@ -175,10 +197,22 @@ pub fn tail_stages(model: &Model, plan: &Plan) -> Vec<TailStage> {
 }
 
 impl Plan {
-    /// Does board `board` compute with the weights of node `id`: a layer of a group in which
-    /// it has rows; on the coordinator, the tail but its split layers; a split layer of which
-    /// it has features (their slice).
+    /// The plan itself (0) and its fallbacks (1..), each as a whole plan: the fallback's groups
+    /// and tail, everything else the plan's. A fallback's hash names it on the wire.
+    pub fn variants(&self) -> Vec<Plan> {
+        let mut all = vec![self.clone()];
+        all.extend(self.fallbacks.iter().map(|f| Plan { groups: f.groups.clone(), tail: f.tail.clone(), fallbacks: vec![], lanes: vec![], ..self.clone() }));
+        all
+    }
+
+    /// Does board `board` compute with the weights of node `id` under this plan or one of its
+    /// fallbacks: a layer of a group in which it has rows; on the coordinator, the tail but its
+    /// split layers; a split layer of which it has features (their slice).
     pub fn board_needs(&self, board: usize, coordinator: bool, id: usize) -> bool {
+        self.variants().iter().any(|p| p.own_needs(board, coordinator, id))
+    }
+
+    fn own_needs(&self, board: usize, coordinator: bool, id: usize) -> bool {
         let split_end = self.groups.last().map_or(0, |g| g.to);
         self.groups.iter().any(|g| g.rows.get(board).is_some_and(|&r| r > 0) && g.group().layers().contains(&id))
             || match self.tail.iter().find(|t| t.node == id) {
@@ -187,13 +221,26 @@ impl Plan {
             }
     }
 
-    /// `model` as board `board` holds it: each split Dense layer of the tail cut to the board's
-    /// slice of its weights ([in, its features]; none if it has none). A layer already cut is
-    /// left as it is.
+    /// The features of split Dense layer `node` whose weights board `board` holds: the span of
+    /// its slices under this plan and its fallbacks (empty if it has none in any).
+    pub fn held_features(&self, board: usize, node: usize) -> Rows {
+        let slices: Vec<Rows> = self.variants().iter().filter_map(|p| p.tail.iter().find(|t| t.node == node).map(|t| t.bands()[board])).filter(|c| !c.is_empty()).collect();
+        match (slices.iter().map(|c| c.start).min(), slices.iter().map(|c| c.end).max()) {
+            (Some(a), Some(b)) => Rows::new(a, b),
+            _ => Rows::new(0, 0),
+        }
+    }
+
+    /// `model` as board `board` holds it: each split Dense layer of the tail (of the plan or a
+    /// fallback) cut to the features the board computes ([`Plan::held_features`]; none if it
+    /// has none). A layer already cut is left as it is.
     pub fn board_model(&self, mut model: Model, board: usize) -> Model {
-        for t in &self.tail {
-            let cols = t.bands()[board];
-            if let crate::ir::Op::Dense { weight, bias } = &mut model.nodes[t.node].op {
+        let mut nodes: Vec<usize> = self.variants().iter().flat_map(|p| p.tail.iter().map(|t| t.node).collect::<Vec<_>>()).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        for node in nodes {
+            let cols = self.held_features(board, node);
+            if let crate::ir::Op::Dense { weight, bias } = &mut model.nodes[node].op {
                 if weight.len() == weight.volume() && weight.shape[1] != cols.len() {
                     (*weight, *bias) = crate::ir::dense_columns(weight, bias, cols.start..cols.end);
                 }
@@ -257,6 +304,18 @@ impl Plan {
             ensure!(t.cols.len() == self.boards.len(), "tail split of node {}: features for {} boards, the plan has {}", t.node, t.cols.len(), self.boards.len());
             ensure!(t.cols.iter().sum::<usize>() == n.shape[1], "tail split of node {}: features add up to {}, the layer has {}", t.node, t.cols.iter().sum::<usize>(), n.shape[1]);
             after = t.node;
+        }
+        for (i, (f, p)) in self.fallbacks.iter().zip(self.variants().into_iter().skip(1)).enumerate() {
+            let lost: Vec<String> = f.lost.iter().map(|&b| self.boards.get(b).cloned().unwrap_or_else(|| format!("#{b}"))).collect();
+            let what = || format!("the fallback without {}", lost.join(", "));
+            ensure!(!f.lost.is_empty() && f.lost.iter().all(|&b| b < self.boards.len()), "fallback {i} loses boards {:?} of {}", f.lost, self.boards.len());
+            if let Some(d) = &self.deployment {
+                ensure!(!f.lost.contains(&d.coordinator), "{}: the coordinator cannot be lost", what());
+            }
+            p.validate(model).with_context(what)?;
+            for &b in &f.lost {
+                ensure!(p.groups.iter().all(|g| g.rows[b] == 0) && p.tail.iter().all(|t| t.cols[b] == 0), "{} gives that board work", what());
+            }
         }
         Ok(())
     }

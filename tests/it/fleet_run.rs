@@ -57,6 +57,13 @@ impl TestFleet {
         self
     }
 
+    /// Add a top-level field to fleet.yaml (`text`: its YAML line).
+    pub fn with_field(self, text: &str) -> TestFleet {
+        let yaml = std::fs::read_to_string(&self.yaml).unwrap();
+        std::fs::write(&self.yaml, format!("{text}\n{yaml}")).unwrap();
+        self
+    }
+
     /// Profile into a cache of this fleet's own: what a compile measured is exactly what a
     /// later `compile --check` reads, whatever other tests measure meanwhile (two processes
     /// measuring the same record both append it, and the later one is read back).
@@ -224,8 +231,9 @@ fn every_tiny_model_verifies_on_a_three_board_emulated_fleet() {
 
 #[test]
 fn a_worker_killed_mid_frame_fails_the_frame_within_two_seconds_naming_it() {
-    // Slow twins: a frame takes seconds, the worker dies in the middle of it.
-    let mut f = TestFleet::emulated("killed", "vgg16-tiny", 28100, &[0.0001, 0.0001, 0.0001]).with_strategy("proportional");
+    // Slow twins: a frame takes seconds, the worker dies in the middle of it. Without
+    // fallback plans the frame fails.
+    let mut f = TestFleet::emulated("killed", "vgg16-tiny", 28100, &[0.0001, 0.0001, 0.0001]).with_strategy("proportional").with_field("fallbacks: false");
     f.compile();
     f.up();
     let fleet = f.fleet();
@@ -245,6 +253,73 @@ fn a_worker_killed_mid_frame_fails_the_frame_within_two_seconds_naming_it() {
     assert!(t.contains("board b2"), "the error does not name b2: {t}");
     let took = ended.duration_since(killed_at);
     assert!(took < Duration::from_secs(2), "the coordinator took {took:?} to fail");
+}
+
+/// The pid of emulated board `name` of `f`, from its pid file.
+fn board_pid(f: &TestFleet, name: &str) -> nix::unistd::Pid {
+    let text = std::fs::read_to_string(f.out().join("run").join(format!("{name}.pid"))).unwrap();
+    nix::unistd::Pid::from_raw(text.trim().parse().unwrap())
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// A stream on `f` (every frame verified, JSON summary) while `during` acts on the fleet after
+/// `after`; the summary and the log.
+fn stream_while(f: &TestFleet, frames: usize, after: Duration, during: impl FnOnce()) -> (serde_json::Value, String) {
+    let yaml = f.yaml.clone();
+    let n = frames.to_string();
+    let runner = std::thread::spawn(move || legionc().arg("run").arg(&yaml).args(["--random", "1", "--frames", &n, "--verify-every", "1", "--json", "--no-baseline"]).output().unwrap());
+    std::thread::sleep(after);
+    during();
+    let o = runner.join().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    (serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o))), text(&o))
+}
+
+#[test]
+fn a_lost_worker_is_replaced_by_its_fallback_plan_and_taken_back_when_it_answers_again() {
+    // Three slow twins (a frame takes about half a second), a heartbeat of 200 ms.
+    let mut f = TestFleet::emulated("fallback", "vgg16-tiny", 28150, &[0.004, 0.004, 0.004]).with_strategy("proportional");
+    let yaml = std::fs::read_to_string(&f.yaml).unwrap().replace("  deadline_s: 10\n", "  deadline_s: 10\n  heartbeat_ms: 200\n");
+    std::fs::write(&f.yaml, yaml).unwrap();
+    f.compile();
+    // One fallback per worker, in the plan (and its hash), each without its board.
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(f.out().join("plan.json")).unwrap()).unwrap();
+    let lost: Vec<&serde_json::Value> = plan["fallbacks"].as_array().expect("fallbacks in plan.json").iter().map(|fb| &fb["lost"]).collect();
+    assert_eq!(lost, [&serde_json::json!([1]), &serde_json::json!([2])], "{plan}");
+    for fb in plan["fallbacks"].as_array().unwrap() {
+        let b = fb["lost"][0].as_u64().unwrap() as usize;
+        assert!(fb["groups"].as_array().unwrap().iter().all(|g| g["rows"][b] == 0), "{fb}");
+    }
+    f.up();
+    // SIGKILL mid-stream: every frame answered and verified; from some frame on, on the
+    // fallback without b2.
+    let (j, log) = stream_while(&f, 12, Duration::from_millis(1200), || nix::sys::signal::kill(board_pid(&f, "b2"), nix::sys::signal::Signal::SIGKILL).unwrap());
+    assert_eq!((j["answered"].as_u64(), j["verified"].as_u64()), (Some(12), Some(12)), "{log}");
+    let changes = j["plan_changes"].as_array().unwrap();
+    assert!(j["on_fallback"].as_u64().unwrap() >= 1 && changes.len() == 1 && changes[0]["lost"] == serde_json::json!(["b2"]), "{log}");
+    assert!(log.contains("on the fallback plan without b2"), "{log}");
+    // b2 started again: the coordinator's heartbeat takes it back, the next frames run on the
+    // plan. Then b1 stopped silently (SIGSTOP) mid-stream: found by the heartbeat (well before
+    // the fleet's 10 s deadline), the frames go on without it; continued, it is taken back.
+    f.up();
+    std::thread::sleep(Duration::from_millis(600));
+    let stopped = std::cell::Cell::new(0.0);
+    let (j, log) = stream_while(&f, 20, Duration::from_millis(1200), || {
+        let pid = board_pid(&f, "b1");
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        stopped.set(unix_now());
+        std::thread::sleep(Duration::from_millis(1500));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    });
+    assert_eq!((j["answered"].as_u64(), j["verified"].as_u64()), (Some(20), Some(20)), "{log}");
+    let changes = j["plan_changes"].as_array().unwrap();
+    let lost: Vec<&serde_json::Value> = changes.iter().map(|c| &c["lost"]).collect();
+    assert_eq!(lost, [&serde_json::json!(["b1"]), &serde_json::json!([])], "the first frames on the plan, then without b1, then with it again: {log}");
+    let found = changes[0]["lost_at_unix_s"].as_f64().unwrap() - stopped.get();
+    assert!(found < 5.0, "the stopped board was found lost {found:.2} s after it stopped: by the deadline, not the heartbeat? {log}");
 }
 
 #[test]

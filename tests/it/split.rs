@@ -99,6 +99,7 @@ pub fn plan_strategy(m: &'static LoadedModel) -> impl Strategy<Value = Plan> {
                 deployment: None,
                 lanes: vec![],
                 in_flight: 1,
+                fallbacks: vec![],
             }
         })
     })
