@@ -325,3 +325,24 @@ fn the_objective_picks_its_candidate() {
     assert_eq!(choose(&all, Objective::LatencyAtFps(0.5)), Some(0));
     assert_eq!(choose(&all, Objective::LatencyAtFps(3.0)), None);
 }
+
+#[test]
+fn a_lost_boards_features_go_to_its_neighbours_and_bands_stay_contiguous() {
+    use legionc::solve::hand_over;
+    // Split between both neighbours in proportion to theirs; the sum is kept.
+    assert_eq!(hand_over(&[10, 20, 30], 1), Some(vec![15, 0, 45]));
+    // An edge board's go to its one neighbour; a board without features is skipped over.
+    assert_eq!(hand_over(&[10, 20, 30], 2), Some(vec![10, 50, 0]));
+    assert_eq!(hand_over(&[7, 0, 5, 3], 0), Some(vec![0, 0, 12, 3]));
+    // Nobody else to take them: no hand-over.
+    assert_eq!(hand_over(&[0, 9, 0], 1), None);
+    for cols in [vec![1, 1], vec![4096, 1, 3, 0, 77], vec![3, 3, 3, 3, 3, 3]] {
+        for lost in 0..cols.len() {
+            if let Some(h) = hand_over(&cols, lost) {
+                assert_eq!((h.iter().sum::<usize>(), h[lost]), (cols.iter().sum::<usize>(), 0), "{cols:?} without {lost}: {h:?}");
+                // Every other board keeps at least its own features.
+                assert!(h.iter().zip(&cols).enumerate().all(|(i, (n, o))| i == lost || n >= o), "{cols:?} without {lost}: {h:?}");
+            }
+        }
+    }
+}
