@@ -229,8 +229,9 @@ struct RawFleet {
     topology: Option<Topology>,
     /// `latency` (default), `throughput` or `{latency_at_fps: R}`.
     objective: Option<Objective>,
-    /// Carry a fallback plan per worker (default true).
-    fallbacks: Option<bool>,
+    /// Fallback plans for up to this many lost workers: `false` (0), `true` (1, the
+    /// default) or 2.
+    fallbacks: Option<RawFallbacks>,
     boards: Vec<RawBoard>,
 }
 
@@ -260,6 +261,13 @@ struct RawDefaults {
     runtime_port: Option<u16>,
     threads: Option<usize>,
     known_hosts: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawFallbacks {
+    Switch(bool),
+    Count(usize),
 }
 
 #[derive(Debug, Deserialize)]
@@ -420,8 +428,9 @@ pub struct Fleet {
     pub topology: Topology,
     /// What the plan optimises (default latency).
     pub objective: Objective,
-    /// Does `compile` add a fallback plan per worker (the fleet without it)?
-    pub fallbacks: bool,
+    /// `compile` adds a fallback plan for every set of up to this many lost workers (the
+    /// fleet without them): 0, 1 or 2.
+    pub fallbacks: usize,
 }
 
 // ---------------------------------------------------------------- loading
@@ -582,7 +591,12 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
     let strategy = raw.strategy.unwrap_or(Strategy::Legion);
     let topology = raw.topology.unwrap_or(Topology::Mesh);
     let objective = raw.objective.unwrap_or_default();
-    let fallbacks = raw.fallbacks.unwrap_or(true);
+    let fallbacks = match raw.fallbacks {
+        None | Some(RawFallbacks::Switch(true)) => 1,
+        Some(RawFallbacks::Switch(false)) => 0,
+        Some(RawFallbacks::Count(n)) if n <= 2 => n,
+        Some(RawFallbacks::Count(n)) => return Err(cx.err("fallbacks:", 0, format!("field 'fallbacks': {n} lost workers; give false, true (one), 1 or 2"))),
+    };
     Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, heartbeat_ms, output, known_hosts, strategy, topology, objective, fallbacks })
 }
 

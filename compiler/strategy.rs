@@ -58,12 +58,16 @@ pub struct Planned {
     /// without it; and the workers without one, with why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fallbacks: Vec<FallbackPlanned>,
+    /// Every board's predicted peak memory after a loss (its fallback built besides the plan),
+    /// the worst over the fallbacks (None: no fallbacks, or no memory measurements).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_after_loss: Option<Vec<crate::cost::BoardMemory>>,
 }
 
 /// A fallback plan as `compile` solved it.
 #[derive(Clone, Debug, Serialize)]
 pub struct FallbackPlanned {
-    /// The board it is without.
+    /// The boards it is without.
     pub lost: String,
     pub plan_hash: String,
     pub predicted_latency_s: Option<f64>,
@@ -306,6 +310,10 @@ impl Planned {
         if self.predicted_latency_s.is_finite() && self.lanes.is_empty() {
             s += &format!("predicted latency {:.1} ms (tail {:.1} ms); solved in {:.1} ms\n", self.predicted_latency_s * 1e3, self.tail_s * 1e3, self.solve_seconds * 1e3);
         }
+        if let Some(m) = &self.memory_after_loss {
+            let peaks: Vec<String> = m.iter().map(|b| format!("{} {:.0} MB", b.board, b.peak_mb)).collect();
+            s += &format!("predicted peak memory after a loss (a fallback built besides the plan, the worst of them): {}\n", peaks.join(", "));
+        }
         for f in self.fallbacks.iter().filter(|_| self.lanes.is_empty()) {
             s += &match (&f.missing, f.predicted_latency_s) {
                 (Some(why), _) => format!("no fallback without {}: {why}\n", f.lost),
@@ -372,6 +380,7 @@ fn plan_with(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options,
             lanes: vec![],
             candidates: vec![],
             fallbacks: vec![],
+            memory_after_loss: None,
             memory: None,
         });
     }
@@ -456,6 +465,7 @@ fn plan_with(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options,
         lanes: vec![],
         candidates: vec![],
         fallbacks: vec![],
+        memory_after_loss: None,
         groups,
         tail_s,
         wild_card,
@@ -595,6 +605,9 @@ pub fn plan_objective(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: 
     let mut planned = plan_for_objective(fleet, m, strategy, opts)?;
     if planned.lanes.is_empty() {
         planned.fallbacks = with_fallbacks(fleet, m, strategy, opts, &mut planned.plan)?;
+        if let Some(main) = planned.memory.clone() {
+            planned.memory_after_loss = memory_after_loss(fleet, m, opts, &planned.plan, &main)?;
+        }
     } else {
         for (lane, (sub, _)) in planned.lanes.iter_mut().zip(fleet.lanes(&planned.plan)?) {
             lane.fallbacks = with_fallbacks(&sub, m, strategy, opts, &mut lane.plan)?;
@@ -608,47 +621,59 @@ pub fn plan_objective(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: 
     Ok(planned)
 }
 
-/// Solve and add to `plan` (made for `fleet`, deployed) its fallbacks: for every worker with
-/// work, the plan for the fleet without it, from the same cached profiles (no measurement:
-/// the full search falls back on legion's single-layer model, and no wild card is played).
-/// The groups and rows are solved for the smaller fleet; the tail keeps the plan's split
-/// layers, the lost board's features handed over to its neighbours ([`solve::hand_over`]),
-/// so that a board holds the weights of its own slice and of a part of its neighbours' only.
-/// A worker whose fallback cannot be solved is reported without one.
+/// Solve and add to `plan` (made for `fleet`, deployed) its fallbacks: for every set of up to
+/// `fleet.fallbacks` workers with work (singles first), the plan for the fleet without them,
+/// from the same cached profiles (no measurement: the full search falls back on legion's
+/// single-layer model, and no wild card is played). The groups and rows are solved for the
+/// smaller fleet; the tail keeps the plan's split layers, the lost boards' features handed
+/// over to their neighbours ([`solve::hand_over`]), so that a board holds the weights of its
+/// own slice and of a part of its neighbours' only. A loss whose fallback cannot be solved is
+/// reported without one.
 pub fn with_fallbacks(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options, plan: &mut Plan) -> Result<Vec<FallbackPlanned>> {
     let strategy = match strategy {
         Strategy::Fss => Strategy::Legion,
         s => s,
     };
-    if !fleet.fallbacks {
-        plan.fallbacks.clear();
-        return Ok(vec![]);
-    }
+    plan.fallbacks.clear();
     let n = fleet.boards.len();
     let works = |b: usize| plan.groups.iter().any(|g| g.rows[b] > 0) || plan.tail.iter().any(|t| t.cols[b] > 0);
+    let workers: Vec<usize> = (0..n).filter(|&b| b != fleet.coordinator && works(b)).collect();
+    let mut losses: Vec<Vec<usize>> = workers.iter().map(|&b| vec![b]).collect();
+    if fleet.fallbacks >= 2 {
+        for (i, &a) in workers.iter().enumerate() {
+            losses.extend(workers[i + 1..].iter().map(|&b| vec![a, b]));
+        }
+    }
+    if fleet.fallbacks == 0 {
+        losses.clear();
+    }
     let mut report = Vec::new();
     let mut fallbacks = Vec::new();
-    for b in (0..n).filter(|&b| b != fleet.coordinator && works(b)) {
-        let name = fleet.boards[b].name.clone();
-        let sub = fleet.lane(&(0..n).filter(|&i| i != b).collect::<Vec<_>>());
-        match plan_with(&sub, m, strategy, opts, false) {
-            Ok(p) => {
-                let widen = |v: &[usize]| {
-                    let mut v = v.to_vec();
+    for lost in losses {
+        let name = lost.iter().map(|&b| fleet.boards[b].name.clone()).collect::<Vec<_>>().join(", ");
+        let fallback = (|| -> Result<(legion_runtime::plan::Fallback, f64)> {
+            let sub = fleet.lane(&(0..n).filter(|i| !lost.contains(i)).collect::<Vec<_>>());
+            let p = plan_with(&sub, m, strategy, opts, false)?;
+            let widen = |v: &[usize]| {
+                let mut v = v.to_vec();
+                for &b in &lost {
                     v.insert(b, 0);
-                    v
-                };
-                let f = legion_runtime::plan::Fallback {
-                    lost: vec![b],
-                    groups: p.plan.groups.iter().map(|g| legion_runtime::plan::PlanGroup { rows: widen(&g.rows), ..g.clone() }).collect(),
-                    tail: match plan.tail.iter().map(|t| solve::hand_over(&t.cols, b).map(|cols| legion_runtime::plan::TailSplit { cols, ..t.clone() })).collect::<Option<Vec<_>>>() {
-                        Some(tail) => tail,
-                        // The lost board held a whole layer: the smaller fleet's own split.
-                        None => p.plan.tail.iter().map(|t| legion_runtime::plan::TailSplit { cols: widen(&t.cols), ..t.clone() }).collect(),
-                    },
-                };
+                }
+                v
+            };
+            let mut tail = plan.tail.clone();
+            for t in &mut tail {
+                for &b in &lost {
+                    t.cols = solve::hand_over(&t.cols, b).with_context(|| format!("no other board has features of tail layer {}", t.node))?;
+                }
+            }
+            let groups = p.plan.groups.iter().map(|g| legion_runtime::plan::PlanGroup { rows: widen(&g.rows), ..g.clone() }).collect();
+            Ok((legion_runtime::plan::Fallback { lost: lost.clone(), groups, tail }, p.predicted_latency_s))
+        })();
+        match fallback {
+            Ok((f, latency)) => {
                 fallbacks.push(f);
-                report.push(FallbackPlanned { lost: name, plan_hash: String::new(), predicted_latency_s: p.predicted_latency_s.is_finite().then_some(p.predicted_latency_s), missing: None });
+                report.push(FallbackPlanned { lost: name, plan_hash: String::new(), predicted_latency_s: latency.is_finite().then_some(latency), missing: None });
             }
             Err(e) => report.push(FallbackPlanned { lost: name, plan_hash: String::new(), predicted_latency_s: None, missing: Some(format!("{e:#}")) }),
         }
@@ -660,6 +685,56 @@ pub fn with_fallbacks(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: 
     }
     plan.validate(&m.ir).context("the plan with its fallbacks")?;
     Ok(report)
+}
+
+/// Every board's predicted peak memory while it runs a fallback besides the plan (after a loss
+/// it keeps the plan's runnables, to take the lost board back, and builds the fallback's),
+/// the worst over the fallbacks, with the weights of its model file (every plan's); None
+/// without fallbacks or memory measurements.
+pub fn memory_after_loss(fleet: &Fleet, m: &LoadedModel, opts: &Options, plan: &Plan, main: &[crate::cost::BoardMemory]) -> Result<Option<Vec<crate::cost::BoardMemory>>> {
+    if plan.fallbacks.is_empty() || plan.lanes.len() > 1 {
+        return Ok(None);
+    }
+    let (cm, _) = cost_model(fleet, m, opts)?;
+    let weights = held_weights_mb(plan, &m.ir, fleet.coordinator);
+    let mut worst: Vec<crate::cost::BoardMemory> = main.iter().enumerate().map(|(b, x)| crate::cost::BoardMemory { weights_mb: weights[b], peak_mb: x.peak_mb - x.weights_mb + weights[b], ..x.clone() }).collect();
+    for (f, p) in plan.fallbacks.iter().zip(plan.variants().into_iter().skip(1)) {
+        let groups: Vec<(Group, Vec<usize>)> = p.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
+        let Some(fm) = cm.memory(&groups, &p.tail) else { return Ok(None) };
+        for (b, (a, x)) in main.iter().zip(&fm).enumerate().filter(|(b, _)| !f.lost.contains(b)) {
+            let (extra, work) = (a.build_extra_mb.max(x.build_extra_mb), a.work_mb.max(x.work_mb));
+            let peak = a.base_mb + weights[b] + a.built_mb + x.built_mb + extra + work;
+            if peak > worst[b].peak_mb {
+                worst[b] = crate::cost::BoardMemory { weights_mb: weights[b], built_mb: a.built_mb + x.built_mb, build_extra_mb: extra, work_mb: work, peak_mb: peak, ..a.clone() };
+            }
+        }
+    }
+    Ok(Some(worst))
+}
+
+/// Per board, MB: the weights its model file holds under `plan` and its fallbacks
+/// ([`Plan::board_needs`], split layers by [`Plan::held_features`]).
+fn held_weights_mb(plan: &Plan, model: &legion_runtime::ir::Model, coordinator: usize) -> Vec<f64> {
+    let split: Vec<usize> = plan.tail.iter().map(|t| t.node).collect();
+    (0..plan.boards.len())
+        .map(|b| {
+            let bytes: usize = model
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(id, _)| plan.board_needs(b, b == coordinator, *id))
+                .map(|(id, n)| {
+                    let whole: usize = n.op.weights().iter().map(|w| w.volume() * 4).sum();
+                    if split.contains(&id) {
+                        whole * plan.held_features(b, id).len() / n.shape[1].max(1)
+                    } else {
+                        whole
+                    }
+                })
+                .sum();
+            bytes as f64 / 1e6
+        })
+        .collect()
 }
 
 fn plan_for_objective(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) -> Result<Planned> {
@@ -725,6 +800,7 @@ fn plan_for_objective(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: 
             lanes,
             candidates: vec![],
             fallbacks: vec![],
+            memory_after_loss: None,
         }
     };
     planned.plan = fleet.deployed(&planned.plan);

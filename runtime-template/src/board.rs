@@ -1089,7 +1089,8 @@ impl Board {
             Some(v) => Ok((v, at)),
             None => {
                 let why: Vec<String> = lost.iter().map(|(&b, (_, why))| format!("board {} ({}): {why}", self.cfg.peers[b].name, self.cfg.peers[b].addr)).collect();
-                bail!("{} boards of the fleet are lost and the plan has fallbacks for the loss of one worker only: {}; compile the fleet without them", set.len(), why.join("; "))
+                let most = self.variants.iter().map(|v| v.lost.len()).max().unwrap_or(0);
+                bail!("{} workers of the fleet are lost and the plan has no fallback without them (it has fallbacks for up to {most} lost workers): {}; compile the fleet without them", set.len(), why.join("; "))
             }
         }
     }

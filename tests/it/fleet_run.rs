@@ -280,18 +280,21 @@ fn stream_while(f: &TestFleet, frames: usize, after: Duration, during: impl FnOn
 
 #[test]
 fn a_lost_worker_is_replaced_by_its_fallback_plan_and_taken_back_when_it_answers_again() {
-    // Three slow twins (a frame takes about half a second), a heartbeat of 200 ms.
-    let mut f = TestFleet::emulated("fallback", "vgg16-tiny", 28150, &[0.004, 0.004, 0.004]).with_strategy("proportional");
+    // Three slow twins (a frame takes about half a second), a heartbeat of 200 ms, fallbacks
+    // for up to two lost workers.
+    let mut f = TestFleet::emulated("fallback", "vgg16-tiny", 28150, &[0.004, 0.004, 0.004]).with_strategy("proportional").with_field("fallbacks: 2");
     let yaml = std::fs::read_to_string(&f.yaml).unwrap().replace("  deadline_s: 10\n", "  deadline_s: 10\n  heartbeat_ms: 200\n");
     std::fs::write(&f.yaml, yaml).unwrap();
     f.compile();
-    // One fallback per worker, in the plan (and its hash), each without its board.
+    // One fallback per worker and one for both, in the plan (and its hash), each without its
+    // boards.
     let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(f.out().join("plan.json")).unwrap()).unwrap();
     let lost: Vec<&serde_json::Value> = plan["fallbacks"].as_array().expect("fallbacks in plan.json").iter().map(|fb| &fb["lost"]).collect();
-    assert_eq!(lost, [&serde_json::json!([1]), &serde_json::json!([2])], "{plan}");
+    assert_eq!(lost, [&serde_json::json!([1]), &serde_json::json!([2]), &serde_json::json!([1, 2])], "{plan}");
     for fb in plan["fallbacks"].as_array().unwrap() {
-        let b = fb["lost"][0].as_u64().unwrap() as usize;
-        assert!(fb["groups"].as_array().unwrap().iter().all(|g| g["rows"][b] == 0), "{fb}");
+        for b in fb["lost"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as usize) {
+            assert!(fb["groups"].as_array().unwrap().iter().all(|g| g["rows"][b] == 0), "{fb}");
+        }
     }
     f.up();
     // SIGKILL mid-stream: every frame answered and verified; from some frame on, on the
@@ -320,6 +323,17 @@ fn a_lost_worker_is_replaced_by_its_fallback_plan_and_taken_back_when_it_answers
     assert_eq!(lost, [&serde_json::json!(["b1"]), &serde_json::json!([])], "the first frames on the plan, then without b1, then with it again: {log}");
     let found = changes[0]["lost_at_unix_s"].as_f64().unwrap() - stopped.get();
     assert!(found < 5.0, "the stopped board was found lost {found:.2} s after it stopped: by the deadline, not the heartbeat? {log}");
+    // Both workers killed mid-stream: the coordinator answers alone, on the fallback without
+    // both.
+    std::thread::sleep(Duration::from_millis(600));
+    let (j, log) = stream_while(&f, 10, Duration::from_millis(1000), || {
+        nix::sys::signal::kill(board_pid(&f, "b1"), nix::sys::signal::Signal::SIGKILL).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        nix::sys::signal::kill(board_pid(&f, "b2"), nix::sys::signal::Signal::SIGKILL).unwrap();
+    });
+    assert_eq!((j["answered"].as_u64(), j["verified"].as_u64()), (Some(10), Some(10)), "{log}");
+    let changes = j["plan_changes"].as_array().unwrap();
+    assert_eq!(changes.last().map(|c| &c["lost"]), Some(&serde_json::json!(["b1", "b2"])), "{log}");
 }
 
 #[test]
