@@ -58,8 +58,9 @@ pub struct Planned {
     /// without it; and the workers without one, with why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fallbacks: Vec<FallbackPlanned>,
-    /// Every board's predicted peak memory after a loss (its fallback built besides the plan),
-    /// the worst over the fallbacks (None: no fallbacks, or no memory measurements).
+    /// Every board's predicted peak memory with its fallbacks: every plan's weights, and the
+    /// runnables of the plan or of the fallback that holds the most (None: no fallbacks, or no
+    /// memory measurements).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_after_loss: Option<Vec<crate::cost::BoardMemory>>,
 }
@@ -312,7 +313,7 @@ impl Planned {
         }
         if let Some(m) = &self.memory_after_loss {
             let peaks: Vec<String> = m.iter().map(|b| format!("{} {:.0} MB", b.board, b.peak_mb)).collect();
-            s += &format!("predicted peak memory after a loss (a fallback built besides the plan, the worst of them): {}\n", peaks.join(", "));
+            s += &format!("predicted peak memory with the fallbacks (every plan's weights; one plan's runnables at a time, the largest): {}\n", peaks.join(", "));
         }
         for f in self.fallbacks.iter().filter(|_| self.lanes.is_empty()) {
             s += &match (&f.missing, f.predicted_latency_s) {
@@ -687,10 +688,10 @@ pub fn with_fallbacks(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: 
     Ok(report)
 }
 
-/// Every board's predicted peak memory while it runs a fallback besides the plan (after a loss
-/// it keeps the plan's runnables, to take the lost board back, and builds the fallback's),
-/// the worst over the fallbacks, with the weights of its model file (every plan's); None
-/// without fallbacks or memory measurements.
+/// Every board's predicted peak memory once it may run a fallback: the weights of its model
+/// file (every plan's), and the runnables of the plan or of a fallback, whichever holds more
+/// (a board drops one plan's runnables before it builds another's), the worst over the
+/// fallbacks; None without fallbacks or memory measurements.
 pub fn memory_after_loss(fleet: &Fleet, m: &LoadedModel, opts: &Options, plan: &Plan, main: &[crate::cost::BoardMemory]) -> Result<Option<Vec<crate::cost::BoardMemory>>> {
     if plan.fallbacks.is_empty() || plan.lanes.len() > 1 {
         return Ok(None);
@@ -703,9 +704,10 @@ pub fn memory_after_loss(fleet: &Fleet, m: &LoadedModel, opts: &Options, plan: &
         let Some(fm) = cm.memory(&groups, &p.tail) else { return Ok(None) };
         for (b, (a, x)) in main.iter().zip(&fm).enumerate().filter(|(b, _)| !f.lost.contains(b)) {
             let (extra, work) = (a.build_extra_mb.max(x.build_extra_mb), a.work_mb.max(x.work_mb));
-            let peak = a.base_mb + weights[b] + a.built_mb + x.built_mb + extra + work;
+            let built = a.built_mb.max(x.built_mb);
+            let peak = a.base_mb + weights[b] + built + extra + work;
             if peak > worst[b].peak_mb {
-                worst[b] = crate::cost::BoardMemory { weights_mb: weights[b], built_mb: a.built_mb + x.built_mb, build_extra_mb: extra, work_mb: work, peak_mb: peak, ..a.clone() };
+                worst[b] = crate::cost::BoardMemory { weights_mb: weights[b], built_mb: built, build_extra_mb: extra, work_mb: work, peak_mb: peak, ..a.clone() };
             }
         }
     }

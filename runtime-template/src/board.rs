@@ -4,7 +4,7 @@
 use crate::exec::{run, runnable, section_graph, BandExecutor, Runnable};
 use crate::ir::Model;
 use crate::link::{compute_accounted, Computed, Link, LinkSpec};
-use crate::halo::Rows;
+use crate::halo::{Group, Rows};
 use crate::mesh::{expected, pieces, redistribution, Redistribution};
 use crate::plan::{concat_features, gather, hex, scatter, tail_stages, to_nchw, Deployment, Plan, TailStage, Topology};
 use crate::wire::{plan_bytes, Conn, Key, Kind, Message};
@@ -449,10 +449,11 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail) -> Resu
         if failed {
             return;
         }
-        // The plan's tail, and the tail of the one fallback last run (built when first
-        // needed: a fallback's slices are copies of the weights).
+        // The tail of the plan the board last ran (built when first needed: a tail's slices
+        // are copies of the weights).
         let mut tails: Vec<Option<BoardTail>> = (0..plans.len()).map(|_| None).collect();
         tails[0] = Some(tail);
+        let mut current = 0;
         let mut waiting = std::collections::BinaryHeap::new();
         loop {
             if waiting.is_empty() {
@@ -463,6 +464,22 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail) -> Resu
             }
             waiting.extend(rx.try_iter());
             let ComputeJob { work, reply, .. } = waiting.pop().expect("one job at least");
+            // Work of another plan than the last (a fallback after a loss, the plan when the
+            // board lost is back): the other plan's runnables are dropped first, so that a
+            // board holds one plan's at a time (the next ones are built on their first use).
+            let p = match &work {
+                Work::Band { plan, .. } | Work::Tail { plan, .. } | Work::Slice { plan, .. } => *plan,
+            };
+            if p != current && p < plans.len() {
+                let mine: Vec<(Group, Rows)> = plans[p].groups.iter().map(|g| (g.group(), g.bands()[index])).collect();
+                exec.retain(|g, r| mine.contains(&(g, r)));
+                for (i, t) in tails.iter_mut().enumerate() {
+                    if i != p {
+                        *t = None;
+                    }
+                }
+                current = p;
+            }
             let done = match work {
                 Work::Band { plan, group, input } => match plans.get(plan).and_then(|p| p.groups.get(group)) {
                     Some(g) => {
@@ -489,14 +506,11 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail) -> Resu
     Ok((tx, took))
 }
 
-/// The board's part of the tail of plan `p` of `plans` (its variants): built when first
-/// needed, dropping the tail of any other fallback (a fallback's slices are copies of weights).
+/// The board's part of the tail of plan `p` of `plans` (its variants), built when first
+/// needed.
 fn tail_for<'a>(tails: &'a mut [Option<BoardTail>], plans: &[Plan], p: usize, index: usize, coordinator: bool, model: &Model) -> Result<&'a BoardTail> {
     ensure!(p < plans.len(), "the board has no plan {p}");
     if tails[p].is_none() {
-        for t in tails.iter_mut().skip(1) {
-            *t = None;
-        }
         tails[p] = Some(BoardTail::new(&plans[p], &plans[0], index, coordinator, model)?);
     }
     Ok(tails[p].as_ref().expect("built above"))

@@ -405,6 +405,12 @@ impl BandExecutor {
         self.threads.scope(|| run(&plan, input))
     }
 
+    /// Drop the runnables of the bands `keep` says no to (their memory is reused by the next
+    /// ones built).
+    pub fn retain(&mut self, keep: impl Fn(Group, Rows) -> bool) {
+        self.bands.retain(|(g, r), _| keep(*g, *r));
+    }
+
     /// Number of runnables built so far.
     pub fn cached_bands(&self) -> usize {
         self.bands.len()
