@@ -127,7 +127,7 @@ pub fn compile(fleet: &Fleet, m: &LoadedModel, o: &CompileOptions, out: &mut dyn
     write!(out, "{}", planned.describe())?;
     for (b, m) in fleet.boards.iter().zip(planned.memory_after_loss.iter().flatten()) {
         if let Some(limit) = b.memory_limit_mb().filter(|&l| m.peak_mb > l) {
-            writeln!(out, "warning: board {}: predicted peak with the fallbacks {:.0} MB, over its {limit:.0} MB (set `fallbacks: false`, or give it more memory)", b.name, m.peak_mb)?;
+            writeln!(out, "warning: board {}: predicted peak after a loss {:.0} MB, over its {limit:.0} MB (set `fallbacks: false`, or give it more memory)", b.name, m.peak_mb)?;
         }
     }
     // What each board carries: the weights of the layers (and slices) it computes.

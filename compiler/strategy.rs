@@ -58,9 +58,9 @@ pub struct Planned {
     /// without it; and the workers without one, with why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fallbacks: Vec<FallbackPlanned>,
-    /// Every board's predicted peak memory with its fallbacks: every plan's weights, and the
-    /// runnables of the plan or of the fallback that holds the most (None: no fallbacks, or no
-    /// memory measurements).
+    /// Every board's predicted peak memory once it has run a fallback (the plan's weights and
+    /// the fallback's slices; one plan's runnables at a time), the worst over the fallbacks
+    /// (None: no fallbacks, or no memory measurements).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_after_loss: Option<Vec<crate::cost::BoardMemory>>,
 }
@@ -313,7 +313,7 @@ impl Planned {
         }
         if let Some(m) = &self.memory_after_loss {
             let peaks: Vec<String> = m.iter().map(|b| format!("{} {:.0} MB", b.board, b.peak_mb)).collect();
-            s += &format!("predicted peak memory with the fallbacks (every plan's weights; one plan's runnables at a time, the largest): {}\n", peaks.join(", "));
+            s += &format!("predicted peak memory after a loss (the fallback's slices read besides the plan's weights; one plan's runnables at a time), the worst: {}\n", peaks.join(", "));
         }
         for f in self.fallbacks.iter().filter(|_| self.lanes.is_empty()) {
             s += &match (&f.missing, f.predicted_latency_s) {
@@ -688,55 +688,41 @@ pub fn with_fallbacks(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: 
     Ok(report)
 }
 
-/// Every board's predicted peak memory once it may run a fallback: the weights of its model
-/// file (every plan's), and the runnables of the plan or of a fallback, whichever holds more
-/// (a board drops one plan's runnables before it builds another's), the worst over the
-/// fallbacks; None without fallbacks or memory measurements.
+/// Every board's predicted peak memory once it has run a fallback, the worst over the
+/// fallbacks: a board keeps the plan's weights and reads the fallback's slices of the split
+/// layers from its model file, and holds tract's runnables of one plan at a time (it drops the
+/// plan's before it builds the fallback's); None without fallbacks or memory measurements.
 pub fn memory_after_loss(fleet: &Fleet, m: &LoadedModel, opts: &Options, plan: &Plan, main: &[crate::cost::BoardMemory]) -> Result<Option<Vec<crate::cost::BoardMemory>>> {
     if plan.fallbacks.is_empty() || plan.lanes.len() > 1 {
         return Ok(None);
     }
     let (cm, _) = cost_model(fleet, m, opts)?;
-    let weights = held_weights_mb(plan, &m.ir, fleet.coordinator);
-    let mut worst: Vec<crate::cost::BoardMemory> = main.iter().enumerate().map(|(b, x)| crate::cost::BoardMemory { weights_mb: weights[b], peak_mb: x.peak_mb - x.weights_mb + weights[b], ..x.clone() }).collect();
+    let mut worst: Vec<crate::cost::BoardMemory> = main.to_vec();
     for (f, p) in plan.fallbacks.iter().zip(plan.variants().into_iter().skip(1)) {
         let groups: Vec<(Group, Vec<usize>)> = p.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
         let Some(fm) = cm.memory(&groups, &p.tail) else { return Ok(None) };
         for (b, (a, x)) in main.iter().zip(&fm).enumerate().filter(|(b, _)| !f.lost.contains(b)) {
-            let (extra, work) = (a.build_extra_mb.max(x.build_extra_mb), a.work_mb.max(x.work_mb));
-            let built = a.built_mb.max(x.built_mb);
-            let peak = a.base_mb + weights[b] + built + extra + work;
+            let weights = a.weights_mb + slices_mb(&p, &m.ir, b);
+            let (built, extra, work) = (a.built_mb.max(x.built_mb), a.build_extra_mb.max(x.build_extra_mb), a.work_mb.max(x.work_mb));
+            let peak = a.base_mb + weights + built + extra + work;
             if peak > worst[b].peak_mb {
-                worst[b] = crate::cost::BoardMemory { weights_mb: weights[b], built_mb: built, build_extra_mb: extra, work_mb: work, peak_mb: peak, ..a.clone() };
+                worst[b] = crate::cost::BoardMemory { weights_mb: weights, built_mb: built, build_extra_mb: extra, work_mb: work, peak_mb: peak, ..a.clone() };
             }
         }
     }
     Ok(Some(worst))
 }
 
-/// Per board, MB: the weights its model file holds under `plan` and its fallbacks
-/// ([`Plan::board_needs`], split layers by [`Plan::held_features`]).
-fn held_weights_mb(plan: &Plan, model: &legion_runtime::ir::Model, coordinator: usize) -> Vec<f64> {
-    let split: Vec<usize> = plan.tail.iter().map(|t| t.node).collect();
-    (0..plan.boards.len())
-        .map(|b| {
-            let bytes: usize = model
-                .nodes
-                .iter()
-                .enumerate()
-                .filter(|(id, _)| plan.board_needs(b, b == coordinator, *id))
-                .map(|(id, n)| {
-                    let whole: usize = n.op.weights().iter().map(|w| w.volume() * 4).sum();
-                    if split.contains(&id) {
-                        whole * plan.held_features(b, id).len() / n.shape[1].max(1)
-                    } else {
-                        whole
-                    }
-                })
-                .sum();
-            bytes as f64 / 1e6
+/// The weights of board `b`'s slices of `plan`'s split tail layers, MB.
+fn slices_mb(plan: &Plan, model: &legion_runtime::ir::Model, b: usize) -> f64 {
+    plan.tail
+        .iter()
+        .map(|t| {
+            let n = &model.nodes[t.node];
+            let whole: usize = n.op.weights().iter().map(|w| w.volume() * 4).sum();
+            (whole * t.cols[b] / n.shape[1].max(1)) as f64 / 1e6
         })
-        .collect()
+        .sum()
 }
 
 fn plan_for_objective(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options) -> Result<Planned> {

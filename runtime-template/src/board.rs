@@ -208,15 +208,26 @@ impl<R: std::io::Read> std::io::Read for Hashing<R> {
     }
 }
 
-/// Read the model file at `path` as board `cfg` runs it under `cfg.plan`: only the weights it
-/// computes with are kept, streamed from the file (a board never holds the whole file), and a
-/// split tail layer given whole is cut to the board's slice. With `sha256`, the file must have
-/// it; otherwise the plan's layers must all have their weights in it.
-fn read_for_board(cfg: &BoardConfig, path: &std::path::Path, sha256: Option<&str>) -> Result<Model> {
+/// Read the model file at `path` as board `cfg` runs it under plan `p` of its variants
+/// ([`Plan::variants`]: 0 the plan, then its fallbacks), streamed from the file (a board never
+/// holds the whole file). For the plan: the weights of every layer it computes under any of
+/// them, but of each split tail layer only its slice under the plan; for a fallback: only its
+/// slices of the fallback's split layers (the rest is the plan's). Split layers are cut from
+/// what the file holds (whole, or [`Plan::held_features`]) to the slice. With `sha256`, the
+/// file must have it; otherwise the layers must all have their weights in it.
+fn read_for_board(cfg: &BoardConfig, path: &std::path::Path, sha256: Option<&str>, p: usize) -> Result<Model> {
+    let plans = cfg.plan.variants();
+    let plan = plans.get(p).with_context(|| format!("board {} has no plan {p}", cfg.board))?;
+    let (b, coordinator) = (cfg.index, cfg.index == cfg.coordinator);
+    let split = |id: usize| plan.tail.iter().find(|t| t.node == id).map(|t| t.cols[b] > 0);
+    let keep = |id: usize| match (split(id), p) {
+        (Some(has), _) => has,
+        (None, 0) => cfg.plan.board_needs(b, coordinator, id),
+        (None, _) => false,
+    };
     let file = std::fs::File::open(path).with_context(|| format!("reading model file {}", path.display()))?;
     let mut r = Hashing { inner: std::io::BufReader::with_capacity(1 << 20, file), hash: Sha256::new() };
-    let coordinator = cfg.index == cfg.coordinator;
-    let model = crate::modelfile::read_from(&mut r, &|id| cfg.plan.board_needs(cfg.index, coordinator, id)).with_context(|| format!("model file {}", path.display()))?;
+    let mut model = crate::modelfile::read_from(&mut r, &keep).with_context(|| format!("model file {}", path.display()))?;
     let rest = std::io::copy(&mut r, &mut std::io::sink()).with_context(|| format!("reading model file {}", path.display()))?;
     ensure!(rest == 0, "model file {} has {rest} bytes past its weights", path.display());
     if let Some(want) = sha256 {
@@ -224,17 +235,62 @@ fn read_for_board(cfg: &BoardConfig, path: &std::path::Path, sha256: Option<&str
         ensure!(got == want, "model file {} has sha256 {got}, board {} was built for {want}", path.display(), cfg.board);
     }
     for (id, n) in model.nodes.iter().enumerate() {
-        if cfg.plan.board_needs(cfg.index, coordinator, id) {
+        if keep(id) {
             let missing = n.op.weights().iter().any(|w| w.len() != w.volume());
             ensure!(!missing, "model file {} lacks the weights of node {id}, which board {} computes with", path.display(), cfg.board);
         }
     }
-    Ok(cfg.plan.board_model(model, cfg.index))
+    for t in &plan.tail {
+        let cols = t.bands()[b];
+        let out = model.nodes[t.node].shape[1];
+        let held = cfg.plan.held_features(b, t.node);
+        if let crate::ir::Op::Dense { weight, bias } = &mut model.nodes[t.node].op {
+            if cols.is_empty() || weight.len() != weight.volume() {
+                continue;
+            }
+            let at = if weight.shape[1] == out { 0 } else { held.start };
+            ensure!(weight.shape[1] == out || weight.shape[1] == held.len(), "model file {}: node {} holds {} features, neither all {out} nor the {held} board {} holds", path.display(), t.node, weight.shape[1], cfg.board);
+            if (at, weight.shape[1]) != (cols.start, cols.len()) {
+                (*weight, *bias) = crate::ir::dense_columns(weight, bias, cols.start - at..cols.end - at);
+            }
+        }
+    }
+    Ok(model)
+}
+
+/// Where a board's model file is, and the sha256 it must have (None: a model file given with
+/// another plan).
+#[derive(Clone, Debug)]
+pub struct ModelFile {
+    pub path: std::path::PathBuf,
+    pub sha256: Option<String>,
 }
 
 /// Load and check a board's model file.
 pub fn load_model(cfg: &BoardConfig, path: &std::path::Path) -> Result<Model> {
-    read_for_board(cfg, path, Some(&cfg.model_sha256))
+    read_for_board(cfg, path, Some(&cfg.model_sha256), 0)
+}
+
+/// The model board `cfg` runs plan `p` of its variants with ([`Plan::variants`]): the plan's
+/// ([`load_model`]), or a fallback's ([`fallback_model`]).
+pub fn load_model_for(cfg: &BoardConfig, file: &ModelFile, p: usize) -> Result<Model> {
+    let main = read_for_board(cfg, &file.path, file.sha256.as_deref(), 0)?;
+    if p == 0 {
+        Ok(main)
+    } else {
+        fallback_model(cfg, &main, file, p)
+    }
+}
+
+/// The model board `cfg` runs fallback `p` with: the plan's, with the fallback's slices of its
+/// split layers read again from the model file.
+fn fallback_model(cfg: &BoardConfig, main: &Model, file: &ModelFile, p: usize) -> Result<Model> {
+    let slices = read_for_board(cfg, &file.path, file.sha256.as_deref(), p)?;
+    let mut model = main.clone();
+    for t in &cfg.plan.variants()[p].tail {
+        model.nodes[t.node] = slices.nodes[t.node].clone();
+    }
+    Ok(model)
 }
 
 /// Timing of one board's part of one group, seconds.
@@ -399,9 +455,9 @@ struct BoardTail {
 }
 
 impl BoardTail {
-    /// Board `index`'s part of `plan`'s tail (the plan or one of `main`'s fallbacks), from a
-    /// model whose split layers hold the features `main` gives the board.
-    fn new(plan: &Plan, main: &Plan, index: usize, coordinator: bool, model: &Model) -> Result<BoardTail> {
+    /// Board `index`'s part of `plan`'s tail (the plan or one of its fallbacks), from a model
+    /// whose split layers hold the board's slices under `plan` (see [`read_for_board`]).
+    fn new(plan: &Plan, index: usize, coordinator: bool, model: &Model) -> Result<BoardTail> {
         let mut t = BoardTail::default();
         for (i, stage) in tail_stages(model, plan).into_iter().enumerate() {
             match stage {
@@ -413,8 +469,7 @@ impl BoardTail {
                     let split = &plan.tail[k];
                     let cols = split.bands()[index];
                     if !cols.is_empty() {
-                        let held = main.held_features(index, split.node);
-                        let r = crate::exec::dense_slice_of(model, split.node, cols, held).with_context(|| format!("the slice {cols} of node {}", split.node))?;
+                        let r = crate::exec::dense_slice_of(model, split.node, cols, cols).with_context(|| format!("the slice {cols} of node {}", split.node))?;
                         t.slices.insert(k, (r, model.nodes[split.node - 1].shape.clone()));
                     }
                 }
@@ -434,10 +489,11 @@ impl BoardTail {
 /// and its part of the tail (on zeros), so that tract's lazily made state (scratch buffers,
 /// packed weights, the pages behind them) exists before the first frame: the first frame then
 /// costs what the next ones do. Returns once that is done, with how long it took.
-fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail) -> Result<(ComputeQueue, Duration)> {
+fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail, file: ModelFile) -> Result<(ComputeQueue, Duration)> {
     let (tx, rx) = std::sync::mpsc::channel::<ComputeJob>();
     let plans = cfg.plan.variants();
-    let (index, speed, coordinator) = (cfg.index, cfg.speed, cfg.is_coordinator());
+    let config = cfg.clone();
+    let (index, speed) = (cfg.index, cfg.speed);
     let (model, threads) = (model.clone(), cfg.threads);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Duration>>();
     std::thread::Builder::new().name("compute".into()).spawn(move || {
@@ -488,12 +544,12 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail) -> Resu
                     }
                     None => Err(anyhow!("plan {plan} has no group {group}")),
                 },
-                Work::Tail { plan, stage, input } => match tail_for(&mut tails, &plans, plan, index, coordinator, &model).map(|t| t.sections.get(&stage)) {
+                Work::Tail { plan, stage, input } => match tail_for(&mut tails, &config, &file, plan, &model).map(|t| t.sections.get(&stage)) {
                     Ok(Some((r, _))) => run_tail(speed, r, input),
                     Ok(None) => Err(anyhow!("this board has no stage {stage} of the tail")),
                     Err(e) => Err(e),
                 },
-                Work::Slice { plan, split, input } => match tail_for(&mut tails, &plans, plan, index, coordinator, &model).map(|t| t.slices.get(&split)) {
+                Work::Slice { plan, split, input } => match tail_for(&mut tails, &config, &file, plan, &model).map(|t| t.slices.get(&split)) {
                     Ok(Some((r, _))) => run_tail(speed, r, input),
                     Ok(None) => Err(anyhow!("this board has no slice of split layer {split} of the tail")),
                     Err(e) => Err(e),
@@ -506,12 +562,18 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail) -> Resu
     Ok((tx, took))
 }
 
-/// The board's part of the tail of plan `p` of `plans` (its variants), built when first
-/// needed.
-fn tail_for<'a>(tails: &'a mut [Option<BoardTail>], plans: &[Plan], p: usize, index: usize, coordinator: bool, model: &Model) -> Result<&'a BoardTail> {
-    ensure!(p < plans.len(), "the board has no plan {p}");
+/// The board's part of the tail of plan `p` of its variants, built when first needed (a
+/// fallback's from its slices read again from the model file).
+fn tail_for<'a>(tails: &'a mut [Option<BoardTail>], cfg: &BoardConfig, file: &ModelFile, p: usize, model: &Model) -> Result<&'a BoardTail> {
+    ensure!(p < tails.len(), "the board has no plan {p}");
     if tails[p].is_none() {
-        tails[p] = Some(BoardTail::new(&plans[p], &plans[0], index, coordinator, model)?);
+        let plan = &cfg.plan.variants()[p];
+        let built = if p == 0 {
+            BoardTail::new(plan, cfg.index, cfg.is_coordinator(), model)
+        } else {
+            fallback_model(cfg, model, file, p).and_then(|m| BoardTail::new(plan, cfg.index, cfg.is_coordinator(), &m))
+        };
+        tails[p] = Some(built.with_context(|| format!("the tail of the fallback without {}", cfg.plan.fallbacks.get(p.wrapping_sub(1)).map_or(String::new(), |f| f.lost.iter().map(|&b| cfg.peers[b].name.clone()).collect::<Vec<_>>().join(", "))))?);
     }
     Ok(tails[p].as_ref().expect("built above"))
 }
@@ -675,15 +737,15 @@ pub fn max_payload(model: &Model) -> u64 {
 }
 
 /// Serve on `listen` until an authenticated Shutdown message arrives.
-pub fn serve(mut cfg: BoardConfig, model: Model, listen: &str, key: Key) -> Result<()> {
+pub fn serve(mut cfg: BoardConfig, model: Model, file: ModelFile, listen: &str, key: Key) -> Result<()> {
     cfg.deploy_plan()?;
     crate::pin::pin_to(&cfg.cores).with_context(|| format!("board {}", cfg.board))?;
     let model = Arc::new(model);
     cfg.plan.validate(&model)?;
     let hash = cfg.plan.hash();
-    let tail = BoardTail::new(&cfg.plan, &cfg.plan, cfg.index, cfg.is_coordinator(), &model)?;
+    let tail = BoardTail::new(&cfg.plan, cfg.index, cfg.is_coordinator(), &model)?;
     // Every band this board has in the plan, and the tail, built and run once before serving.
-    let (compute, warm) = spawn_compute(&cfg, &model, tail)?;
+    let (compute, warm) = spawn_compute(&cfg, &model, tail, file)?;
     let mut variants = Vec::new();
     let lost = std::iter::once(vec![]).chain(cfg.plan.fallbacks.iter().map(|f| f.lost.clone()));
     for (plan, lost) in cfg.plan.variants().into_iter().zip(lost) {
@@ -1526,6 +1588,8 @@ pub fn main_with(constants: &StaticConfig) -> std::process::ExitCode {
             return Ok(());
         }
         let listen = args.get("listen").map(String::from).unwrap_or_else(|| cfg.peers[cfg.index].addr.clone());
+        let sha256 = if args.path("plan").is_some() { None } else { Some(cfg.model_sha256.clone()) };
+        let file = ModelFile { path: model.clone(), sha256 };
         let m = match args.path("plan") {
             // Another plan than the compiled one (benchmarks compare plans without a
             // rebuild): the model file must then hold every weight that plan needs.
@@ -1534,12 +1598,12 @@ pub fn main_with(constants: &StaticConfig) -> std::process::ExitCode {
                 let plan: Plan = serde_json::from_slice(&bytes).with_context(|| format!("plan {}", p.display()))?;
                 ensure!(plan.boards.get(cfg.index).map(String::as_str) == Some(cfg.board.as_str()), "plan {} does not have board {} at index {}", p.display(), cfg.board, cfg.index);
                 cfg.plan = plan;
-                read_for_board(&cfg, &model, None).with_context(|| format!("plan {}", p.display()))?
+                read_for_board(&cfg, &model, None, 0).with_context(|| format!("plan {}", p.display()))?
             }
             None => load_model(&cfg, &model)?,
         };
         let key = read_key(&cfg.board, args.path("key"))?;
-        serve(cfg, m, &listen, key)
+        serve(cfg, m, file, &listen, key)
     })())
 }
 

@@ -6,17 +6,19 @@
 
 use anyhow::{Context, Result};
 use legion_runtime::args::Args;
-use legion_runtime::board::{exit_code, load_model, read_key, serve, BoardConfig};
+use legion_runtime::board::{exit_code, load_model, read_key, serve, BoardConfig, ModelFile};
 
 fn run() -> Result<()> {
     let args = Args::parse("legion-board serve --config BOARD.json --model FILE --key FILE [--listen ADDR]", &["serve"], &["config", "model", "key", "listen"])?;
     let config = args.path("config").context("--config is required")?;
     let bytes = std::fs::read(&config).with_context(|| format!("reading {}", config.display()))?;
     let cfg: BoardConfig = serde_json::from_slice(&bytes).with_context(|| format!("board configuration {}", config.display()))?;
-    let m = load_model(&cfg, &args.path("model").context("--model is required")?)?;
+    let path = args.path("model").context("--model is required")?;
+    let m = load_model(&cfg, &path)?;
+    let file = ModelFile { path, sha256: Some(cfg.model_sha256.clone()) };
     let listen = args.get("listen").map(String::from).unwrap_or_else(|| cfg.peers[cfg.index].addr.clone());
     let key = read_key(&cfg.board, args.path("key"))?;
-    serve(cfg, m, &listen, key)
+    serve(cfg, m, file, &listen, key)
 }
 
 fn main() -> std::process::ExitCode {

@@ -295,3 +295,72 @@ fn the_drift_reference_is_calibrated_once_per_machine_and_shared() {
     assert_eq!(scale_for(1.0, 0.25), 2.0);
     assert_eq!(scale_for(1.0, 4.0), 0.5);
 }
+
+/// Random plans with a fallback for every worker (the lost board's rows and features handed
+/// to its neighbours): every board's model file, as codegen writes it, gives under the plan
+/// exactly its slice of each split layer (no fallback weights held while no board is lost),
+/// and under each fallback its fallback slices; every variant's slices, computed by each
+/// board from what it loaded, concatenate to the whole layer's output.
+#[test]
+fn every_plan_a_board_may_run_finds_its_slices_in_its_model_file() {
+    use legionc::runtime::board::{load_model_for, BoardConfig, ModelFile, Peer};
+    use legionc::runtime::exec::{dense_slice, dense_slice_of};
+    use legionc::runtime::plan::{Fallback, TailSplit};
+    use legionc::solve::hand_over;
+    let dir = crate::TempDir::new("slices");
+    let checked = std::sync::atomic::AtomicUsize::new(0);
+    for_random_plans("vgg16-tiny", 24, |m, mut plan| {
+        if plan.tail.is_empty() || plan.boards.len() < 2 {
+            return Ok(());
+        }
+        let n = plan.boards.len();
+        for lost in 1..n {
+            let groups: Option<Vec<PlanGroup>> = plan.groups.iter().map(|g| hand_over(&g.rows, lost).map(|rows| PlanGroup { rows, ..g.clone() })).collect();
+            let tail: Option<Vec<TailSplit>> = plan.tail.iter().map(|t| hand_over(&t.cols, lost).map(|cols| TailSplit { cols, ..t.clone() })).collect();
+            if let (Some(groups), Some(tail)) = (groups, tail) {
+                plan.fallbacks.push(Fallback { lost: vec![lost], groups, tail });
+            }
+        }
+        plan.validate(&m.ir).map_err(fail)?;
+        let variants = plan.variants();
+        let peers: Vec<Peer> = (0..n).map(|i| Peer { name: format!("b{i}"), addr: format!("127.0.0.1:{}", 1 + i), link: legionc::runtime::link::LinkSpec { bandwidth_mbps: 100.0, latency_ms: 0.5 }, threads: 1, speed: None }).collect();
+        // Per variant, per split layer: each board's slice output, in board order.
+        let mut parts: Vec<Vec<Vec<Tensor>>> = variants.iter().map(|v| vec![Vec::new(); v.tail.len()]).collect();
+        let inputs: Vec<Tensor> = plan.tail.iter().map(|t| reference::random_input(&m.ir.nodes[t.node - 1].shape, t.node as u64)).collect();
+        for b in 0..n {
+            let bytes = legionc::runtime::modelfile::write(&plan.board_model((*m.ir).clone(), b), &|id| plan.board_needs(b, b == 0, id));
+            let path = dir.path(&format!("b{b}.bin"));
+            std::fs::write(&path, &bytes).unwrap();
+            let sha = legionc::runtime::plan::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            let cfg = BoardConfig { board: format!("b{b}"), index: b, plan: plan.clone(), peers: peers.clone(), coordinator: 0, speed: None, threads: 1, cores: vec![], model_sha256: sha.clone(), deadline_ms: 1000, heartbeat_ms: None };
+            let file = ModelFile { path, sha256: Some(sha) };
+            for (p, v) in variants.iter().enumerate() {
+                let held = load_model_for(&cfg, &file, p).map_err(fail)?;
+                for (k, t) in v.tail.iter().enumerate() {
+                    let cols = t.bands()[b];
+                    if cols.is_empty() {
+                        continue;
+                    }
+                    let legionc::runtime::ir::Op::Dense { weight, .. } = &held.nodes[t.node].op else { unreachable!() };
+                    prop_assert_eq!(weight.shape[1], cols.len(), "board {} plan {}: node {} holds {} features for its slice {}", b, p, t.node, weight.shape[1], cols);
+                    let r = dense_slice_of(&held, t.node, cols, cols).map_err(fail)?;
+                    parts[p][k].push(run(&r, inputs[k].clone()).map_err(fail)?);
+                }
+            }
+        }
+        for (p, v) in variants.iter().enumerate() {
+            for (k, t) in v.tail.iter().enumerate() {
+                let whole = dense_slice(&m.ir, t.node, legionc::runtime::halo::Rows::new(0, m.ir.nodes[t.node].shape[1])).map_err(fail)?;
+                let want = run(&whole, inputs[k].clone()).map_err(fail)?;
+                let got = Tensor::stack_tensors(1, &parts[p][k]).map_err(|e| fail(e.into()))?;
+                assert_close(&format!("plan {p}, node {}", t.node), &got, &want)?;
+            }
+        }
+        if variants.len() > 1 {
+            checked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    });
+    let checked = checked.into_inner();
+    assert!(checked >= 3, "only {checked} random plans had a split tail and a fallback");
+}
