@@ -181,6 +181,7 @@ fn deployed_fleet(yaml: &str, tmp: &TempDir) {
         assert!(ok && t.contains("verified against tract's single run"), "{t}");
         let (ok, t) = run(&["status"]);
         assert!(ok && t.matches(" up, ").count() == 3, "{t}");
+        link_down_during_a_stream(tmp, &path, &compile, &run);
         deploy_with_a_host_unreachable(tmp, &run);
         // a second deploy keeps the first version for rollback
         let (ok, t) = run(&["deploy"]);
@@ -278,4 +279,49 @@ fn deploy_with_a_host_unreachable(tmp: &TempDir, run: &dyn Fn(&[&str]) -> (bool,
         let new_pid = std::fs::read_to_string(h.join("sshd.pid")).unwrap();
         let _ = std::fs::write(procs, new_pid.trim());
     }
+}
+
+/// A worker's link taken down (in its namespace) during a stream: the coordinator's heartbeat
+/// finds it lost, the frames go on on the fallback without it, every one verified; the link
+/// back up, it is taken back.
+fn link_down_during_a_stream(tmp: &TempDir, yaml: &Path, compile: &dyn Fn(&[&str]) -> (bool, String), run: &dyn Fn(&[&str]) -> (bool, String)) {
+    let plan = || -> serde_json::Value { serde_json::from_slice(&std::fs::read(tmp.path("out/plan.json")).unwrap()).unwrap() };
+    let mut plan = plan();
+    if plan["fallbacks"].as_array().is_none_or(|f| f.is_empty()) {
+        // The plan leaves every worker out (the tiny model on these hosts): rows in proportion
+        // to the hosts' speeds give every host work.
+        let (ok, t) = compile(&["--strategy", "proportional"]);
+        assert!(ok, "{t}");
+        let (ok, t) = run(&["deploy"]);
+        assert!(ok, "{t}");
+        plan = serde_json::from_slice(&std::fs::read(tmp.path("out/plan.json")).unwrap()).unwrap();
+    }
+    let lost = plan["fallbacks"][0]["lost"][0].as_u64().expect("a fallback plan") as usize;
+    let (name, ns) = (format!("h{}", lost + 1), format!("legion-h{}", lost + 1));
+    let yaml = yaml.to_path_buf();
+    // 100 frames arriving at 20 per second: a stream of 5 s.
+    let runner = std::thread::spawn(move || crate::legionc().arg("run").arg(&yaml).args(["--random", "4", "--frames", "100", "--rate", "20", "--verify-every", "1", "--json", "--no-baseline"]).output().unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    sh(Command::new("ip").args(["-n", &ns, "link", "set", "eth0", "down"]));
+    let down_at = now();
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    sh(Command::new("ip").args(["-n", &ns, "link", "set", "eth0", "up"]));
+    let o = runner.join().unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{log}");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((j["answered"].as_u64(), j["verified"].as_u64()), (Some(100), Some(100)), "{log}");
+    let changes = j["plan_changes"].as_array().unwrap();
+    // (A board the coordinator found not up yet after the deploy may be lost for the first
+    // frames: only the changes after the link went down count here.)
+    let after: Vec<&serde_json::Value> = changes.iter().filter(|c| c["lost_at_unix_s"].as_f64().is_none_or(|t| t >= down_at)).collect();
+    let c = *after.iter().find(|c| c["lost"] == serde_json::json!([name])).unwrap_or_else(|| panic!("no frame on the fallback without {name}: {log}"));
+    assert!(changes.last().is_some_and(|c| c["lost"] == serde_json::json!([])), "{name} not taken back once its link was up: {log}");
+    eprintln!(
+        "testbed: {name}'s link down at {down_at:.3}: found lost {:.0} ms later, first frame on the fallback answered {:.0} ms later; plan changes {}",
+        (c["lost_at_unix_s"].as_f64().unwrap() - down_at) * 1e3,
+        (c["answered_unix_s"].as_f64().unwrap() - down_at) * 1e3,
+        serde_json::to_string(&j["plan_changes"]).unwrap()
+    );
 }
