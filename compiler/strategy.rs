@@ -606,6 +606,15 @@ pub fn plan_objective(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: 
     let mut planned = plan_for_objective(fleet, m, strategy, opts)?;
     if planned.lanes.is_empty() {
         planned.fallbacks = with_fallbacks(fleet, m, strategy, opts, &mut planned.plan)?;
+        // A board's model file, and what it loads, also hold the layers it computes only in a
+        // fallback (the split layers' fallback slices are read on a loss).
+        if let Some(memory) = planned.memory.as_mut() {
+            for (b, x) in memory.iter_mut().enumerate() {
+                let extra = fallback_only_mb(&planned.plan, &m.ir, b, b == fleet.coordinator);
+                x.weights_mb += extra;
+                x.peak_mb += extra;
+            }
+        }
         if let Some(main) = planned.memory.clone() {
             planned.memory_after_loss = memory_after_loss(fleet, m, opts, &planned.plan, &main)?;
         }
@@ -711,6 +720,20 @@ pub fn memory_after_loss(fleet: &Fleet, m: &LoadedModel, opts: &Options, plan: &
         }
     }
     Ok(Some(worst))
+}
+
+/// The weights of the layers (but split tail layers) board `b` computes in a fallback of
+/// `plan` and not in the plan itself, MB.
+fn fallback_only_mb(plan: &Plan, model: &legion_runtime::ir::Model, b: usize, coordinator: bool) -> f64 {
+    let alone = Plan { fallbacks: vec![], ..plan.clone() };
+    let bytes: usize = model
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(id, _)| !plan.tail.iter().any(|t| t.node == *id) && plan.board_needs(b, coordinator, *id) && !alone.board_needs(b, coordinator, *id))
+        .map(|(_, n)| n.op.weights().iter().map(|w| w.volume() * 4).sum::<usize>())
+        .sum();
+    bytes as f64 / 1e6
 }
 
 /// The weights of board `b`'s slices of `plan`'s split tail layers, MB.
