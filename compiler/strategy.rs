@@ -689,9 +689,13 @@ pub fn with_fallbacks(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: 
         }
     }
     plan.fallbacks = fallbacks;
-    let hashes: Vec<String> = plan.variants().iter().skip(1).map(Plan::hash).collect();
-    for (r, h) in report.iter_mut().filter(|r| r.missing.is_none()).zip(hashes) {
-        r.plan_hash = h;
+    // Each fallback predicted as it runs: on the whole fleet's cost model, with its tail.
+    let cm = if strategy == Strategy::Proportional || plan.fallbacks.is_empty() { None } else { Some(cost_model(fleet, m, opts)?.0) };
+    for (r, p) in report.iter_mut().filter(|r| r.missing.is_none()).zip(plan.variants().into_iter().skip(1)) {
+        r.plan_hash = p.hash();
+        if let Some(cm) = &cm {
+            r.predicted_latency_s = Some(predicted_latency(cm, &p));
+        }
     }
     plan.validate(&m.ir).context("the plan with its fallbacks")?;
     Ok(report)
@@ -913,7 +917,7 @@ fn explain_lane(fleet: &Fleet, m: &LoadedModel, plan: &Plan, opts: &Options) -> 
     let groups: Vec<_> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
     let mut text = cm.explain(&groups, &plan.tail);
     let busy = cm.busy(&groups, &plan.tail);
-    let latency = cm.groups_cost(&groups).iter().map(|g| g.latency_s).sum::<f64>() + cm.tail_cost(&plan.tail);
+    let latency = predicted_latency(&cm, plan);
     text += &format!(
         "predicted throughput {:.3} frames/s with one frame in flight, {:.3} with two, {:.3} pipelined without bound\n",
         crate::cost::throughput_fps(latency, &busy, 1),
@@ -937,7 +941,18 @@ fn explain_lane(fleet: &Fleet, m: &LoadedModel, plan: &Plan, opts: &Options) -> 
             );
         }
     }
+    for (f, p) in plan.fallbacks.iter().zip(plan.variants().into_iter().skip(1)) {
+        let lost: Vec<&str> = f.lost.iter().map(|&b| plan.boards[b].as_str()).collect();
+        let rows: Vec<String> = p.groups.iter().map(|g| format!("{:?}", g.rows)).collect();
+        text += &format!("fallback without {} (plan {}): predicted latency {:.1} ms; rows {}\n", lost.join(", "), &p.hash()[..16], predicted_latency(&cm, &p) * 1e3, rows.join(" "));
+    }
     Ok(text)
+}
+
+/// `plan`'s predicted latency under `cm` (its groups, then its tail).
+fn predicted_latency(cm: &CostModel, plan: &Plan) -> f64 {
+    let groups: Vec<_> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
+    cm.groups_cost(&groups).iter().map(|g| g.latency_s).sum::<f64>() + cm.tail_cost(&plan.tail)
 }
 
 /// Where `legionc run` keeps the boards' measured peak memory for `explain`.

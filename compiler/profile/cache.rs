@@ -81,6 +81,9 @@ impl Record {
 pub struct Cache {
     path: PathBuf,
     records: Mutex<HashMap<String, Record>>,
+    /// Which file (inode) has been read how far: the records other processes appended since
+    /// are read before each append (all of a file that another process compacted meanwhile).
+    read_to: Mutex<(u64, u64)>,
     /// Lines found corrupt when the cache was opened.
     pub corrupt: usize,
 }
@@ -103,10 +106,11 @@ impl Cache {
                 }
             }
         }
-        let cache = Cache { path, records: Mutex::new(records), corrupt };
+        let cache = Cache { path, records: Mutex::new(records), read_to: Mutex::new((0, 0)), corrupt };
         if corrupt > 0 {
             cache.rewrite()?;
         }
+        *cache.read_to.lock().unwrap() = std::fs::metadata(&cache.path).map_or((0, 0), |m| (std::os::unix::fs::MetadataExt::ino(&m), m.len()));
         Ok(cache)
     }
 
@@ -126,7 +130,10 @@ impl Cache {
         self.len() == 0
     }
 
-    /// Add (or replace) a record and append it to the file.
+    /// Add (or replace) a record and append it to the file. If another legionc process
+    /// appended a record of the same key since this one last read the file (both measured the
+    /// same thing at once), that record is kept and returned instead: the first measurement
+    /// wins, so every process, and every later read of the file, plans from the same value.
     pub fn insert(&self, id: RecordId, value: serde_json::Value) -> Result<Record> {
         let r = Record::new(id, value);
         let mut line = serde_json::to_vec(&r)?;
@@ -137,8 +144,32 @@ impl Cache {
         }
         // Other legionc processes append to the same file: one line at a time, under the lock.
         let _lock = file_lock(&self.path)?;
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
+        let mut f = std::fs::OpenOptions::new().create(true).read(true).append(true).open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
+        let mut read_to = self.read_to.lock().unwrap();
+        let inode = std::os::unix::fs::MetadataExt::ino(&f.metadata().with_context(|| format!("reading {}", self.path.display()))?);
+        if inode != read_to.0 {
+            *read_to = (inode, 0);
+        }
+        let mut theirs = Vec::new();
+        {
+            use std::io::{Read, Seek};
+            f.seek(std::io::SeekFrom::Start(read_to.1)).with_context(|| format!("reading {}", self.path.display()))?;
+            f.read_to_end(&mut theirs).with_context(|| format!("reading {}", self.path.display()))?;
+        }
+        read_to.1 += theirs.len() as u64;
+        let mut first = None;
+        for other in theirs.split(|&b| b == b'\n').filter(|l| !l.is_empty()).filter_map(|l| serde_json::from_slice::<Record>(l).ok()).filter(Record::is_sound) {
+            if other.key == r.key && first.is_none() {
+                first = Some(other.clone());
+            }
+            records.insert(other.key.clone(), other);
+        }
+        if let Some(first) = first {
+            records.insert(first.key.clone(), first.clone());
+            return Ok(first);
+        }
         f.write_all(&line).with_context(|| format!("writing {}", self.path.display()))?;
+        read_to.1 += line.len() as u64;
         records.insert(r.key.clone(), r.clone());
         Ok(r)
     }

@@ -135,7 +135,10 @@ fn render_fixture() -> (fleet::Fleet, Vec<codegen::OutFile>) {
     let f = fleet::load(&path, Some(Path::new("/nonexistent/out"))).unwrap();
     let m = model::load(&f.model.source, None).unwrap();
     let boards: Vec<(String, f64)> = f.boards.iter().map(|b| (b.name.clone(), b.nominal_speed())).collect();
-    let plan = solve::plan_from(&m.ir, &m.sha256, &boards, &solve::fused_groups(&m.ir, solve::Fusion::Blocks), f.topology).unwrap();
+    let mut plan = solve::plan_from(&m.ir, &m.sha256, &boards, &solve::fused_groups(&m.ir, solve::Fusion::Blocks), f.topology).unwrap();
+    // The fallback without the worker, as compile would carry it.
+    let groups = plan.groups.iter().map(|g| legionc::runtime::plan::PlanGroup { rows: solve::hand_over(&g.rows, 1).unwrap(), ..g.clone() }).collect();
+    plan.fallbacks.push(legionc::runtime::plan::Fallback { lost: vec![1], groups, tail: vec![] });
     let files = codegen::render(&f, &m, &plan).unwrap();
     (f, files)
 }

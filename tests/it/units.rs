@@ -40,6 +40,27 @@ fn corrupt_cache_lines_are_dropped_and_sound_ones_kept() {
 }
 
 #[test]
+fn two_processes_measuring_one_record_keep_the_first_measurement() {
+    let d = crate::TempDir::new("cache-race");
+    // Two legionc processes open the cache, both measure record 1.
+    let (a, b) = (Cache::open(&d.0).unwrap(), Cache::open(&d.0).unwrap());
+    let first = b.insert(id(1), serde_json::json!(1.0)).unwrap();
+    let kept = a.insert(id(1), serde_json::json!(2.0)).unwrap();
+    assert_eq!((first.value.clone(), kept.value), (serde_json::json!(1.0), serde_json::json!(1.0)));
+    // a now also knows what b measured, and appends what only it measured.
+    assert_eq!(a.get(&id(1)).unwrap().value, serde_json::json!(1.0));
+    a.insert(id(2), serde_json::json!(3.0)).unwrap();
+    b.insert(id(3), serde_json::json!(4.0)).unwrap();
+    assert_eq!(a.insert(id(3), serde_json::json!(5.0)).unwrap().value, serde_json::json!(4.0));
+    // One line per record; a later read plans from the same values.
+    let text = std::fs::read_to_string(d.path("profiles.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    let c = Cache::open(&d.0).unwrap();
+    let values: Vec<serde_json::Value> = (1..=3).map(|n| c.get(&id(n)).unwrap().value).collect();
+    assert_eq!(values, [serde_json::json!(1.0), serde_json::json!(3.0), serde_json::json!(4.0)]);
+}
+
+#[test]
 fn the_probe_hash_depends_on_the_runtimes_dependencies_only() {
     use legionc::codegen::lock_closure;
     let lock = include_str!("../../Cargo.lock");
