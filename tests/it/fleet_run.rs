@@ -344,7 +344,9 @@ fn a_worker_on_another_plan_is_refused_naming_both_hashes() {
     let mut a = TestFleet::emulated("plan-a", "vgg16-tiny", 28200, &[1.0, 1.0]).with_strategy("proportional");
     a.compile();
     a.up();
-    let b = TestFleet::emulated("plan-b", "vgg16-tiny", 28200, &[1.0, 0.25]).with_strategy("proportional");
+    // Without fallbacks: with them, b's coordinator would take the worker answering with
+    // another plan as lost and answer on the fallback without it.
+    let b = TestFleet::emulated("plan-b", "vgg16-tiny", 28200, &[1.0, 0.25]).with_strategy("proportional").with_field("fallbacks: false");
     // The same key (a fleet recompiled into its output directory keeps its key): the worker
     // authenticates b's coordinator, then refuses its plan.
     std::fs::create_dir_all(b.out()).unwrap();
