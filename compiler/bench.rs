@@ -415,44 +415,7 @@ pub fn strategies(
     }
     let dir = fleet.out().join("bench");
     std::fs::create_dir_all(&dir)?;
-    // The model file with every weight, named after what it is made from (the ONNX file, the
-    // input shape, this legionc): written once, not on every call (550 MB for VGG-16).
-    let key = format!("{} {:?} {}", m.sha256, m.ir.user_input_shape(), env!("CARGO_PKG_VERSION"));
-    let name = format!("{}-{}.bin", m.ir.name, &legion_runtime::plan::hex(&<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()))[..16]);
-    let model_file = match boards {
-        Boards::Compiled => dir.join(name),
-        Boards::Generic { models, .. } => models.join(name),
-    };
-    if !model_file.exists() {
-        let parent = model_file.parent().unwrap();
-        std::fs::create_dir_all(parent)?;
-        if let Boards::Compiled = boards {
-            // One model per fleet: an earlier model's file goes.
-            for e in std::fs::read_dir(parent)?.flatten() {
-                if e.path().extension().is_some_and(|x| x == "bin") {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-        crate::write_atomic(&model_file, &legion_runtime::modelfile::write(&m.ir, &|_| true))?;
-    }
-    // The generic board checks its model file against the sha256 in its configuration. The
-    // file's hash is kept beside it, so that it is read once, not at every fleet start.
-    let model_sha = match boards {
-        Boards::Compiled => String::new(),
-        Boards::Generic { .. } => {
-            let side = model_file.with_extension("sha256");
-            match std::fs::read_to_string(&side).ok().filter(|t| t.trim().len() == 64) {
-                Some(t) => t.trim().to_string(),
-                None => {
-                    let bytes = std::fs::read(&model_file).with_context(|| format!("reading {}", model_file.display()))?;
-                    let sha = legion_runtime::plan::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-                    crate::write_atomic(&side, format!("{sha}\n").as_bytes())?;
-                    sha
-                }
-            }
-        }
-    };
+    let (model_file, model_sha) = model_file(m, &dir, boards)?;
     let x = reference::random_input(&m.ir.user_input_shape(), 1);
     let expected = reference::run(&m.onnx, &x)?;
     let mut max_rel_diff = 0f32;
@@ -461,10 +424,7 @@ pub fn strategies(
         let planned = strategy::plan(&s.fleet(fleet), m, s.strategy, opts)?;
         let plan_file = dir.join(format!("{}.plan.json", s.name()));
         crate::write_atomic(&plan_file, &serde_json::to_vec_pretty(&planned.plan)?)?;
-        let launch = match boards {
-            Boards::Compiled => deploy::Launch::PlanFile { plan: &plan_file, model: &model_file },
-            Boards::Generic { exe, .. } => deploy::Launch::Generic { exe, model: &model_file, model_sha: &model_sha },
-        };
+        let launch = launch(boards, &plan_file, &model_file, &model_sha);
         let up = deploy::up_emulated_with(fleet, &planned.plan, &launch, opts.quiet);
         let measured = up.and_then(|_| {
             // The warm-up frame's output is checked against tract's single run.
@@ -521,6 +481,177 @@ pub fn strategies(
         }
     }
     Ok((rows, single))
+}
+
+/// How the boards are started with a plan file.
+fn launch<'a>(boards: Boards<'a>, plan_file: &'a std::path::Path, model_file: &'a std::path::Path, model_sha: &'a str) -> crate::deploy::Launch<'a> {
+    match boards {
+        Boards::Compiled => crate::deploy::Launch::PlanFile { plan: plan_file, model: model_file },
+        Boards::Generic { exe, .. } => crate::deploy::Launch::Generic { exe, model: model_file, model_sha },
+    }
+}
+
+/// The model file with every weight the benchmarks' boards load, and its sha256 (what the
+/// generic board checks; empty for the compiled boards).
+fn model_file(m: &LoadedModel, dir: &std::path::Path, boards: Boards) -> Result<(std::path::PathBuf, String)> {
+    // The model file with every weight, named after what it is made from (the ONNX file, the
+    // input shape, this legionc): written once, not on every call (550 MB for VGG-16).
+    let key = format!("{} {:?} {}", m.sha256, m.ir.user_input_shape(), env!("CARGO_PKG_VERSION"));
+    let name = format!("{}-{}.bin", m.ir.name, &legion_runtime::plan::hex(&<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()))[..16]);
+    let model_file = match boards {
+        Boards::Compiled => dir.join(name),
+        Boards::Generic { models, .. } => models.join(name),
+    };
+    if !model_file.exists() {
+        let parent = model_file.parent().unwrap();
+        std::fs::create_dir_all(parent)?;
+        if let Boards::Compiled = boards {
+            // One model per fleet: an earlier model's file goes.
+            for e in std::fs::read_dir(parent)?.flatten() {
+                if e.path().extension().is_some_and(|x| x == "bin") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        crate::write_atomic(&model_file, &legion_runtime::modelfile::write(&m.ir, &|_| true))?;
+    }
+    // The generic board checks its model file against the sha256 in its configuration. The
+    // file's hash is kept beside it, so that it is read once, not at every fleet start.
+    let model_sha = match boards {
+        Boards::Compiled => String::new(),
+        Boards::Generic { .. } => {
+            let side = model_file.with_extension("sha256");
+            match std::fs::read_to_string(&side).ok().filter(|t| t.trim().len() == 64) {
+                Some(t) => t.trim().to_string(),
+                None => {
+                    let bytes = std::fs::read(&model_file).with_context(|| format!("reading {}", model_file.display()))?;
+                    let sha = legion_runtime::plan::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+                    crate::write_atomic(&side, format!("{sha}\n").as_bytes())?;
+                    sha
+                }
+            }
+        }
+    };
+    Ok((model_file, model_sha))
+}
+
+// ---------------------------------------------------------------- the objective's candidates
+
+/// One candidate of the objective's search (a partition of the fleet into lanes, frames in
+/// flight per lane), its plan run as a stream on the emulated fleet.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CandidateRow {
+    /// Each lane's boards.
+    pub lanes: Vec<Vec<String>>,
+    pub in_flight: usize,
+    pub plan_hash: String,
+    /// The objectives that choose this candidate (`latency`, `throughput`).
+    pub chosen_by: Vec<String>,
+    pub predicted_fps: f64,
+    /// A frame's predicted latency in a stream that keeps every lane busy.
+    pub predicted_latency_s: f64,
+    /// Frames of the stream, and frames per second over it (first arrival to last answer)
+    /// and while every lane was busy (`steady_fps` of `run --json`).
+    pub frames: usize,
+    pub measured_fps: f64,
+    pub measured_steady_fps: Option<f64>,
+    /// Latency from a frame's request to its answer: median and p99.
+    pub latency_p50_s: f64,
+    pub latency_p99_s: f64,
+    /// The stream's last frame against tract's single run: max |diff| ÷ max |output|.
+    pub max_rel_diff: f32,
+    /// What the emulation could not hide, over the stream: overruns ÷ the lanes' busy time
+    /// (frames × median latency), and the compute slots' waits (s).
+    pub overrun_share: f64,
+    pub slot_wait_s: f64,
+}
+
+impl CandidateRow {
+    /// `[a b][c]×1`: the lanes and frames in flight per lane.
+    pub fn label(&self) -> String {
+        let lanes: String = self.lanes.iter().map(|l| format!("[{}]", l.join(" "))).collect();
+        format!("{lanes}×{}", self.in_flight)
+    }
+}
+
+/// Up to `count` of the objective's candidates for `fleet` (legion's plans, [`strategy::candidates`]),
+/// taken along the predicted front of frames per second against latency
+/// ([`strategy::frontier`]: the `latency` and `throughput` objectives' choices first), each
+/// planned ([`strategy::plan_candidate`]), started on the emulated fleet, and run as a stream
+/// with the candidate's frames in flight per lane: `frames` + 1 per lane and frame in flight
+/// (`frames` at least 2), after a warm-up frame per lane; the last frame checked against
+/// tract.
+pub fn candidates(fleet: &crate::fleet::Fleet, m: &LoadedModel, count: usize, frames: usize, opts: &crate::profile::Options, boards: Boards) -> Result<Vec<CandidateRow>> {
+    use crate::{deploy, run, strategy};
+    fleet.require_emulated("bench")?;
+    let dir = fleet.out().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let (model_file, model_sha) = model_file(m, &dir, boards)?;
+    let (all, _) = strategy::candidates(fleet, m, strategy::Strategy::Legion, opts)?;
+    let x = reference::random_input(&m.ir.user_input_shape(), 1);
+    let expected = reference::run(&m.onnx, &x)?;
+    let mut rows = Vec::new();
+    for (i, chosen_by) in strategy::frontier(&all, count) {
+        let c = &all[i];
+        let planned = strategy::plan_candidate(fleet, m, strategy::Strategy::Legion, opts, c)?;
+        let plan_file = dir.join(format!("candidate-{}.plan.json", rows.len() + 1));
+        crate::write_atomic(&plan_file, &serde_json::to_vec_pretty(&planned.plan)?)?;
+        let label = format!("{}×{}", c.lanes.iter().map(|l| format!("[{}]", l.join(" "))).collect::<String>(), c.in_flight);
+        // One round more than asked, so that the busy window (after the first answer, up to
+        // the last frame sent) holds `frames` rounds.
+        let n = (frames.max(2) + 1) * c.lanes.len() * c.in_flight;
+        let up = deploy::up_emulated_with(fleet, &planned.plan, &launch(boards, &plan_file, &model_file, &model_sha), opts.quiet);
+        let measured = up.and_then(|_| {
+            // A warm-up frame per lane (each lane's first frame builds its runnables).
+            let warm = run::StreamOptions { frames: c.lanes.len(), rate: None, drop: false, in_flight: Some(1), verify_every: None };
+            run::stream_frames(fleet, &planned.plan, m, &[("random 1".into(), x.clone())], &warm, &mut std::io::sink())?;
+            let o = run::StreamOptions { frames: n, rate: None, drop: false, in_flight: Some(c.in_flight), verify_every: None };
+            run::stream_frames(fleet, &planned.plan, m, &[("random 1".into(), x.clone())], &o, &mut std::io::sink())
+        });
+        deploy::down(fleet)?;
+        let stream = measured.with_context(|| format!("candidate {label}"))?;
+        let check = reference::check(&stream.last_output, &expected, &format!("candidate {label}'s output"))?;
+        let s = &stream.summary;
+        rows.push(CandidateRow {
+            lanes: c.lanes.clone(),
+            in_flight: c.in_flight,
+            plan_hash: planned.plan_hash,
+            chosen_by,
+            predicted_fps: c.throughput_fps,
+            predicted_latency_s: c.stream_latency_s,
+            frames: n,
+            measured_fps: s.throughput_fps,
+            measured_steady_fps: s.steady_fps,
+            latency_p50_s: s.latency_p50_s,
+            latency_p99_s: s.latency_p99_s,
+            max_rel_diff: check.ratio(),
+            overrun_share: s.overrun_s / (s.answered as f64 * s.latency_p50_s).max(1e-9),
+            slot_wait_s: s.slot_wait_s,
+        });
+    }
+    Ok(rows)
+}
+
+/// The table of measured candidates `bench` and `suite` print.
+pub fn format_candidates(rows: &[CandidateRow]) -> String {
+    let mut s = format!(
+        "{:<40} {:>7} {:>22} {:>10} {:>24} {:>9}  {}\n",
+        "lanes × in flight", "frames", "fps meas (steady)/pred", "meas/pred", "latency p50/p99/pred ms", "overrun", "chosen by"
+    );
+    for r in rows {
+        let fps = r.measured_steady_fps.unwrap_or(r.measured_fps);
+        s += &format!(
+            "{:<40} {:>7} {:>22} {:>10.2} {:>24} {:>8.1}%  {}\n",
+            r.label(),
+            r.frames,
+            format!("{:.3} ({}) / {:.3}", r.measured_fps, r.measured_steady_fps.map_or("-".into(), |v| format!("{v:.3}")), r.predicted_fps),
+            fps / r.predicted_fps,
+            format!("{:.0} / {:.0} / {:.0}", r.latency_p50_s * 1e3, r.latency_p99_s * 1e3, r.predicted_latency_s * 1e3),
+            r.overrun_share * 100.0,
+            r.chosen_by.join(", ")
+        );
+    }
+    s
 }
 
 /// The table `legionc bench FLEET` prints.

@@ -288,7 +288,7 @@ pub enum Command {
     /// VGG-16, VGG-19, YOLOv2, ResNet-18): every strategy's plan measured, written to
     /// OUT/suite.json, OUT/suite.md and SVG figures. No board needed.
     Suite {
-        /// A subset: 4 fleets (2F, 1F+1O, 2F+2O, 4F+2O), VGG-16 and ResNet-18 (about 30 min with a cold profile cache, most of it the full search on VGG-16)
+        /// A subset: 4 fleets (2F, 1F+1O, 2F+2O, 4F+2O), VGG-16 and ResNet-18 (about 30 min with a cold profile cache, most of it the full search on VGG-16, plus the candidates' streams)
         #[arg(long)]
         quick: bool,
         /// Fleets to run instead of the grid's, e.g. 2F,1F+1O (F: Firefly-RK3399 twin, O: Odroid-XU4 twin)
@@ -306,6 +306,12 @@ pub enum Command {
         /// Frames per plan after a warm-up (the median is reported)
         #[arg(long, default_value_t = 5)]
         frames: usize,
+        /// Per fleet, also measure this many of the objective's candidate plans (partitions of
+        /// the fleet into lanes, frames in flight) as streams: the `latency` and `throughput`
+        /// objectives' choices, then others along the predicted front; a latency-against-
+        /// throughput figure per fleet and a throughput table. 0: none
+        #[arg(long, default_value_t = 3)]
+        candidates: usize,
         /// Where suite.json, suite.md and the figures go
         #[arg(long, default_value = "plans/suite")]
         out: PathBuf,

@@ -153,15 +153,15 @@ fn dispatch(cli: Cli) -> Result<()> {
             r.agreement.ensure_within("the split output")?;
             writeln!(out, "verified")?;
         }
-        Command::Suite { quick, fleets, models, strategies, topology, frames, out: out_dir, work_dir, target_dir, port, cache_dir, readme } => {
+        Command::Suite { quick, fleets, models, strategies, topology, frames, candidates, out: out_dir, work_dir, target_dir, port, cache_dir, readme } => {
             let models = models.unwrap_or_else(|| (if quick { suite::QUICK_MODELS } else { suite::MODELS }).iter().map(|m| m.to_string()).collect());
-            let o = suite::SuiteOptions { quick, fleets, models, strategies, topology, frames, out: out_dir.clone(), work_dir, port, profile: profile::Options::new(cache_dir, &target_dir.or_else(cargo_build::own_target_dir).unwrap_or_else(|| "target/boards".into())) };
+            let o = suite::SuiteOptions { quick, fleets, models, strategies, topology, frames, candidates, out: out_dir.clone(), work_dir, port, profile: profile::Options::new(cache_dir, &target_dir.or_else(cargo_build::own_target_dir).unwrap_or_else(|| "target/boards".into())) };
             let s = suite::run(&o)?;
             if let Some(r) = readme {
                 suite::update_readme(&r, &s, &out_dir)?;
             }
             write!(out, "{}", suite::markdown(&s, ""))?;
-            writeln!(out, "written: {}/suite.json, suite.md, speedup-*.svg, gantt.svg", out_dir.display())?;
+            writeln!(out, "written: {}/suite.json, suite.md, speedup-*.svg, throughput-*.svg, gantt.svg", out_dir.display())?;
         }
         Command::Bench(args) => bench_command(args, &mut out)?,
     }

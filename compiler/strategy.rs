@@ -544,6 +544,42 @@ pub fn choose(candidates: &[Candidate], objective: crate::fleet::Objective) -> O
     }
 }
 
+/// Up to `count` candidates to measure, along the predicted front of frames per second
+/// against latency in a busy stream (pure): first the `latency` and the `throughput`
+/// objectives' choices, then the candidates no other beats on both (ties: the first), evenly
+/// spread from the lowest latency to the most frames per second. Each with the objectives
+/// that choose it; in order of predicted frames per second.
+pub fn frontier(candidates: &[Candidate], count: usize) -> Vec<(usize, Vec<String>)> {
+    use crate::fleet::Objective;
+    let mut picks: Vec<(usize, Vec<String>)> = Vec::new();
+    for (objective, name) in [(Objective::Latency, "latency"), (Objective::Throughput, "throughput")] {
+        if let Some(i) = choose(candidates, objective) {
+            match picks.iter_mut().find(|p| p.0 == i) {
+                Some(p) => p.1.push(name.into()),
+                None => picks.push((i, vec![name.into()])),
+            }
+        }
+    }
+    picks.truncate(count);
+    let beats = |a: &Candidate, b: &Candidate| {
+        a.throughput_fps >= b.throughput_fps && a.stream_latency_s <= b.stream_latency_s && (a.throughput_fps > b.throughput_fps || a.stream_latency_s < b.stream_latency_s)
+    };
+    let mut front: Vec<usize> = (0..candidates.len())
+        .filter(|&i| !candidates.iter().any(|d| beats(d, &candidates[i])))
+        .filter(|&i| !(0..i).any(|j| candidates[j].throughput_fps == candidates[i].throughput_fps && candidates[j].stream_latency_s == candidates[i].stream_latency_s))
+        .collect();
+    front.sort_by(|&a, &b| candidates[a].throughput_fps.total_cmp(&candidates[b].throughput_fps));
+    front.retain(|i| !picks.iter().any(|p| p.0 == *i));
+    let more = count.saturating_sub(picks.len()).min(front.len());
+    for j in 0..more {
+        // Evenly spaced over the front's remaining points, both ends included.
+        let at = if more == 1 { front.len() / 2 } else { j * (front.len() - 1) / (more - 1) };
+        picks.push((front[at], vec![]));
+    }
+    picks.sort_by(|a, b| candidates[a.0].throughput_fps.total_cmp(&candidates[b.0].throughput_fps));
+    picks
+}
+
 /// Every candidate partition of the fleet into lanes, predicted: each lane planned by
 /// `strategy` on its sub-fleet (without the wild card; profiles through the cache, quietly),
 /// with 1 and 2 frames in flight per lane. Lanes that cannot be planned (memory, profiles
@@ -767,7 +803,16 @@ fn plan_for_objective(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: 
         anyhow::bail!("no plan of fleet {} reaches objective {objective}: the most frames per second predicted is {best:.3} ({} partitions of its boards into lanes tried){why}. Lower the rate, or add boards", fleet.name, candidates.len());
     };
     candidates[i].chosen = true;
-    let chosen = candidates[i].clone();
+    let mut planned = plan_candidate(fleet, m, strategy, opts, &candidates[i])?;
+    planned.solve_seconds += search_s;
+    planned.candidates = candidates;
+    Ok(planned)
+}
+
+/// The plan of one candidate of the objective's search: one lane, the fleet's plan with the
+/// candidate's frames in flight; several, each lane planned (with the wild card) on its
+/// sub-fleet, frames dealt among them. Deployed and validated; without fallbacks.
+pub fn plan_candidate(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options, chosen: &Candidate) -> Result<Planned> {
     let index_of = |name: &String| fleet.boards.iter().position(|b| &b.name == name).expect("a board of the fleet");
     let mut planned = if chosen.lanes.len() == 1 {
         let mut p = plan(fleet, m, strategy, opts)?;
@@ -821,8 +866,6 @@ fn plan_for_objective(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: 
     planned.plan = fleet.deployed(&planned.plan);
     planned.plan.validate(&m.ir)?;
     planned.plan_hash = planned.plan.hash();
-    planned.solve_seconds += search_s;
-    planned.candidates = candidates;
     Ok(planned)
 }
 

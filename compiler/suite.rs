@@ -133,6 +133,17 @@ pub struct Suite {
     /// among the strategies, its frame too.
     pub gantt: Option<Gantt>,
     pub gantt_star: Option<Gantt>,
+    /// The objective's candidates measured as streams, per fleet (`--candidates`).
+    pub candidates: Vec<CandidateSuiteRow>,
+}
+
+/// One of the objective's candidate plans, measured on one fleet of the grid.
+#[derive(Clone, Debug, Serialize)]
+pub struct CandidateSuiteRow {
+    pub model: String,
+    pub fleet: String,
+    #[serde(flatten)]
+    pub row: bench::CandidateRow,
 }
 
 pub struct SuiteOptions {
@@ -144,6 +155,8 @@ pub struct SuiteOptions {
     /// Topology of the strategies that do not name one (default: mesh).
     pub topology: Option<crate::fleet::Topology>,
     pub frames: usize,
+    /// Candidates of the objective's search measured per fleet (0: none).
+    pub candidates: usize,
     /// Where suite.json, suite.md and the figures go.
     pub out: PathBuf,
     /// Fleet files, run state, plan and model files.
@@ -218,6 +231,7 @@ pub fn run(o: &SuiteOptions) -> Result<Suite> {
         summary: summarise(&[]),
         gantt: None,
         gantt_star: None,
+        candidates: vec![],
     };
     let mut exe: Option<PathBuf> = None;
     // Per fleet run: its board names and coordinator, as parsed, for the Gantt chart.
@@ -244,6 +258,13 @@ pub fn run(o: &SuiteOptions) -> Result<Suite> {
             eprint!("{}", bench::format_strategies(&rows, single));
             for row in rows {
                 suite.rows.push(SuiteRow { model: model.clone(), fleet: mix.name(), boards: mix.boards(), single_latency_s: single, row });
+            }
+            if o.candidates > 0 {
+                eprintln!("[{n}/{total}] {model} on {}: {} of the objective's candidates as streams", mix.name(), o.candidates);
+                let rows = bench::candidates(&fleet, &m, o.candidates, o.frames.min(3), &o.profile, Boards::Generic { exe: exe.as_deref().unwrap(), models: &models_dir })
+                    .with_context(|| format!("{model} on {}: candidates", mix.name()))?;
+                eprint!("{}", bench::format_candidates(&rows));
+                suite.candidates.extend(rows.into_iter().map(|row| CandidateSuiteRow { model: model.clone(), fleet: mix.name(), row }));
             }
             suite.summary = summarise(&suite.rows);
             suite.gantt = pick_gantt(&suite.rows, &fleets, "legion");
@@ -313,6 +334,30 @@ pub fn write_outputs(s: &Suite, out: &Path) -> Result<()> {
             &points,
         )?;
         crate::write_atomic(&out.join(format!("throughput-{m}.svg")), svg.as_bytes())?;
+        let mut fleets: Vec<&str> = Vec::new();
+        for c in s.candidates.iter().filter(|c| c.model == *m) {
+            if !fleets.contains(&c.fleet.as_str()) {
+                fleets.push(&c.fleet);
+            }
+        }
+        for f in fleets {
+            let mine: Vec<&CandidateSuiteRow> = s.candidates.iter().filter(|c| c.model == *m && c.fleet == f).collect();
+            let mut points: Vec<figures::Point> = Vec::new();
+            for c in &mine {
+                let r = &c.row;
+                let label = if r.chosen_by.is_empty() { r.label() } else { format!("{} ({})", r.label(), r.chosen_by.join(", ")) };
+                points.push(figures::Point { series: "measured".into(), label, fps: r.measured_steady_fps.unwrap_or(r.measured_fps), latency_s: r.latency_p50_s });
+            }
+            for c in &mine {
+                points.push(figures::Point { series: "predicted".into(), label: String::new(), fps: c.row.predicted_fps, latency_s: c.row.predicted_latency_s });
+            }
+            let svg = figures::latency_vs_throughput(
+                &format!("{m} on {f}: the objective's candidates, each measured"),
+                "frames per second (every lane busy)",
+                &points,
+            )?;
+            crate::write_atomic(&out.join(candidates_figure(m, f)), svg.as_bytes())?;
+        }
     }
     if let Some(g) = &s.gantt {
         crate::write_atomic(&out.join("gantt.svg"), figures::gantt(g)?.as_bytes())?;
@@ -321,6 +366,11 @@ pub fn write_outputs(s: &Suite, out: &Path) -> Result<()> {
         crate::write_atomic(&out.join("gantt-star.svg"), figures::gantt(g)?.as_bytes())?;
     }
     crate::write_atomic(&out.join("suite.md"), markdown(s, "").as_bytes())
+}
+
+/// The file of a fleet's latency-against-throughput figure of the objective's candidates.
+pub fn candidates_figure(model: &str, fleet: &str) -> String {
+    format!("throughput-{model}-{}.svg", fleet.replace('+', "-"))
 }
 
 fn f3(v: Option<f64>) -> String {
@@ -414,6 +464,42 @@ pub fn markdown(s: &Suite, prefix: &str) -> String {
             md += "\n";
         }
         md += &format!("\n![latency against frames per second, {m}]({prefix}throughput-{m}.svg)\n\n");
+        let cands: Vec<&CandidateSuiteRow> = s.candidates.iter().filter(|c| c.model == m).collect();
+        if !cands.is_empty() {
+            md += &format!(
+                "**{m}**: the objective's candidates (lanes of boards, frames in flight per lane), each run as a stream: frames per second measured (while every lane was busy) and predicted, latency p50 / p99 measured and predicted in a busy stream\n\n| fleet | lanes × in flight | chosen by | frames | fps measured (busy) | fps predicted | measured ÷ predicted | latency p50 / p99 ms | predicted ms |\n| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+            );
+            for c in &cands {
+                let r = &c.row;
+                let busy = r.measured_steady_fps.unwrap_or(r.measured_fps);
+                md += &format!(
+                    "| {} | {} | {} | {} | {:.3} ({:.3}) | {:.3} | {:.2} | {:.0} / {:.0}{} | {:.0} |\n",
+                    c.fleet,
+                    r.label(),
+                    if r.chosen_by.is_empty() { "–".to_string() } else { r.chosen_by.join(", ") },
+                    r.frames,
+                    r.measured_fps,
+                    busy,
+                    r.predicted_fps,
+                    busy / r.predicted_fps,
+                    r.latency_p50_s * 1e3,
+                    r.latency_p99_s * 1e3,
+                    if r.overrun_share > crate::bench::OVERRUN_MARK { " ⚠" } else { "" },
+                    r.predicted_latency_s * 1e3
+                );
+            }
+            let mut fleets: Vec<&str> = Vec::new();
+            for c in &cands {
+                if !fleets.contains(&c.fleet.as_str()) {
+                    fleets.push(&c.fleet);
+                }
+            }
+            md += "\n";
+            for f in fleets {
+                md += &format!("![the objective's candidates, {m} on {f}]({prefix}{})\n", candidates_figure(m, f));
+            }
+            md += "\n";
+        }
     }
     for (g, file) in [(&s.gantt, "gantt.svg"), (&s.gantt_star, "gantt-star.svg")] {
         if let Some(g) = g {

@@ -326,6 +326,29 @@ fn the_objective_picks_its_candidate() {
     assert_eq!(choose(&all, Objective::LatencyAtFps(3.0)), None);
 }
 
+/// The candidates the suite measures: the two objectives' choices first, then others along
+/// the predicted front (never one that another beats on both), in order of frames per second.
+#[test]
+fn the_candidates_measured_lie_on_the_predicted_front() {
+    use legionc::strategy::{frontier, Candidate};
+    let c = |fps: f64, latency: f64| Candidate { lanes: vec![vec!["b".into()]], in_flight: 1, throughput_fps: fps, latency_s: latency, stream_latency_s: latency, chosen: false };
+    // 0: the lowest latency; 1: the most frames per second; 2, 3, 5: on the front between
+    // them; 4: beaten by 2 on both; 6: the same figures as 2.
+    let all = [c(1.0, 1.0), c(3.0, 4.0), c(1.5, 1.5), c(2.0, 2.0), c(1.4, 1.6), c(2.5, 3.0), c(1.5, 1.5)];
+    let names = |p: Vec<(usize, Vec<String>)>| p.into_iter().map(|(i, by)| (i, by.join(","))).collect::<Vec<_>>();
+    assert_eq!(names(frontier(&all, 2)), [(0, "latency".into()), (1, "throughput".into())]);
+    assert_eq!(names(frontier(&all, 1)), [(0, "latency".into())]);
+    assert!(frontier(&all, 0).is_empty());
+    // Three more, evenly over the front's other points (2, 3, 5): its ends and its middle.
+    let five: Vec<usize> = frontier(&all, 5).into_iter().map(|p| p.0).collect();
+    assert_eq!(five, [0, 2, 3, 5, 1]);
+    let three: Vec<usize> = frontier(&all, 3).into_iter().map(|p| p.0).collect();
+    assert_eq!(three, [0, 3, 1]);
+    // Never more than the front holds; one candidate chosen by both objectives is one row.
+    assert_eq!(frontier(&all, 40).len(), 5);
+    assert_eq!(names(frontier(&[c(1.0, 1.0)], 3)), [(0, "latency,throughput".into())]);
+}
+
 #[test]
 fn a_lost_boards_features_go_to_its_neighbours_and_bands_stay_contiguous() {
     use legionc::solve::hand_over;

@@ -54,7 +54,7 @@ fn suite_runs_verifies_and_writes_its_report() {
     std::fs::write(&readme, format!("# x\n\nbefore\n\n{}\nold\n{}\n\nafter\n", legionc::suite::README_BEGIN, legionc::suite::README_END)).unwrap();
     let out = d.path("figures");
     let o = legionc()
-        .args(["suite", "--fleets", "2F,1F+1O", "--models", "vgg16-tiny", "--strategies", "legion,legion-star,one-group,single", "--frames", "1", "--port", "28800"])
+        .args(["suite", "--fleets", "2F,1F+1O", "--models", "vgg16-tiny", "--strategies", "legion,legion-star,one-group,single", "--frames", "1", "--candidates", "2", "--port", "28800"])
         .arg("--out")
         .arg(&out)
         .arg("--work-dir")
@@ -96,6 +96,27 @@ fn suite_runs_verifies_and_writes_its_report() {
     for r in rows {
         assert!(r["measured_pipelined_fps"].as_f64().unwrap() > 0.0, "{r}");
     }
+    // the objective's candidates, each run as a stream: per fleet the latency and throughput
+    // objectives' choices, every output checked; a figure per fleet, measured and predicted
+    let cands = s["candidates"].as_array().unwrap();
+    for fleet in ["2F", "1F+1O"] {
+        let mine: Vec<&serde_json::Value> = cands.iter().filter(|c| c["fleet"] == fleet).collect();
+        assert!(!mine.is_empty() && mine.len() <= 2, "--candidates 2: {s}");
+        for objective in ["latency", "throughput"] {
+            assert!(mine.iter().any(|c| c["chosen_by"].as_array().unwrap().iter().any(|o| o == objective)), "{fleet}: {objective}: {s}");
+        }
+        for c in &mine {
+            assert!(c["max_rel_diff"].as_f64().unwrap() <= 1e-4 && c["measured_fps"].as_f64().unwrap() > 0.0 && c["predicted_fps"].as_f64().unwrap() > 0.0, "{c}");
+            let lanes = c["lanes"].as_array().unwrap();
+            let boards: usize = lanes.iter().map(|l| l.as_array().unwrap().len()).sum();
+            assert_eq!(boards, 2, "every board in one lane: {c}");
+            assert!(c["frames"].as_u64().unwrap() >= 2 * lanes.len() as u64 * c["in_flight"].as_u64().unwrap(), "{c}");
+        }
+        let svg = std::fs::read_to_string(out.join(legionc::suite::candidates_figure("vgg16-tiny", fleet))).unwrap();
+        assert_eq!(svg.matches("<circle").count(), 2 * mine.len() + 2, "a measured and a predicted point per candidate, two legend marks: {svg}");
+        assert!(svg.contains("measured") && svg.contains("predicted"), "{svg}");
+    }
+    assert!(md.contains("the objective's candidates") && md.contains("(throughput-vgg16-tiny-1F-1O.svg)"), "{md}");
     let gantt = std::fs::read_to_string(out.join("gantt.svg")).unwrap();
     assert!(gantt.contains("compute") && gantt.contains("firefly-1") && gantt.contains("<rect"), "{gantt}");
     assert_eq!(s["gantt"]["strategy"], "legion");
