@@ -310,10 +310,10 @@ pub struct StreamSummary {
     pub rate_fps: Option<f64>,
     /// Frames answered per second, from the first frame's arrival to the last answer.
     pub throughput_fps: f64,
-    /// Frames answered per second while the fleet was kept busy: the answers after the first
-    /// one and up to when the last frame was sent, over that time (without the stream's start,
-    /// when no frame is done yet, and its end, when lanes run out of frames). None when that
-    /// window holds no answer.
+    /// Frames answered per second while the fleet was kept busy: per lane, its answers after
+    /// its first one and up to when the last frame was sent, over that time (without the
+    /// stream's start, when no frame is done yet, and its end, when lanes run out of frames);
+    /// the lanes' sum. None unless every lane answered twice in that window.
     pub steady_fps: Option<f64>,
     /// Latency from a frame's arrival (its due time at `--rate`, else its request) to its
     /// answer, including any wait: nearest-rank percentiles.
@@ -479,6 +479,25 @@ pub fn stream_frames(fleet: &Fleet, plan: &Plan, m: &LoadedModel, inputs: &[(Str
     s.finish(o.rate, per_lane, &lanes, t0)
 }
 
+/// Frames per second while every lane was busy, from (lane, when) of each answer and when the
+/// last frame was sent (seconds on one clock): Σ over lanes of the lane's answers after its
+/// first one up to `until`, over that time. Per lane, so that lanes started together do not
+/// count their first answers in a window that opens with the first of them. None unless every
+/// lane answered twice by `until`.
+pub fn steady_fps(answers: &[(usize, f64)], lanes: usize, until: f64) -> Option<f64> {
+    let mut total = 0.0;
+    for lane in 0..lanes {
+        let times: Vec<f64> = answers.iter().filter(|(l, t)| *l == lane && *t <= until).map(|x| x.1).collect();
+        let first = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let last = times.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if times.len() < 2 || last <= first {
+            return None;
+        }
+        total += (times.len() - 1) as f64 / (last - first);
+    }
+    Some(total)
+}
+
 /// A stream's bookkeeping: answers taken as they come, reported in frame order.
 struct StreamState {
     n: usize,
@@ -501,9 +520,10 @@ struct StreamState {
     max_rel: Option<f32>,
     references: std::collections::HashMap<usize, Tensor>,
     last_answer: Option<Instant>,
-    /// When the last frame was sent, and when each frame was answered (in the order of answers).
+    /// When the last frame was sent, and by which lane and when each frame was answered (in
+    /// the order of answers).
     last_sent: Option<Instant>,
-    answer_times: Vec<Instant>,
+    answer_times: Vec<(usize, Instant)>,
     /// Each lane's coordinator, and the frames each lane answered.
     lanes: Vec<String>,
     per_lane: Vec<usize>,
@@ -544,7 +564,7 @@ impl StreamState {
     fn take(&mut self, (k, i, lane, answer, at): (usize, usize, usize, Result<(Tensor, FrameReport, Duration)>, Instant), inputs: &[(String, Tensor)]) -> Result<()> {
         let (y, report, end_to_end) = answer.with_context(|| format!("frame {} ({})", k + 1, inputs[i].0))?;
         self.last_answer = Some(self.last_answer.map_or(at, |l| l.max(at)));
-        self.answer_times.push(at);
+        self.answer_times.push((lane, at));
         self.pending.insert(k, (i, lane, y, report, end_to_end, at));
         Ok(())
     }
@@ -603,10 +623,10 @@ impl StreamState {
     }
 
     fn steady_fps(&self) -> Option<f64> {
-        let first = *self.answer_times.iter().min()?;
-        let until = self.last_sent?;
-        let n = self.answer_times.iter().filter(|&&t| t > first && t <= until).count();
-        (n > 0 && until > first).then(|| n as f64 / (until - first).as_secs_f64())
+        let t0 = self.answer_times.iter().map(|x| x.1).min()?;
+        let at = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
+        let answers: Vec<(usize, f64)> = self.answer_times.iter().map(|&(l, t)| (l, at(t))).collect();
+        steady_fps(&answers, self.lanes.len(), at(self.last_sent?))
     }
 
     fn finish(mut self, rate: Option<f64>, in_flight: usize, lanes: &[(Fleet, Plan)], t0: Instant) -> Result<Stream> {

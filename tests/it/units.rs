@@ -112,3 +112,20 @@ fn a_truncated_npy_is_an_error() {
         assert!(e.contains("x.npy"), "cut at {cut}: {e}");
     }
 }
+
+/// A stream's frames per second while every lane is busy: per lane, from its first answer to
+/// its last before the last frame was sent; lanes started together do not inflate it.
+#[test]
+fn the_busy_streams_frames_per_second_is_summed_over_lanes() {
+    use legionc::run::steady_fps;
+    // Two lanes started together: one answers every second, the other every 1.1 s; the last
+    // frame was sent at 4.0 s (later answers are the drain).
+    let answers = [(0, 1.0), (1, 1.1), (0, 2.0), (1, 2.2), (0, 3.0), (1, 3.3), (0, 4.0), (1, 4.4), (0, 5.0)];
+    let fps = steady_fps(&answers, 2, 4.0).unwrap();
+    assert!((fps - (3.0 / 3.0 + 2.0 / 2.2)).abs() < 1e-9, "{fps}");
+    // One lane: its answers after the first over the time since.
+    assert!((steady_fps(&[(0, 2.0), (0, 4.0), (0, 6.0)], 1, 6.0).unwrap() - 0.5).abs() < 1e-9);
+    // A lane that answered once by then: no busy figure.
+    assert_eq!(steady_fps(&answers, 2, 1.5), None);
+    assert_eq!(steady_fps(&answers, 3, 4.0), None, "a lane that never answered");
+}
