@@ -209,22 +209,25 @@ impl Plan {
     /// fallbacks: a layer of a group in which it has rows; on the coordinator, the tail but its
     /// split layers; a split layer of which it has features (their slice).
     pub fn board_needs(&self, board: usize, coordinator: bool, id: usize) -> bool {
-        self.variants().iter().any(|p| p.own_needs(board, coordinator, id))
+        self.parts().any(|(groups, tail)| {
+            let split_end = groups.last().map_or(0, |g| g.to);
+            groups.iter().any(|g| g.rows.get(board).is_some_and(|&r| r > 0) && g.group().layers().contains(&id))
+                || match tail.iter().find(|t| t.node == id) {
+                    Some(t) => t.cols.get(board).is_some_and(|&c| c > 0),
+                    None => coordinator && id > split_end,
+                }
+        })
     }
 
-    fn own_needs(&self, board: usize, coordinator: bool, id: usize) -> bool {
-        let split_end = self.groups.last().map_or(0, |g| g.to);
-        self.groups.iter().any(|g| g.rows.get(board).is_some_and(|&r| r > 0) && g.group().layers().contains(&id))
-            || match self.tail.iter().find(|t| t.node == id) {
-                Some(t) => t.cols.get(board).is_some_and(|&c| c > 0),
-                None => coordinator && id > split_end,
-            }
+    /// The groups and tail of the plan (first) and of each fallback, borrowed.
+    fn parts(&self) -> impl Iterator<Item = (&[PlanGroup], &[TailSplit])> {
+        std::iter::once((&self.groups[..], &self.tail[..])).chain(self.fallbacks.iter().map(|f| (&f.groups[..], &f.tail[..])))
     }
 
     /// The features of split Dense layer `node` whose weights board `board` holds: the span of
     /// its slices under this plan and its fallbacks (empty if it has none in any).
     pub fn held_features(&self, board: usize, node: usize) -> Rows {
-        let slices: Vec<Rows> = self.variants().iter().filter_map(|p| p.tail.iter().find(|t| t.node == node).map(|t| t.bands()[board])).filter(|c| !c.is_empty()).collect();
+        let slices: Vec<Rows> = self.parts().filter_map(|(_, tail)| tail.iter().find(|t| t.node == node).map(|t| t.bands()[board])).filter(|c| !c.is_empty()).collect();
         match (slices.iter().map(|c| c.start).min(), slices.iter().map(|c| c.end).max()) {
             (Some(a), Some(b)) => Rows::new(a, b),
             _ => Rows::new(0, 0),
@@ -235,7 +238,7 @@ impl Plan {
     /// fallback) cut to the features the board computes ([`Plan::held_features`]; none if it
     /// has none). A layer already cut is left as it is.
     pub fn board_model(&self, mut model: Model, board: usize) -> Model {
-        let mut nodes: Vec<usize> = self.variants().iter().flat_map(|p| p.tail.iter().map(|t| t.node).collect::<Vec<_>>()).collect();
+        let mut nodes: Vec<usize> = self.parts().flat_map(|(_, tail)| tail.iter().map(|t| t.node)).collect();
         nodes.sort_unstable();
         nodes.dedup();
         for node in nodes {
