@@ -572,6 +572,12 @@ impl CandidateRow {
         let lanes: String = self.lanes.iter().map(|l| format!("[{}]", l.join(" "))).collect();
         format!("{lanes}×{}", self.in_flight)
     }
+
+    /// `2+1 ×1`: each lane's number of boards and frames in flight per lane (the figures' label).
+    pub fn short_label(&self) -> String {
+        let sizes: Vec<String> = self.lanes.iter().map(|l| l.len().to_string()).collect();
+        format!("{} ×{}", sizes.join("+"), self.in_flight)
+    }
 }
 
 /// Up to `count` of the objective's candidates for `fleet` (legion's plans, [`strategy::candidates`]),

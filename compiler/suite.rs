@@ -345,14 +345,14 @@ pub fn write_outputs(s: &Suite, out: &Path) -> Result<()> {
             let mut points: Vec<figures::Point> = Vec::new();
             for c in &mine {
                 let r = &c.row;
-                let label = if r.chosen_by.is_empty() { r.label() } else { format!("{} ({})", r.label(), r.chosen_by.join(", ")) };
+                let label = if r.chosen_by.is_empty() { r.short_label() } else { format!("{} ({})", r.short_label(), r.chosen_by.join(", ")) };
                 points.push(figures::Point { series: "measured".into(), label, fps: r.measured_steady_fps.unwrap_or(r.measured_fps), latency_s: r.latency_p50_s });
             }
             for c in &mine {
                 points.push(figures::Point { series: "predicted".into(), label: String::new(), fps: c.row.predicted_fps, latency_s: c.row.predicted_latency_s });
             }
             let svg = figures::latency_vs_throughput(
-                &format!("{m} on {f}: the objective's candidates, each measured"),
+                &format!("{m} on {f}: the objective's candidates (boards per lane × frames in flight)"),
                 "frames per second (every lane busy)",
                 &points,
             )?;
