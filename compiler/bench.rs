@@ -566,11 +566,16 @@ pub struct CandidateRow {
     pub slot_wait_s: f64,
 }
 
+/// `[a b][c]×1`: lanes of boards and frames in flight per lane.
+fn lanes_label(lanes: &[Vec<String>], in_flight: usize) -> String {
+    let lanes: String = lanes.iter().map(|l| format!("[{}]", l.join(" "))).collect();
+    format!("{lanes}×{in_flight}")
+}
+
 impl CandidateRow {
     /// `[a b][c]×1`: the lanes and frames in flight per lane.
     pub fn label(&self) -> String {
-        let lanes: String = self.lanes.iter().map(|l| format!("[{}]", l.join(" "))).collect();
-        format!("{lanes}×{}", self.in_flight)
+        lanes_label(&self.lanes, self.in_flight)
     }
 
     /// `2+1 ×1`: each lane's number of boards and frames in flight per lane (the figures' label).
@@ -602,7 +607,7 @@ pub fn candidates(fleet: &crate::fleet::Fleet, m: &LoadedModel, count: usize, fr
         let planned = strategy::plan_candidate(fleet, m, strategy::Strategy::Legion, opts, c)?;
         let plan_file = dir.join(format!("candidate-{}.plan.json", rows.len() + 1));
         crate::write_atomic(&plan_file, &serde_json::to_vec_pretty(&planned.plan)?)?;
-        let label = format!("{}×{}", c.lanes.iter().map(|l| format!("[{}]", l.join(" "))).collect::<String>(), c.in_flight);
+        let label = lanes_label(&c.lanes, c.in_flight);
         // One round more than asked, so that the busy window (after the first answer, up to
         // the last frame sent) holds `frames` rounds.
         let n = (frames.max(2) + 1) * c.lanes.len() * c.in_flight;
@@ -638,7 +643,7 @@ pub fn candidates(fleet: &crate::fleet::Fleet, m: &LoadedModel, count: usize, fr
     Ok(rows)
 }
 
-/// The table of measured candidates `bench` and `suite` print.
+/// The table of measured candidates the suite prints.
 pub fn format_candidates(rows: &[CandidateRow]) -> String {
     let mut s = format!(
         "{:<40} {:>7} {:>22} {:>10} {:>24} {:>9}  {}\n",

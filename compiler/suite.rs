@@ -304,12 +304,7 @@ fn grid_fleet(o: &SuiteOptions, model: &str, mix: Mix) -> Result<Fleet> {
 /// suite.json, suite.md, speedup-MODEL.svg, gantt.svg.
 pub fn write_outputs(s: &Suite, out: &Path) -> Result<()> {
     crate::write_atomic(&out.join("suite.json"), &[serde_json::to_vec_pretty(s)?, b"\n".to_vec()].concat())?;
-    let mut models: Vec<&str> = Vec::new();
-    for r in &s.rows {
-        if !models.contains(&r.model.as_str()) {
-            models.push(&r.model);
-        }
-    }
+    let models = in_order(s.rows.iter().map(|r| r.model.as_str()));
     for m in &models {
         // A fleet any of whose frames overran its twins' times by more than 2 % is marked.
         let overran = |fleet: &str| s.rows.iter().any(|r| r.model == *m && r.fleet == fleet && r.row.overrun_share > crate::bench::OVERRUN_MARK);
@@ -334,13 +329,7 @@ pub fn write_outputs(s: &Suite, out: &Path) -> Result<()> {
             &points,
         )?;
         crate::write_atomic(&out.join(format!("throughput-{m}.svg")), svg.as_bytes())?;
-        let mut fleets: Vec<&str> = Vec::new();
-        for c in s.candidates.iter().filter(|c| c.model == *m) {
-            if !fleets.contains(&c.fleet.as_str()) {
-                fleets.push(&c.fleet);
-            }
-        }
-        for f in fleets {
+        for f in in_order(s.candidates.iter().filter(|c| c.model == *m).map(|c| c.fleet.as_str())) {
             let mine: Vec<&CandidateSuiteRow> = s.candidates.iter().filter(|c| c.model == *m && c.fleet == f).collect();
             let mut points: Vec<figures::Point> = Vec::new();
             for c in &mine {
@@ -366,6 +355,17 @@ pub fn write_outputs(s: &Suite, out: &Path) -> Result<()> {
         crate::write_atomic(&out.join("gantt-star.svg"), figures::gantt(g)?.as_bytes())?;
     }
     crate::write_atomic(&out.join("suite.md"), markdown(s, "").as_bytes())
+}
+
+/// Each name once, in the order it first comes.
+fn in_order<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen: Vec<&str> = Vec::new();
+    for n in names {
+        if !seen.contains(&n) {
+            seen.push(n);
+        }
+    }
+    seen
 }
 
 /// The file of a fleet's latency-against-throughput figure of the objective's candidates.
@@ -398,20 +398,9 @@ pub fn markdown(s: &Suite, prefix: &str) -> String {
     }
     md += &format!("| solve time, VGG-16 on 6 boards (prediction + DP) | {} |\n", sum.vgg16_6_boards_solve_s.map(|v| format!("{:.1} ms", v * 1e3)).unwrap_or_else(|| "–".into()));
     md += &format!("| median \\|predicted ÷ measured − 1\\| | {} |\n\n", sum.median_prediction_error.map(|v| format!("{:.1} %", v * 100.0)).unwrap_or_else(|| "–".into()));
-    let mut models: Vec<&str> = Vec::new();
-    for r in &s.rows {
-        if !models.contains(&r.model.as_str()) {
-            models.push(&r.model);
-        }
-    }
-    for m in models {
+    for m in in_order(s.rows.iter().map(|r| r.model.as_str())) {
         // The model's fleets, in the order they ran: the rows of both its tables.
-        let mut fleets: Vec<&str> = Vec::new();
-        for r in s.rows.iter().filter(|r| r.model == m) {
-            if !fleets.contains(&r.fleet.as_str()) {
-                fleets.push(&r.fleet);
-            }
-        }
+        let fleets = in_order(s.rows.iter().filter(|r| r.model == m).map(|r| r.fleet.as_str()));
         md += &format!("**{m}**: speedup over the single fastest board (measured latency in ms)\n\n| fleet |");
         for st in &s.strategies {
             md += &format!(" {st} |");
@@ -488,14 +477,8 @@ pub fn markdown(s: &Suite, prefix: &str) -> String {
                     r.predicted_latency_s * 1e3
                 );
             }
-            let mut fleets: Vec<&str> = Vec::new();
-            for c in &cands {
-                if !fleets.contains(&c.fleet.as_str()) {
-                    fleets.push(&c.fleet);
-                }
-            }
             md += "\n";
-            for f in fleets {
+            for f in in_order(cands.iter().map(|c| c.fleet.as_str())) {
                 md += &format!("![the objective's candidates, {m} on {f}]({prefix}{})\n", candidates_figure(m, f));
             }
             md += "\n";
