@@ -248,7 +248,7 @@ pub fn predict_fleet_latency(fleet: &crate::fleet::Fleet, m: &LoadedModel, plan:
     };
     let chosen: Vec<(Group, Vec<usize>)> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
     let groups: Vec<f64> = cm.groups_cost(&chosen).iter().map(|g| g.latency_s).collect();
-    let tail = cm.tail_cost(&plan.tail);
+    let tail = cm.plan_tail_cost(&chosen, &plan.tail);
     let total = groups.iter().sum::<f64>() + tail;
     Ok(FleetPrediction { groups, tail, total })
 }

@@ -198,6 +198,17 @@ pub fn gantt(g: &Gantt) -> Result<String> {
                 ends.entry(&b.board).or_default().push((gi, a, c));
             }
         }
+        // The tail's first split layer gathered on the boards: each waits for the others'
+        // last bands, computes its slice, and the coordinator has it.
+        if f.tail_gathered {
+            for b in f.tail_split.first().into_iter().flatten() {
+                let y = row(&b.board);
+                let t0 = clock.get(b.board.as_str()).copied().unwrap_or(0.0);
+                let a = t0 + b.send_s * 1e3;
+                let c = a + b.compute_s * 1e3;
+                spans.extend([(y, t0, a, 0), (y, a, c, 3), (y, c, c + b.recv_s * 1e3, 2)]);
+            }
+        }
         for (gi, bands) in f.groups.iter().enumerate() {
             for b in bands {
                 let sent = ends[b.board.as_str()].iter().find(|e| e.0 == gi).map_or(0.0, |e| e.2);

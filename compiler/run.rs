@@ -781,7 +781,10 @@ pub fn breakdown(report: &FrameReport, plan: &Plan) -> String {
         }
     }
     let split = if plan.tail.is_empty() { String::new() } else { format!(" ({} layers split by output features, f: features)", plan.tail.len()) };
-    let _ = writeln!(s, "tail on the coordinator: {:.1} ms{split}", report.tail_s * 1e3);
+    if report.tail_gathered {
+        let _ = writeln!(s, "tail layer {}: its input gathered on the boards from their last bands (send: waiting for them; recv: the slice's way back)", plan.tail[0].node);
+    }
+    let _ = writeln!(s, "tail on the coordinator{}: {:.1} ms{split}", if report.tail_gathered { " after it" } else { "" }, report.tail_s * 1e3);
     let _ = writeln!(
         s,
         "coordinator's own work (split, gather): {:.1} ms; waits for a compute slot: {:.1} ms; overruns: {:.1} ms ({:.2} % of the frame)",

@@ -451,7 +451,7 @@ fn plan_with(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options,
         Some(memory) => Some(fit_memory(fleet, &cm, &chosen, &mut tail, memory, strategy)?),
         None => None,
     };
-    let tail_s = cm.tail_cost(&tail);
+    let tail_s = cm.plan_tail_cost(&chosen, &tail);
     let mut plan = solve::plan_from_groups(&m.ir, &m.sha256, &names, &groups, cm.topology)?;
     plan.tail = tail;
     let plan = fleet.deployed(&plan);
@@ -995,7 +995,7 @@ fn explain_lane(fleet: &Fleet, m: &LoadedModel, plan: &Plan, opts: &Options) -> 
 /// `plan`'s predicted latency under `cm` (its groups, then its tail).
 fn predicted_latency(cm: &CostModel, plan: &Plan) -> f64 {
     let groups: Vec<_> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
-    cm.groups_cost(&groups).iter().map(|g| g.latency_s).sum::<f64>() + cm.tail_cost(&plan.tail)
+    cm.groups_cost(&groups).iter().map(|g| g.latency_s).sum::<f64>() + cm.plan_tail_cost(&groups, &plan.tail)
 }
 
 /// Where `legionc run` keeps the boards' measured peak memory for `explain`.

@@ -313,18 +313,57 @@ impl CostModel {
     /// its Dense layers (at least 0; the layers are timed as slices, the tail as a whole), each
     /// Dense layer whole on the coordinator or, if split, its latency
     /// ([`CostModel::split_cost`]).
-    pub fn tail_cost(&self, splits: &[legion_runtime::plan::TailSplit]) -> f64 {
+    ///
+    /// `gathered`: the last group's rows per board when the boards gather the first split
+    /// layer's input themselves ([`legion_runtime::plan::Plan::gathers_tail`]); that layer is
+    /// then costed by [`CostModel::gathered_split_cost`].
+    pub fn tail_cost(&self, splits: &[legion_runtime::plan::TailSplit], gathered: Option<&[usize]>) -> f64 {
         let c = self.coordinator;
         let whole = |d: &DenseCost| d.e[c].at(d.outputs);
         let rest = (self.tail_s - self.dense.iter().map(whole).sum::<f64>()).max(0.0);
         rest + self
             .dense
             .iter()
-            .map(|d| match splits.iter().find(|s| s.node == d.node) {
-                Some(s) => self.split_cost(d, &s.cols),
-                None => whole(d),
+            .map(|d| match (splits.iter().position(|s| s.node == d.node), gathered) {
+                (Some(0), Some(rows)) => self.gathered_split_cost(d, &splits[0].cols, rows),
+                (Some(i), _) => self.split_cost(d, &splits[i].cols),
+                (None, _) => whole(d),
             })
             .sum::<f64>()
+    }
+
+    /// The tail of the plan `groups` + `tail` ([`CostModel::tail_cost`], its first split
+    /// layer gathered on the boards where the plan does that).
+    pub fn plan_tail_cost(&self, groups: &[(Group, Vec<usize>)], tail: &[legion_runtime::plan::TailSplit]) -> f64 {
+        let gathered = match (groups.last(), tail.first()) {
+            (Some((last, rows)), Some(first)) if legion_runtime::plan::gathers_tail(&self.model, self.topology, last.to, first.node) => Some(&rows[..]),
+            _ => None,
+        };
+        self.tail_cost(tail, gathered)
+    }
+
+    /// A split Dense layer whose boards gather its input from the last group's bands (`rows`
+    /// per board) instead of from the coordinator: after the groups (when the coordinator has
+    /// every band), every band to every other board with features, through the ports; each
+    /// board's slice once it has them all, and back.
+    pub fn gathered_split_cost(&self, d: &DenseCost, cols: &[usize], rows: &[usize]) -> f64 {
+        let c = self.coordinator;
+        let h = rows.iter().sum::<usize>().max(1);
+        let mut ports = self.ports();
+        let active: Vec<usize> = (0..cols.len()).filter(|&b| cols[b] > 0 && b != c).collect();
+        let sends: Vec<Transfer> = active
+            .iter()
+            .flat_map(|&to| (0..rows.len()).filter(move |&from| from != to && rows[from] > 0).map(move |from| Transfer { from, to, bytes: wire(4 * d.inputs * rows[from] / h), ready: 0.0 }))
+            .collect();
+        let arrived = ports.run(&sends);
+        let backs: Vec<Transfer> = active
+            .iter()
+            .map(|&b| {
+                let ready = sends.iter().zip(&arrived).filter(|(t, _)| t.to == b).map(|(_, &at)| at).fold(0.0, f64::max);
+                Transfer { from: b, to: c, bytes: wire(4 * cols[b]), ready: ready + d.e[b].at(cols[b]) }
+            })
+            .collect();
+        ports.run(&backs).into_iter().fold(d.e[c].at(cols[c]), f64::max)
     }
 
     /// A split Dense layer's latency: its input from the coordinator to every board with
@@ -588,7 +627,7 @@ impl CostModel {
         for t in tail {
             s += &format!("tail layer {} split by output features {:?}\n", t.node, t.cols);
         }
-        let tail_s = self.tail_cost(tail);
+        let tail_s = self.plan_tail_cost(groups, tail);
         s += &format!("tail on {}: {:.1} ms\npredicted total: {:.1} ms\n", self.boards[self.coordinator].name, tail_s * 1e3, (total + tail_s) * 1e3);
         s
     }

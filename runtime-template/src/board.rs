@@ -5,7 +5,7 @@ use crate::exec::{run, runnable, section_graph, BandExecutor, Runnable};
 use crate::ir::Model;
 use crate::link::{compute_accounted, Computed, Link, LinkSpec};
 use crate::halo::{Group, Rows};
-use crate::mesh::{expected, pieces, redistribution, Redistribution};
+use crate::mesh::{expected, pieces, redistribution, tail_gather, Redistribution};
 use crate::plan::{concat_features, gather, hex, scatter, tail_stages, to_nchw, Deployment, Plan, TailStage, Topology};
 use crate::wire::{plan_bytes, Conn, Key, Kind, Message};
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -345,6 +345,11 @@ pub struct FrameReport {
     /// (`rows`: its features).
     #[serde(default)]
     pub tail_split: Vec<Vec<BandTiming>>,
+    /// Mesh: the first split layer took its input from the boards' last bands (each board's
+    /// timing in `tail_split[0]`: waiting for the bands, its slice, and until the coordinator
+    /// had it), not from the coordinator; `tail_s` is the rest of the tail.
+    #[serde(default)]
+    pub tail_gathered: bool,
     pub total_s: f64,
     /// The coordinator's own work outside bands (split, gather, concatenation), charged at
     /// its twin's speed on an emulated board.
@@ -613,8 +618,16 @@ struct Variant {
     hash: [u8; 32],
     /// The boards it is without, in plan order (empty: the plan itself).
     lost: Vec<usize>,
-    /// Mesh: the exchange before each group (None before the first).
+    /// Mesh: the exchange before each group (None before the first), then, when the plan
+    /// [gathers the tail](Plan::gathers_tail), the one before the tail's first split layer.
     exchanges: Vec<Option<Redistribution>>,
+}
+
+impl Variant {
+    /// The exchange before the tail's first split layer, if the boards gather its input.
+    fn tail_gather(&self) -> Option<&Redistribution> {
+        self.exchanges.get(self.plan.groups.len()).and_then(Option::as_ref)
+    }
 }
 
 /// A worker the coordinator takes as lost: since when, and why.
@@ -752,6 +765,9 @@ pub fn serve(mut cfg: BoardConfig, model: Model, file: ModelFile, listen: &str, 
         let mut exchanges = vec![None];
         for w in plan.groups.windows(2) {
             exchanges.push(Some(redistribution(&model, &w[0].rows, w[1].group(), &w[1].rows)?));
+        }
+        if let (true, Some(last)) = (plan.gathers_tail(&model), plan.groups.last()) {
+            exchanges.push(Some(tail_gather(&model, &last.rows, last.to, &plan.tail[0].cols)?));
         }
         variants.push(Variant { hash: plan_bytes(&plan.hash()), plan, lost, exchanges });
     }
@@ -1053,6 +1069,25 @@ impl Board {
                 timings.push(Some(t));
                 held = Some(band);
             }
+            if let Some(r) = variant.tail_gather() {
+                // The tail's first split layer, on the last group's output gathered from every
+                // board: this board's slice (if it has features) goes back instead of its band.
+                held = None;
+                let mut t = None;
+                if !r.needs[me].is_empty() {
+                    let mut got = self.mailbox.take(frame, groups.len(), &expected(r, me), started, self.cfg.deadline(), &self.cfg.peers).with_context(|| format!("frame {frame}, the tail's input"))?;
+                    got.append(&mut kept);
+                    let x = crate::mesh::flatten(crate::mesh::assemble(r.needs[me], got)?)?;
+                    let cols = variant.plan.tail[0].bands()[me];
+                    let mut timing = BandTiming { board: self.cfg.board.clone(), rows: (cols.start, cols.end), ..Default::default() };
+                    timing.send_s = ready.elapsed().as_secs_f64();
+                    let (y, took) = self.on_compute_thread(frame, Work::Slice { plan: v, split: 0, input: x })?;
+                    timing.account(&took);
+                    t = Some(timing);
+                    held = Some((cols, y));
+                }
+                timings.push(t);
+            }
             for h in sends {
                 h.join().unwrap_or_else(|_| Err(anyhow!("a piece sender panicked")))?;
             }
@@ -1139,7 +1174,10 @@ impl Board {
         };
         let tt = Instant::now();
         let mut out = x;
-        for (stage, s) in tail_stages(&self.model, plan).into_iter().enumerate() {
+        // Gathered on the boards, the tail's first split layer is done (with the Flatten before it).
+        let stages = tail_stages(&self.model, plan);
+        let done = if self.variants[v].tail_gather().is_some() { stages.iter().position(|s| matches!(s, TailStage::Split(0))).map_or(0, |i| i + 1) } else { 0 };
+        for (stage, s) in stages.into_iter().enumerate().skip(done) {
             out = match s {
                 TailStage::Local { .. } => {
                     let (y, c) = self.on_compute_thread(frame, Work::Tail { plan: v, stage, input: out })?;
@@ -1334,7 +1372,9 @@ impl Board {
         }
         let me = self.cfg.index;
         let mut first = self.charge(report, own, || scatter(&self.model, &groups[0], &x))?;
-        let active: Vec<usize> = (0..self.cfg.peers.len()).filter(|&b| groups.iter().any(|g| g.rows[b] > 0)).collect();
+        // The boards with rows, and those with features of a split layer gathered on the boards.
+        let gathers = self.variants[v].tail_gather().map(|r| &r.needs);
+        let active: Vec<usize> = (0..self.cfg.peers.len()).filter(|&b| groups.iter().any(|g| g.rows[b] > 0) || gathers.is_some_and(|n| !n[b].is_empty())).collect();
         type Part = (Option<(Rows, Tensor)>, Vec<Option<BandTiming>>, f64);
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Part>)>();
         let (mut conns, mut stops) = (HashMap::new(), Vec::new());
@@ -1388,27 +1428,35 @@ impl Board {
             }
             return Err(e);
         }
-        // A board's last band came back this long after it was done (its waits and computes
-        // add up to when it was done).
+        // A board's last band (or, gathering the tail, its slice) came back this long after it
+        // was done (its waits and computes add up to when it was done).
+        let gathered = self.variants[v].tail_gather().is_some();
+        let steps = groups.len() + gathered as usize;
         let busy: Vec<f64> = parts.iter().map(|p| p.as_ref().map_or(0.0, |p| p.1.iter().flatten().map(|t| t.send_s + t.compute_s).sum())).collect();
-        let mut last = Vec::new();
-        for gi in 0..groups.len() {
+        for gi in 0..steps {
             let mut timings = Vec::new();
             for (b, part) in parts.iter_mut().enumerate() {
                 let Some(part) = part else { continue };
                 let mut t = part.1.get_mut(gi).and_then(Option::take);
-                if gi + 1 == groups.len() {
+                if gi + 1 == steps {
                     if let Some(t) = t.as_mut() {
                         t.recv_s = (part.2 - busy[b]).max(0.0);
                     }
                 }
                 timings.extend(t);
             }
-            report.group_s.push(timings.iter().map(|t| t.send_s + t.compute_s + t.recv_s).fold(0.0, f64::max));
-            report.groups.push(timings);
+            if gi < groups.len() {
+                report.group_s.push(timings.iter().map(|t| t.send_s + t.compute_s + t.recv_s).fold(0.0, f64::max));
+                report.groups.push(timings);
+            } else {
+                report.tail_split.push(timings);
+            }
         }
-        for part in parts.into_iter().flatten() {
-            last.push(part.0);
+        report.tail_gathered = gathered;
+        let last: Vec<Option<(Rows, Tensor)>> = parts.into_iter().flatten().map(|p| p.0).collect();
+        if gathered {
+            // The first split layer's slices, in board order.
+            return self.charge(report, own, || concat_features(last.into_iter().flatten().map(|p| p.1).collect()));
         }
         self.charge(report, own, || gather(last))
     }

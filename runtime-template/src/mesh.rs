@@ -46,9 +46,24 @@ pub fn redistribution(model: &Model, prev_rows: &[usize], next: Group, next_rows
     let h = model.rows(next.from);
     ensure!(prev_rows.iter().sum::<usize>() == h, "the previous split covers {} rows of value {}, which has {h}", prev_rows.iter().sum::<usize>(), next.from);
     ensure!(next_rows.iter().sum::<usize>() == model.rows(next.to), "the split covers {} rows of value {}, which has {}", next_rows.iter().sum::<usize>(), next.to, model.rows(next.to));
-    let held = bands(prev_rows);
     let needs: Vec<Rows> = bands(next_rows).into_iter().map(|out| if out.is_empty() { out } else { group_band(model, next, out).input }).collect();
-    let keeps: Vec<Rows> = needs.iter().zip(&held).map(|(&need, &own)| intersect(need, own)).collect();
+    Ok(between(&bands(prev_rows), needs))
+}
+
+/// The exchange before a split layer of the tail whose boards take their input straight from
+/// the last group (the all-gather): every board with features (`cols[b] > 0`) needs the whole
+/// of the last group's output, value `value`, split as `last_rows`; the others need nothing.
+pub fn tail_gather(model: &Model, last_rows: &[usize], value: usize, cols: &[usize]) -> Result<Redistribution> {
+    ensure!(last_rows.len() == cols.len(), "{} boards in the last group, {} in the tail's split", last_rows.len(), cols.len());
+    let h = model.rows(value);
+    ensure!(last_rows.iter().sum::<usize>() == h, "the last group covers {} rows of value {value}, which has {h}", last_rows.iter().sum::<usize>());
+    let needs = cols.iter().map(|&c| if c > 0 { Rows::new(0, h) } else { Rows::new(0, 0) }).collect();
+    Ok(between(&bands(last_rows), needs))
+}
+
+/// Who sends whom what, when board b holds `held[b]` and needs `needs[b]`.
+fn between(held: &[Rows], needs: Vec<Rows>) -> Redistribution {
+    let keeps: Vec<Rows> = needs.iter().zip(held).map(|(&need, &own)| intersect(need, own)).collect();
     let mut transfers = Vec::new();
     for (to, &need) in needs.iter().enumerate() {
         for (from, &own) in held.iter().enumerate() {
@@ -59,7 +74,7 @@ pub fn redistribution(model: &Model, prev_rows: &[usize], next: Group, next_rows
         }
     }
     transfers.sort_by_key(|t| (t.to, t.rows.start));
-    Ok(Redistribution { needs, keeps, transfers })
+    Redistribution { needs, keeps, transfers }
 }
 
 /// What board `b`, holding `held` (its band of the previous group's output: rows and tensor),
@@ -105,6 +120,13 @@ pub fn assemble(need: Rows, mut pieces: Vec<(Rows, Tensor)>) -> Result<Tensor> {
         1 => Ok(pieces.remove(0).1),
         _ => Ok(Tensor::stack_tensors(2, &pieces.into_iter().map(|p| p.1).collect::<Vec<_>>())?),
     }
+}
+
+/// A gathered output (`[1, C, H, W]`) as the Dense layer after it takes it: `[1, C·H·W]`, the
+/// model's Flatten.
+pub fn flatten(x: Tensor) -> Result<Tensor> {
+    let k = x.len();
+    Ok(x.into_shape(&[1, k])?)
 }
 
 #[cfg(test)]

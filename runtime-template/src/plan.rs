@@ -196,6 +196,12 @@ pub fn tail_stages(model: &Model, plan: &Plan) -> Vec<TailStage> {
     stages
 }
 
+/// [`Plan::gathers_tail`] for a plan in `topology` whose last group ends at value `last` and
+/// whose first split layer of the tail is node `first_split`.
+pub fn gathers_tail(model: &Model, topology: Topology, last: usize, first_split: usize) -> bool {
+    topology == Topology::Mesh && last == model.split_end() && (last + 1..first_split).all(|n| matches!(model.nodes[n].op, crate::ir::Op::Flatten))
+}
+
 impl Plan {
     /// The plan itself (0) and its fallbacks (1..), each as a whole plan: the fallback's groups
     /// and tail, everything else the plan's. A fallback's hash names it on the wire.
@@ -203,6 +209,16 @@ impl Plan {
         let mut all = vec![self.clone()];
         all.extend(self.fallbacks.iter().map(|f| Plan { groups: f.groups.clone(), tail: f.tail.clone(), fallbacks: vec![], lanes: vec![], ..self.clone() }));
         all
+    }
+
+    /// Mesh: the first split layer of the tail takes its input from the boards themselves, each
+    /// board's band of the last group going to every board with features
+    /// ([`crate::mesh::tail_gather`]), instead of the whole input from the coordinator to each.
+    /// So when the tail begins with that layer (after a Flatten at most, which each board then
+    /// does itself). Every variant decides for itself.
+    pub fn gathers_tail(&self, model: &Model) -> bool {
+        let (Some(last), Some(first)) = (self.groups.last(), self.tail.first()) else { return false };
+        gathers_tail(model, self.topology, last.to, first.node)
     }
 
     /// Does board `board` compute with the weights of node `id` under this plan or one of its
@@ -416,21 +432,22 @@ impl LocalFleet {
         for gi in 1..self.plan.groups.len() {
             let (prev, g) = (&self.plan.groups[gi - 1], &self.plan.groups[gi]);
             let r = crate::mesh::redistribution(&self.model, &prev.rows, g.group(), &g.rows)?;
-            // What every board keeps and sends, then what every board receives.
-            let mut inbox: Vec<Vec<(Rows, Tensor)>> = vec![Vec::new(); self.boards.len()];
-            for (b, h) in held.iter().enumerate() {
-                if let Some(h) = h {
-                    for (to, rows, t) in crate::mesh::pieces(&r, b, h)? {
-                        inbox[to].push((rows, t));
-                    }
+            let inputs = exchange(&r, &held)?;
+            held = self.run_bands(gi, inputs)?;
+        }
+        if let (true, Some(last)) = (self.plan.gathers_tail(&self.model), self.plan.groups.last()) {
+            // The first split layer on the boards, each from the last bands it gathered.
+            let r = crate::mesh::tail_gather(&self.model, &last.rows, last.to, &self.plan.tail[0].cols)?;
+            let inputs = exchange(&r, &held)?;
+            let stage = self.tail.iter().position(|s| matches!(s, LocalStage::Split(_))).context("a gathered tail without a split layer")?;
+            let LocalStage::Split(slices) = &self.tail[stage] else { unreachable!() };
+            let mut parts = Vec::new();
+            for (x, r) in inputs.into_iter().zip(slices) {
+                if let (Some(x), Some(r)) = (x, r) {
+                    parts.push(run(r, crate::mesh::flatten(x)?)?);
                 }
             }
-            let inputs = inbox
-                .into_iter()
-                .enumerate()
-                .map(|(b, pieces)| if r.needs[b].is_empty() { Ok(None) } else { crate::mesh::assemble(r.needs[b], pieces).map(Some) })
-                .collect::<Result<_>>()?;
-            held = self.run_bands(gi, inputs)?;
+            return self.tail_from(stage + 1, concat_features(parts)?);
         }
         let x = gather(held)?;
         self.tail(x)
@@ -458,8 +475,13 @@ impl LocalFleet {
 
     /// The tail on the gathered output of the splittable part (nothing to do without one):
     /// its sections on the coordinator, each split layer as every board's slice, concatenated.
-    fn tail(&self, mut x: Tensor) -> Result<Tensor> {
-        for stage in &self.tail {
+    fn tail(&self, x: Tensor) -> Result<Tensor> {
+        self.tail_from(0, x)
+    }
+
+    /// The tail from its stage `first` on.
+    fn tail_from(&self, first: usize, mut x: Tensor) -> Result<Tensor> {
+        for stage in &self.tail[first..] {
             x = match stage {
                 LocalStage::Local(t) => run(t, x)?,
                 LocalStage::Split(slices) => {
@@ -470,6 +492,20 @@ impl LocalFleet {
         }
         Ok(x)
     }
+}
+
+/// A mesh exchange in one process: what every board keeps and sends of its band in `held`,
+/// then what every board receives, assembled into its input (None: it needs nothing).
+fn exchange(r: &crate::mesh::Redistribution, held: &[Option<(Rows, Tensor)>]) -> Result<Vec<Option<Tensor>>> {
+    let mut inbox: Vec<Vec<(Rows, Tensor)>> = vec![Vec::new(); held.len()];
+    for (b, h) in held.iter().enumerate() {
+        if let Some(h) = h {
+            for (to, rows, t) in crate::mesh::pieces(r, b, h)? {
+                inbox[to].push((rows, t));
+            }
+        }
+    }
+    inbox.into_iter().enumerate().map(|(b, pieces)| if r.needs[b].is_empty() { Ok(None) } else { crate::mesh::assemble(r.needs[b], pieces).map(Some) }).collect()
 }
 
 /// Per board: its input rows of group `g`, cut from the whole value `x` (None: no band). The

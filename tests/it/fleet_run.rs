@@ -504,8 +504,20 @@ fn a_split_tail_verifies_on_emulated_boards_in_both_topologies() {
                     assert_eq!(t.sent_to, want, "group {gi}, board {}", t.board);
                 }
             }
+            // The first split layer's input gathered on the boards: each board's last band
+            // went to every other board with features, and each computed its slice from them.
+            assert!(plan.gathers_tail(&m.ir) && report.tail_gathered, "{report:?}");
+            let last = plan.groups.last().unwrap();
+            let r = legionc::runtime::mesh::tail_gather(&m.ir, &last.rows, last.to, &plan.tail[0].cols).unwrap();
+            for t in report.groups.last().unwrap() {
+                let b = fleet.boards.iter().position(|x| x.name == t.board).unwrap();
+                let want: Vec<(String, (usize, usize))> = r.transfers.iter().filter(|x| x.from == b).map(|x| (fleet.boards[x.to].name.clone(), (x.rows.start, x.rows.end))).collect();
+                assert!(!want.is_empty());
+                assert_eq!(t.sent_to, want, "the last group, board {}", t.board);
+            }
         } else {
             assert_eq!(peer_rows, 0, "{topology}: {report:?}");
+            assert!(!report.tail_gathered, "{topology}: {report:?}");
         }
         // Each board's model file, as compile writes it for this plan: only its slices.
         let files = codegen::render(&fleet, m, &plan).unwrap();

@@ -4,8 +4,8 @@
 use crate::split::{assert_close, expected, fail, for_random_plans};
 use crate::{zoo_model, TINY};
 use legionc::runtime::halo::{bands, group_band, Group, Rows};
-use legionc::runtime::mesh::{redistribution, Redistribution};
-use legionc::runtime::plan::{LocalFleet, Plan};
+use legionc::runtime::mesh::{redistribution, tail_gather, Redistribution};
+use legionc::runtime::plan::{tail_stages, LocalFleet, Plan, TailStage, Topology};
 use proptest::prelude::*;
 
 /// Every property of one exchange, for the groups `gi - 1` and `gi` of `plan`.
@@ -20,21 +20,7 @@ fn check_exchange(m: &legionc::model::LoadedModel, plan: &Plan, gi: usize, r: &R
             continue;
         }
         prop_assert_eq!(need, group_band(&m.ir, next.group(), out).input);
-        // What it keeps and what it receives tile its need exactly, each piece from its holder.
-        let mut pieces: Vec<(Rows, usize)> = r.transfers.iter().filter(|t| t.to == b).map(|t| (t.rows, t.from)).collect();
-        if !r.keeps[b].is_empty() {
-            pieces.push((r.keeps[b], b));
-        }
-        pieces.sort();
-        let mut at = need.start;
-        for (rows, from) in pieces {
-            prop_assert!(!rows.is_empty() && rows.start == at, "board {b}: pieces of {need} do not tile it ({rows} at {at})");
-            prop_assert!(held[from].contains(&rows), "board {from} sends {rows} but holds {}", held[from]);
-            at = rows.end;
-        }
-        prop_assert_eq!(at, need.end, "board {} lacks rows {}..{}", b, at, need.end);
-        // It keeps all it holds of its need: nothing it has is sent to it.
-        prop_assert!(r.keeps[b] == legionc::runtime::mesh::intersect(need, held[b]));
+        check_tiles(r, &held, b)?;
     }
     for t in &r.transfers {
         prop_assert!(t.from != t.to && !t.rows.is_empty(), "{t:?}");
@@ -42,15 +28,77 @@ fn check_exchange(m: &legionc::model::LoadedModel, plan: &Plan, gi: usize, r: &R
     Ok(())
 }
 
+/// What board `b` keeps and receives tiles its need exactly, each piece from the board that
+/// holds it (`held`), and it keeps all it holds of its need.
+fn check_tiles(r: &Redistribution, held: &[Rows], b: usize) -> Result<(), TestCaseError> {
+    let need = r.needs[b];
+    let mut pieces: Vec<(Rows, usize)> = r.transfers.iter().filter(|t| t.to == b).map(|t| (t.rows, t.from)).collect();
+    if !r.keeps[b].is_empty() {
+        pieces.push((r.keeps[b], b));
+    }
+    pieces.sort();
+    let mut at = need.start;
+    for (rows, from) in pieces {
+        prop_assert!(!rows.is_empty() && rows.start == at, "board {b}: pieces of {need} do not tile it ({rows} at {at})");
+        prop_assert!(held[from].contains(&rows), "board {from} sends {rows} but holds {}", held[from]);
+        at = rows.end;
+    }
+    prop_assert_eq!(at, need.end, "board {} lacks rows {}..{}", b, at, need.end);
+    // It keeps all it holds of its need: nothing it has is sent to it.
+    prop_assert!(r.keeps[b] == legionc::runtime::mesh::intersect(need, held[b]));
+    Ok(())
+}
+
 #[test]
 fn every_board_receives_exactly_the_rows_it_needs() {
     for name in TINY {
+    for_random_plans(name, 64, |m, plan| {
+        for gi in 1..plan.groups.len() {
+            let (prev, next) = (&plan.groups[gi - 1], &plan.groups[gi]);
+            let r = redistribution(&m.ir, &prev.rows, next.group(), &next.rows).map_err(fail)?;
+            check_exchange(m, &plan, gi, &r)?;
+        }
+        Ok(())
+    });
+    }
+}
+
+/// Before a split layer of the tail gathered on the boards (mesh), every board with features
+/// receives the whole of the last group's output, each row from the board that holds it, and
+/// no other board receives anything; the plans that gather are the mesh's whose tail starts
+/// with the split layer (after its Flatten).
+#[test]
+fn a_gathered_tail_gives_every_board_with_features_the_whole_last_output() {
+    for name in TINY {
         for_random_plans(name, 64, |m, plan| {
-            for gi in 1..plan.groups.len() {
-                let (prev, next) = (&plan.groups[gi - 1], &plan.groups[gi]);
-                let r = redistribution(&m.ir, &prev.rows, next.group(), &next.rows).map_err(fail)?;
-                check_exchange(m, &plan, gi, &r)?;
+            let gathers = plan.gathers_tail(&m.ir);
+            let starts_split = match tail_stages(&m.ir, &plan).as_slice() {
+                [TailStage::Split(0), ..] => true,
+                [TailStage::Local { from, to }, TailStage::Split(0), ..] => (from + 1..=*to).all(|n| m.ir.nodes[n].op.kind() == "Flatten"),
+                _ => false,
+            };
+            prop_assert_eq!(gathers, plan.topology == Topology::Mesh && !plan.groups.is_empty() && starts_split, "{:?}", plan);
+            let (Some(last), Some(first)) = (plan.groups.last(), plan.tail.first()) else { return Ok(()) };
+            let r = tail_gather(&m.ir, &last.rows, last.to, &first.cols).map_err(fail)?;
+            let h = m.ir.rows(last.to);
+            let held = bands(&last.rows);
+            for b in 0..plan.boards.len() {
+                if first.cols[b] == 0 {
+                    prop_assert!(r.needs[b].is_empty() && r.keeps[b].is_empty(), "board {b} has no features but needs {}", r.needs[b]);
+                    prop_assert!(!r.transfers.iter().any(|t| t.to == b), "board {b} has no features but receives");
+                    continue;
+                }
+                prop_assert_eq!(r.needs[b], Rows::new(0, h));
+                check_tiles(&r, &held, b)?;
             }
+            // Each transfer is a whole band: a board sends its band to each board with features.
+            for t in &r.transfers {
+                prop_assert!(t.from != t.to && t.rows == held[t.from], "{t:?}");
+            }
+            let senders = last.rows.iter().filter(|&&n| n > 0).count();
+            let receivers = first.cols.iter().filter(|&&c| c > 0).count();
+            let both = (0..plan.boards.len()).filter(|&b| last.rows[b] > 0 && first.cols[b] > 0).count();
+            prop_assert_eq!(r.transfers.len(), senders * receivers - both);
             Ok(())
         });
     }

@@ -140,7 +140,7 @@ fn the_tail_is_split_where_it_pays() {
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].cols.iter().sum::<usize>(), 4096);
     assert!(t[0].cols.iter().all(|&c| c > 1000), "{:?}", t[0].cols);
-    assert!(cm.tail_cost(&t) < cm.tail_cost(&[]) * 0.5, "{} vs {}", cm.tail_cost(&t), cm.tail_cost(&[]));
+    assert!(cm.tail_cost(&t, None) < cm.tail_cost(&[], None) * 0.5, "{} vs {}", cm.tail_cost(&t, None), cm.tail_cost(&[], None));
     for b in &mut cm.boards {
         b.link = LinkSpec { bandwidth_mbps: 0.5, latency_ms: 20.0 };
     }
