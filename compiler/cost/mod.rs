@@ -335,11 +335,30 @@ impl CostModel {
     /// The tail of the plan `groups` + `tail` ([`CostModel::tail_cost`], its first split
     /// layer gathered on the boards where the plan does that).
     pub fn plan_tail_cost(&self, groups: &[(Group, Vec<usize>)], tail: &[legion_runtime::plan::TailSplit]) -> f64 {
-        let gathered = match (groups.last(), tail.first()) {
+        self.tail_cost(tail, self.gathered_rows(groups, tail))
+    }
+
+    /// The last group's rows per board if the plan `groups` + `tail` gathers its first split
+    /// layer's input on the boards.
+    fn gathered_rows<'a>(&self, groups: &'a [(Group, Vec<usize>)], tail: &[legion_runtime::plan::TailSplit]) -> Option<&'a [usize]> {
+        match (groups.last(), tail.first()) {
             (Some((last, rows)), Some(first)) if legion_runtime::plan::gathers_tail(&self.model, self.topology, last.to, first.node) => Some(&rows[..]),
             _ => None,
-        };
-        self.tail_cost(tail, gathered)
+        }
+    }
+
+    /// The gathered layer's input: every band (`rows` per board) to every other board with
+    /// features but the coordinator (which has them all once the groups are done), at 0.
+    fn gathered_sends(&self, d: &DenseCost, cols: &[usize], rows: &[usize]) -> Vec<Transfer> {
+        let c = self.coordinator;
+        let h = rows.iter().sum::<usize>().max(1);
+        let mut sends = Vec::new();
+        for to in (0..cols.len()).filter(|&b| cols[b] > 0 && b != c) {
+            for from in (0..rows.len()).filter(|&b| b != to && rows[b] > 0) {
+                sends.push(Transfer { from, to, bytes: wire(4 * d.inputs * rows[from] / h), ready: 0.0 });
+            }
+        }
+        sends
     }
 
     /// A split Dense layer whose boards gather its input from the last group's bands (`rows`
@@ -348,13 +367,9 @@ impl CostModel {
     /// board's slice once it has them all, and back.
     pub fn gathered_split_cost(&self, d: &DenseCost, cols: &[usize], rows: &[usize]) -> f64 {
         let c = self.coordinator;
-        let h = rows.iter().sum::<usize>().max(1);
         let mut ports = self.ports();
         let active: Vec<usize> = (0..cols.len()).filter(|&b| cols[b] > 0 && b != c).collect();
-        let sends: Vec<Transfer> = active
-            .iter()
-            .flat_map(|&to| (0..rows.len()).filter(move |&from| from != to && rows[from] > 0).map(move |from| Transfer { from, to, bytes: wire(4 * d.inputs * rows[from] / h), ready: 0.0 }))
-            .collect();
+        let sends = self.gathered_sends(d, cols, rows);
         let arrived = ports.run(&sends);
         let backs: Vec<Transfer> = active
             .iter()
@@ -548,14 +563,24 @@ impl CostModel {
             }
         }
         // The tail: the coordinator's sections (its whole tail less the split layers), and
-        // every split layer's slices with their input out and their features back.
+        // every split layer's slices with their input out (from the coordinator, or gathered
+        // from the boards' last bands) and their features back.
         let whole = |d: &DenseCost| d.e[c].at(d.outputs);
         busy[c].compute_s += self.tail_s - self.dense.iter().filter(|d| tail.iter().any(|s| s.node == d.node)).map(whole).sum::<f64>();
+        let gathered = self.gathered_rows(groups, tail);
         for d in &self.dense {
-            let Some(split) = tail.iter().find(|s| s.node == d.node) else { continue };
+            let Some(k) = tail.iter().position(|s| s.node == d.node) else { continue };
+            let split = &tail[k];
+            if let (0, Some(rows)) = (k, gathered) {
+                for t in self.gathered_sends(d, &split.cols, rows) {
+                    moved(&mut busy, &t);
+                }
+            }
             for (b, &f) in split.cols.iter().enumerate().filter(|(_, f)| **f > 0) {
                 busy[b].compute_s += d.e[b].at(f);
-                moved(&mut busy, &Transfer { from: c, to: b, bytes: wire(4 * d.inputs), ready: 0.0 });
+                if k > 0 || gathered.is_none() {
+                    moved(&mut busy, &Transfer { from: c, to: b, bytes: wire(4 * d.inputs), ready: 0.0 });
+                }
                 moved(&mut busy, &Transfer { from: b, to: c, bytes: wire(4 * f), ready: 0.0 });
             }
         }

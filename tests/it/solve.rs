@@ -147,6 +147,44 @@ fn the_tail_is_split_where_it_pays() {
     assert!(tail_splits(&cm).is_empty(), "a slow link: the layer stays whole");
 }
 
+/// In the mesh, the first split layer's input gathered from the boards' last bands is
+/// predicted faster than the coordinator sending the whole of it to every board (six boards
+/// behind 100 Mbit/s ports), and exactly as fast when the coordinator holds every row (the same
+/// transfers); a mesh plan's tail is costed gathered, a star plan's as sent by the coordinator,
+/// and the coordinator's port is predicted less busy when it is gathered.
+#[test]
+fn a_tail_gathered_on_the_boards_beats_the_coordinator_sending_it() {
+    let m = zoo_model("vgg16-tiny");
+    let segments = m.ir.split_cut_points().len() - 1;
+    let mut cm = random_cost_model("vgg16-tiny", segments, 6, 7);
+    for b in &mut cm.boards {
+        b.link = LinkSpec { bandwidth_mbps: 100.0, latency_ms: 0.5 };
+    }
+    let node = legionc::strategy::splittable_dense(&m.ir)[0];
+    // VGG-16's flattened input (100 KB), so that transfers matter; slices computed at once.
+    cm.dense = vec![legionc::cost::DenseCost { node, inputs: 25088, outputs: m.ir.nodes[node].shape[1], e: vec![Fit::line(0.0, 1e-9); 6] }];
+    let d = &cm.dense[0];
+    let cols = legionc::solve::proportional_rows(d.outputs, &[1.0; 6]);
+    let sent = cm.split_cost(d, &cols);
+    let spread = cm.gathered_split_cost(d, &cols, &[2; 6]);
+    assert!(spread < sent * 0.5, "gathered from six bands {spread} vs sent by the coordinator {sent}");
+    assert_eq!(cm.gathered_split_cost(d, &cols, &[12, 0, 0, 0, 0, 0]), sent, "the coordinator holding every row sends what it sent before");
+    // vgg16-tiny's last group has one row: on board 1, which sends it to the others.
+    let end = *cm.cuts.last().unwrap();
+    assert_eq!((end, m.ir.rows(end)), (m.ir.split_end(), 1));
+    let rows = vec![0, 1, 0, 0, 0, 0];
+    let groups = vec![(Group { from: 0, to: end }, rows.clone())];
+    let tail = vec![legionc::runtime::plan::TailSplit { node, cols }];
+    cm.topology = Topology::Star;
+    assert_eq!(cm.plan_tail_cost(&groups, &tail), cm.tail_cost(&tail, None));
+    let star_port = cm.busy(&groups, &tail)[0].send_s;
+    cm.topology = Topology::Mesh;
+    assert_eq!(cm.plan_tail_cost(&groups, &tail), cm.tail_cost(&tail, Some(&rows)));
+    assert!(cm.plan_tail_cost(&groups, &tail) < cm.tail_cost(&tail, None));
+    let mesh_port = cm.busy(&groups, &tail)[0].send_s;
+    assert!(mesh_port < star_port * 0.5, "the coordinator's port: mesh {mesh_port} vs star {star_port}");
+}
+
 #[test]
 fn flc_equals_brute_force() {
     for (i, name) in TINY.iter().enumerate() {
