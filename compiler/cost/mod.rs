@@ -347,33 +347,37 @@ impl CostModel {
         }
     }
 
-    /// The gathered layer's input: every band (`rows` per board) to every other board with
-    /// features but the coordinator (which has them all once the groups are done), at 0.
-    fn gathered_sends(&self, d: &DenseCost, cols: &[usize], rows: &[usize]) -> Vec<Transfer> {
+    /// The transfers that bring a split layer's input to its boards, all ready at 0: the
+    /// coordinator's whole input to every other board with features or, `gathered` (the last
+    /// group's rows per board), every band to every other board with features but the
+    /// coordinator (which has them all once the groups are done).
+    fn split_input_sends(&self, d: &DenseCost, cols: &[usize], gathered: Option<&[usize]>) -> Vec<Transfer> {
         let c = self.coordinator;
-        let h = rows.iter().sum::<usize>().max(1);
         let mut sends = Vec::new();
         for to in (0..cols.len()).filter(|&b| cols[b] > 0 && b != c) {
-            for from in (0..rows.len()).filter(|&b| b != to && rows[b] > 0) {
-                sends.push(Transfer { from, to, bytes: wire(4 * d.inputs * rows[from] / h), ready: 0.0 });
+            match gathered {
+                None => sends.push(Transfer { from: c, to, bytes: wire(4 * d.inputs), ready: 0.0 }),
+                Some(rows) => {
+                    let h = rows.iter().sum::<usize>().max(1);
+                    for from in (0..rows.len()).filter(|&b| b != to && rows[b] > 0) {
+                        sends.push(Transfer { from, to, bytes: wire(4 * d.inputs * rows[from] / h), ready: 0.0 });
+                    }
+                }
             }
         }
         sends
     }
 
-    /// A split Dense layer whose boards gather its input from the last group's bands (`rows`
-    /// per board) instead of from the coordinator: after the groups (when the coordinator has
-    /// every band), every band to every other board with features, through the ports; each
-    /// board's slice once it has them all, and back.
-    pub fn gathered_split_cost(&self, d: &DenseCost, cols: &[usize], rows: &[usize]) -> f64 {
+    /// A split Dense layer's latency once its input goes out as `sends`, through the ports:
+    /// each board's slice when all of its input is there, its features back to the coordinator
+    /// (which computes its own slice meanwhile).
+    fn slices_cost(&self, d: &DenseCost, cols: &[usize], sends: &[Transfer]) -> f64 {
         let c = self.coordinator;
         let mut ports = self.ports();
-        let active: Vec<usize> = (0..cols.len()).filter(|&b| cols[b] > 0 && b != c).collect();
-        let sends = self.gathered_sends(d, cols, rows);
-        let arrived = ports.run(&sends);
-        let backs: Vec<Transfer> = active
-            .iter()
-            .map(|&b| {
+        let arrived = ports.run(sends);
+        let backs: Vec<Transfer> = (0..cols.len())
+            .filter(|&b| cols[b] > 0 && b != c)
+            .map(|b| {
                 let ready = sends.iter().zip(&arrived).filter(|(t, _)| t.to == b).map(|(_, &at)| at).fold(0.0, f64::max);
                 Transfer { from: b, to: c, bytes: wire(4 * cols[b]), ready: ready + d.e[b].at(cols[b]) }
             })
@@ -381,16 +385,18 @@ impl CostModel {
         ports.run(&backs).into_iter().fold(d.e[c].at(cols[c]), f64::max)
     }
 
+    /// A split Dense layer whose boards gather its input from the last group's bands (`rows`
+    /// per board) instead of from the coordinator: after the groups (when the coordinator has
+    /// every band), every band to every other board with features, through the ports; each
+    /// board's slice once it has them all, and back.
+    pub fn gathered_split_cost(&self, d: &DenseCost, cols: &[usize], rows: &[usize]) -> f64 {
+        self.slices_cost(d, cols, &self.split_input_sends(d, cols, Some(rows)))
+    }
+
     /// A split Dense layer's latency: its input from the coordinator to every board with
     /// features, their slices computed and sent back, through the ports.
     pub fn split_cost(&self, d: &DenseCost, cols: &[usize]) -> f64 {
-        let c = self.coordinator;
-        let mut ports = self.ports();
-        let active: Vec<usize> = (0..cols.len()).filter(|&b| cols[b] > 0 && b != c).collect();
-        let sends: Vec<Transfer> = active.iter().map(|&b| Transfer { from: c, to: b, bytes: wire(4 * d.inputs), ready: 0.0 }).collect();
-        let arrived = ports.run(&sends);
-        let backs: Vec<Transfer> = active.iter().zip(arrived).map(|(&b, at)| Transfer { from: b, to: c, bytes: wire(4 * cols[b]), ready: at + d.e[b].at(cols[b]) }).collect();
-        ports.run(&backs).into_iter().fold(d.e[c].at(cols[c]), f64::max)
+        self.slices_cost(d, cols, &self.split_input_sends(d, cols, None))
     }
 
     /// Every board's cost for a slice of f features of a split layer, f = 0..=outputs (what
@@ -571,16 +577,11 @@ impl CostModel {
         for d in &self.dense {
             let Some(k) = tail.iter().position(|s| s.node == d.node) else { continue };
             let split = &tail[k];
-            if let (0, Some(rows)) = (k, gathered) {
-                for t in self.gathered_sends(d, &split.cols, rows) {
-                    moved(&mut busy, &t);
-                }
+            for t in self.split_input_sends(d, &split.cols, gathered.filter(|_| k == 0)) {
+                moved(&mut busy, &t);
             }
             for (b, &f) in split.cols.iter().enumerate().filter(|(_, f)| **f > 0) {
                 busy[b].compute_s += d.e[b].at(f);
-                if k > 0 || gathered.is_none() {
-                    moved(&mut busy, &Transfer { from: c, to: b, bytes: wire(4 * d.inputs), ready: 0.0 });
-                }
                 moved(&mut busy, &Transfer { from: b, to: c, bytes: wire(4 * f), ready: 0.0 });
             }
         }
