@@ -192,17 +192,24 @@ pub fn predict_fleet_latency(fleet: &crate::fleet::Fleet, m: &LoadedModel, plan:
     let c = fleet.coordinator;
     let mut exec = BandExecutor::new(m.ir.clone());
     let mut group_e = std::collections::HashMap::new();
-    for g in &plan.groups {
+    for (gi, g) in plan.groups.iter().enumerate() {
         for (b, out) in g.bands().into_iter().enumerate() {
             if out.is_empty() {
                 continue;
             }
-            let band = exec.prepare(g.group(), out)?.0.clone();
-            let mut shape = m.ir.nodes[g.from].shape.clone();
-            shape[2] = band.input.len();
-            let input = reference::random_input(&shape, 1);
-            let cpu = cpu_seconds(|| exec.run_band(g.group(), out, input.clone()).map(|_| ()))?;
-            group_e.insert((g.group(), b), Fit::from_points(&[(out.len(), cpu / fleet.boards[b].nominal_speed())]));
+            // The band whole, and its parts where the group computes its edges first.
+            let mut points = Vec::new();
+            let mut timed = vec![out];
+            timed.extend(legion_runtime::mesh::group_parts(&m.ir, &plan.groups, gi, b)?.into_iter().filter(|&p| p != out));
+            for rows in timed {
+                let band = exec.prepare(g.group(), rows)?.0.clone();
+                let mut shape = m.ir.nodes[g.from].shape.clone();
+                shape[2] = band.input.len();
+                let input = reference::random_input(&shape, 1);
+                let cpu = cpu_seconds(|| exec.run_band(g.group(), rows, input.clone()).map(|_| ()))?;
+                points.push((rows.len(), cpu / fleet.boards[b].nominal_speed()));
+            }
+            group_e.insert((g.group(), b), Fit::from_points(&points));
         }
     }
     let end = m.ir.split_end();
@@ -245,7 +252,9 @@ pub fn predict_fleet_latency(fleet: &crate::fleet::Fleet, m: &LoadedModel, plan:
         topology: plan.topology,
         dense,
         memory: None,
-    };
+        edges_first: vec![],
+    }
+    .for_plan(plan);
     let chosen: Vec<(Group, Vec<usize>)> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
     let groups: Vec<f64> = cm.groups_cost(&chosen).iter().map(|g| g.latency_s).collect();
     let tail = cm.plan_tail_cost(&chosen, &plan.tail);

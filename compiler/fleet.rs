@@ -104,26 +104,33 @@ impl Strategy {
 
 /// A strategy as `bench --strategies` and `suite --strategies` take it: `legion`, or with the
 /// topology named, `legion-star` / `legion-mesh` (without: the fleet's topology, or
-/// `--topology`).
+/// `--topology`), and `-whole` after it for every band computed whole (`legion-whole`: the
+/// mesh without edges first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StrategyRun {
     pub strategy: Strategy,
     pub topology: Option<Topology>,
+    /// Named with `-whole`: every band computed whole (no edges first).
+    pub whole_bands: bool,
 }
 
 impl StrategyRun {
     /// The name it was given by (`legion`, `legion-star`).
     pub fn name(&self) -> String {
-        match self.topology {
+        let name = match self.topology {
             None => self.strategy.name().into(),
             Some(t) => format!("{}-{}", self.strategy.name(), t),
-        }
+        };
+        if self.whole_bands { format!("{name}-whole") } else { name }
     }
     /// The fleet as this run plans it: its topology if it names one.
     pub fn fleet(&self, fleet: &Fleet) -> Fleet {
         let mut f = fleet.clone();
         if let Some(t) = self.topology {
             f.topology = t;
+        }
+        if self.whole_bands {
+            f.edges_first = false;
         }
         f
     }
@@ -133,6 +140,10 @@ impl std::str::FromStr for StrategyRun {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<StrategyRun, String> {
         use clap::ValueEnum;
+        let (s, whole_bands) = match s.strip_suffix("-whole") {
+            Some(rest) => (rest, true),
+            None => (s, false),
+        };
         let (name, topology) = match s.rsplit_once('-') {
             Some((n, "star")) => (n, Some(Topology::Star)),
             Some((n, "mesh")) => (n, Some(Topology::Mesh)),
@@ -140,9 +151,9 @@ impl std::str::FromStr for StrategyRun {
         };
         let strategy = Strategy::from_str(name, false).map_err(|_| {
             let all: Vec<&str> = Strategy::value_variants().iter().map(|v| v.name()).collect();
-            format!("unknown strategy '{name}' (one of {}, optionally ending in -star or -mesh)", all.join(", "))
+            format!("unknown strategy '{name}' (one of {}, optionally ending in -star or -mesh, then -whole)", all.join(", "))
         })?;
-        Ok(StrategyRun { strategy, topology })
+        Ok(StrategyRun { strategy, topology, whole_bands })
     }
 }
 
@@ -227,6 +238,9 @@ struct RawFleet {
     strategy: Option<Strategy>,
     /// How group outputs travel: `star` or `mesh` (default).
     topology: Option<Topology>,
+    /// Mesh: bands computed edges first where the cost model predicts it pays (default
+    /// true; false: every band whole).
+    edges_first: Option<bool>,
     /// `latency` (default), `throughput` or `{latency_at_fps: R}`.
     objective: Option<Objective>,
     /// Fallback plans for up to this many lost workers: `false` (0), `true` (1, the
@@ -426,6 +440,9 @@ pub struct Fleet {
     pub strategy: Strategy,
     /// How the plan's group outputs travel (default mesh).
     pub topology: Topology,
+    /// Mesh: a group's boards may compute first the rows the others need, where the cost
+    /// model predicts it pays (`edges_first`, default true; false: every band whole).
+    pub edges_first: bool,
     /// What the plan optimises (default latency).
     pub objective: Objective,
     /// `compile` adds a fallback plan for every set of up to this many lost workers (the
@@ -597,7 +614,7 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
         Some(RawFallbacks::Count(n)) if n <= 2 => n,
         Some(RawFallbacks::Count(n)) => return Err(cx.err("fallbacks:", 0, format!("field 'fallbacks': {n} lost workers; give false, true (one), 1 or 2"))),
     };
-    Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, heartbeat_ms, output, known_hosts, strategy, topology, objective, fallbacks })
+    Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, heartbeat_ms, output, known_hosts, strategy, topology, edges_first: raw.edges_first.unwrap_or(true), objective, fallbacks })
 }
 
 fn expand_home(p: &str, dir: &Path) -> PathBuf {

@@ -37,6 +37,10 @@ pub struct Planned {
     pub plan: Plan,
     pub plan_hash: String,
     pub predicted_latency_s: f64,
+    /// Mesh, when some group computes its edges first: the plan's predicted latency with every
+    /// band computed whole instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whole_bands_latency_s: Option<f64>,
     pub groups: Vec<GroupCost>,
     pub tail_s: f64,
     pub wild_card: Option<WildCard>,
@@ -212,7 +216,7 @@ pub fn cost_model(fleet: &Fleet, m: &LoadedModel, opts: &Options) -> Result<(Cos
             tail,
         })
     })();
-    Ok((CostModel { model: ir.clone(), cuts, boards, coordinator: fleet.coordinator, tail_s, group_e: None, topology: fleet.topology, dense, memory }, measured.stats))
+    Ok((CostModel { model: ir.clone(), cuts, boards, coordinator: fleet.coordinator, tail_s, group_e: None, topology: fleet.topology, dense, memory, edges_first: vec![] }, measured.stats))
 }
 
 /// The tail's Dense layers that may be split by output features: those of its chain (each
@@ -287,7 +291,8 @@ impl Planned {
         }
         for (i, g) in self.plan.groups.iter().enumerate() {
             let pred = self.groups.get(i).map(|c| format!("  predicted {:.1} ms", c.latency_s * 1e3)).unwrap_or_default();
-            s += &format!("  group {i:>2}: values {:>3}..{:<3} rows {:?}{pred}\n", g.from, g.to, g.rows);
+            let edges = if g.edges_first { "  edges first" } else { "" };
+            s += &format!("  group {i:>2}: values {:>3}..{:<3} rows {:?}{pred}{edges}\n", g.from, g.to, g.rows);
         }
         if let Some(w) = &self.wild_card {
             s += &format!(
@@ -310,6 +315,10 @@ impl Planned {
         }
         if self.predicted_latency_s.is_finite() && self.lanes.is_empty() {
             s += &format!("predicted latency {:.1} ms (tail {:.1} ms); solved in {:.1} ms\n", self.predicted_latency_s * 1e3, self.tail_s * 1e3, self.solve_seconds * 1e3);
+        }
+        if let Some(whole) = self.whole_bands_latency_s.filter(|_| self.lanes.is_empty()) {
+            let n = self.plan.groups.iter().filter(|g| g.edges_first).count();
+            s += &format!("edges first in {n} groups (each board computes the rows others need first, sends them, then the rest): predicted {:.1} ms, {:.1} ms with every band whole\n", self.predicted_latency_s * 1e3, whole * 1e3);
         }
         if let Some(m) = &self.memory_after_loss {
             let peaks: Vec<String> = m.iter().map(|b| format!("{} {:.0} MB", b.board, b.peak_mb)).collect();
@@ -372,6 +381,7 @@ fn plan_with(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options,
             plan_hash: plan.hash(),
             plan,
             predicted_latency_s: f64::NAN,
+            whole_bands_latency_s: None,
             groups: vec![],
             tail_s: f64::NAN,
             wild_card: None,
@@ -447,12 +457,32 @@ fn plan_with(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options,
     // The tail's Dense layers split where that pays (not for the single-board baseline), or
     // where the boards' memory asks for it.
     let mut tail = if strategy == Strategy::Single { vec![] } else { solve::tail_splits(&cm) };
+    // Mesh: the groups whose boards compute first the rows others need, where that is
+    // predicted faster and (with memory measured) fits the boards as well as the plan without.
+    let mut whole_bands_latency_s = None;
+    if strategy != Strategy::Fss && fleet.edges_first {
+        cm.edges_first = solve::edges_first(&cm, &chosen);
+        if !cm.edges_first.is_empty() {
+            let limits: Vec<Option<f64>> = fleet.boards.iter().map(|b| b.memory_limit_mb()).collect();
+            let over = |cm: &CostModel| cm.memory(&chosen, &tail).and_then(|m| crate::cost::overflow(&m, &limits)).map_or(0.0, |x| x.1);
+            if over(&cm) > 0.0 && over(&CostModel { edges_first: vec![], ..cm.clone() }) < over(&cm) {
+                cm.edges_first.clear();
+            }
+            if !cm.edges_first.is_empty() {
+                whole_bands_latency_s = Some(groups.iter().map(|g| g.latency_s).sum::<f64>());
+            }
+            groups = cm.groups_cost(&chosen);
+        }
+    }
     let memory = match cm.memory(&chosen, &tail) {
         Some(memory) => Some(fit_memory(fleet, &cm, &chosen, &mut tail, memory, strategy)?),
         None => None,
     };
     let tail_s = cm.plan_tail_cost(&chosen, &tail);
     let mut plan = solve::plan_from_groups(&m.ir, &m.sha256, &names, &groups, cm.topology)?;
+    for g in &mut plan.groups {
+        g.edges_first = cm.edges_first.contains(&g.group());
+    }
     plan.tail = tail;
     let plan = fleet.deployed(&plan);
     plan.validate(&m.ir)?;
@@ -462,6 +492,7 @@ fn plan_with(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options,
         plan_hash: plan.hash(),
         plan,
         predicted_latency_s: groups.iter().map(|g| g.latency_s).sum::<f64>() + tail_s,
+        whole_bands_latency_s: whole_bands_latency_s.map(|w| w + tail_s),
         busy,
         lanes: vec![],
         candidates: vec![],
@@ -730,7 +761,7 @@ pub fn with_fallbacks(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: 
     for (r, p) in report.iter_mut().filter(|r| r.missing.is_none()).zip(plan.variants().into_iter().skip(1)) {
         r.plan_hash = p.hash();
         if let Some(cm) = &cm {
-            r.predicted_latency_s = Some(predicted_latency(cm, &p));
+            r.predicted_latency_s = Some(predicted_latency(&cm.for_plan(&p), &p));
         }
     }
     plan.validate(&m.ir).context("the plan with its fallbacks")?;
@@ -749,7 +780,7 @@ pub fn memory_after_loss(fleet: &Fleet, m: &LoadedModel, opts: &Options, plan: &
     let mut worst: Vec<crate::cost::BoardMemory> = main.to_vec();
     for (f, p) in plan.fallbacks.iter().zip(plan.variants().into_iter().skip(1)) {
         let groups: Vec<(Group, Vec<usize>)> = p.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
-        let Some(fm) = cm.memory(&groups, &p.tail) else { return Ok(None) };
+        let Some(fm) = cm.for_plan(&p).memory(&groups, &p.tail) else { return Ok(None) };
         for (b, (a, x)) in main.iter().zip(&fm).enumerate().filter(|(b, _)| !f.lost.contains(b)) {
             let weights = a.weights_mb + slices_mb(&p, &m.ir, b);
             let (built, extra, work) = (a.built_mb.max(x.built_mb), a.build_extra_mb.max(x.build_extra_mb), a.work_mb.max(x.work_mb));
@@ -850,6 +881,7 @@ pub fn plan_candidate(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: 
             plan_hash: String::new(),
             plan,
             predicted_latency_s: lanes.iter().map(|l| l.predicted_latency_s).fold(0.0, f64::max),
+            whole_bands_latency_s: None,
             groups: vec![],
             tail_s: f64::NAN,
             wild_card: None,
@@ -957,6 +989,7 @@ pub fn explain(fleet: &Fleet, m: &LoadedModel, plan: Option<&std::path::Path>, o
 fn explain_lane(fleet: &Fleet, m: &LoadedModel, plan: &Plan, opts: &Options) -> Result<String> {
     let (mut cm, _) = cost_model(fleet, m, opts).context("the cost model needs the profiles `legionc compile` measured")?;
     cm.topology = plan.topology;
+    let cm = cm.for_plan(plan);
     let groups: Vec<_> = plan.groups.iter().map(|g| (g.group(), g.rows.clone())).collect();
     let mut text = cm.explain(&groups, &plan.tail);
     let busy = cm.busy(&groups, &plan.tail);
@@ -987,7 +1020,7 @@ fn explain_lane(fleet: &Fleet, m: &LoadedModel, plan: &Plan, opts: &Options) -> 
     for (f, p) in plan.fallbacks.iter().zip(plan.variants().into_iter().skip(1)) {
         let lost: Vec<&str> = f.lost.iter().map(|&b| plan.boards[b].as_str()).collect();
         let rows: Vec<String> = p.groups.iter().map(|g| format!("{:?}", g.rows)).collect();
-        text += &format!("fallback without {} (plan {}): predicted latency {:.1} ms; rows {}\n", lost.join(", "), &p.hash()[..16], predicted_latency(&cm, &p) * 1e3, rows.join(" "));
+        text += &format!("fallback without {} (plan {}): predicted latency {:.1} ms; rows {}\n", lost.join(", "), &p.hash()[..16], predicted_latency(&cm.for_plan(&p), &p) * 1e3, rows.join(" "));
     }
     Ok(text)
 }

@@ -74,18 +74,22 @@ impl CostModel {
         let c = self.coordinator;
         let n = self.boards.len();
         let (mut weights, mut built, mut extra, mut work) = (vec![0.0; n], vec![0.0; n], vec![0.0f64; n], vec![0.0f64; n]);
-        for (g, rows) in groups {
+        for (gi, (g, rows)) in groups.iter().enumerate() {
+            let next = self.next_exchange(groups, gi);
             for (b, out) in bands(rows).into_iter().enumerate() {
                 if out.is_empty() {
                     continue;
                 }
                 weights[b] += self.weight_mb(g.layers());
-                let (_, segs) = self.band_rows(*g, out);
-                for (k, r) in segs {
-                    let f = &mem.segments[b][k];
-                    built[b] += f.build.at(r);
-                    extra[b] = extra[b].max(f.extra.at(r));
-                    work[b] = work[b].max(f.work.at(r));
+                // A runnable per part of the band (one if it is computed whole).
+                for part in self.parts(*g, next.as_ref(), b, out) {
+                    let (_, segs) = self.band_rows(*g, part);
+                    for (k, r) in segs {
+                        let f = &mem.segments[b][k];
+                        built[b] += f.build.at(r);
+                        extra[b] = extra[b].max(f.extra.at(r));
+                        work[b] = work[b].max(f.work.at(r));
+                    }
                 }
             }
         }

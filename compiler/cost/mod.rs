@@ -132,6 +132,10 @@ pub struct CostModel {
     pub dense: Vec<DenseCost>,
     /// What boards hold in memory (the probe's counted allocations); None without them.
     pub memory: Option<MemoryCost>,
+    /// Mesh: the groups of the plan being costed whose boards compute first the rows others
+    /// need ([`legion_runtime::plan::PlanGroup::edges_first`]); [`CostModel::for_plan`] sets
+    /// them from a plan.
+    pub edges_first: Vec<Group>,
 }
 
 /// A Dense layer of the tail as the cost model sees it.
@@ -280,6 +284,27 @@ impl CostModel {
             .filter(|&b| !outs[b].is_empty() && b != c)
             .map(|b| (b, Transfer { from: b, to: c, bytes: wire(outs[b].len() * self.row_bytes(group.to)), ready: done(b) }))
             .collect()
+    }
+
+    /// This cost model for `plan`: with the groups that compute their edges first.
+    pub fn for_plan(&self, plan: &legion_runtime::plan::Plan) -> CostModel {
+        CostModel { edges_first: plan.groups.iter().filter(|g| g.edges_first).map(|g| g.group()).collect(), ..self.clone() }
+    }
+
+    /// Board `b`'s band `out` of `group` in the parts it computes, in order: its edges first
+    /// where the group does that and `next` (the exchange after it) is known, else whole.
+    fn parts(&self, group: Group, next: Option<&legion_runtime::mesh::Redistribution>, b: usize, out: Rows) -> Vec<Rows> {
+        match next {
+            Some(next) if self.topology == Topology::Mesh && self.edges_first.contains(&group) => legion_runtime::mesh::band_parts(next, b, out),
+            _ if out.is_empty() => vec![],
+            _ => vec![out],
+        }
+    }
+
+    /// The exchange after group `gi` of `groups` when it is a mesh group before another.
+    fn next_exchange(&self, groups: &[(Group, Vec<usize>)], gi: usize) -> Option<legion_runtime::mesh::Redistribution> {
+        let ((_, rows), (next, next_rows)) = (groups.get(gi)?, groups.get(gi + 1)?);
+        (self.topology == Topology::Mesh).then(|| legion_runtime::mesh::redistribution(&self.model, rows, *next, next_rows).expect("consecutive groups of a plan"))
     }
 
     /// Every board's port, fresh.
@@ -438,22 +463,29 @@ impl CostModel {
         }
         for (gi, (g, rows)) in groups.iter().enumerate() {
             let outs = legion_runtime::halo::bands(rows);
+            let next = self.next_exchange(groups, gi);
             let mut bands = vec![BandCost::default(); n];
             let mut done = vec![0.0f64; n];
+            // Per board: when each part of its band is done (a piece leaves once its part is).
+            let mut parts_done: Vec<Vec<(Rows, f64)>> = vec![vec![]; n];
             for b in 0..n {
                 if let Some(at) = ready[b] {
                     let start = at.max(free[b]);
-                    let compute = self.compute_s(b, *g, outs[b]);
-                    done[b] = start + compute;
+                    let mut t = start;
+                    for part in self.parts(*g, next.as_ref(), b, outs[b]) {
+                        t += self.compute_s(b, *g, part);
+                        parts_done[b].push((part, t));
+                    }
+                    done[b] = t;
                     free[b] = done[b];
-                    bands[b] = BandCost { rows: outs[b].len(), send_s: start - prev_done.min(start), compute_s: compute, recv_s: 0.0 };
+                    bands[b] = BandCost { rows: outs[b].len(), send_s: start - prev_done.min(start), compute_s: t - start, recv_s: 0.0 };
                 }
             }
             let group_done;
-            if let Some((next, next_rows)) = groups.get(gi + 1) {
-                let r = legion_runtime::mesh::redistribution(&self.model, rows, *next, next_rows).expect("consecutive groups of a plan");
+            if let Some(r) = next {
+                let piece_ready = |t: &legion_runtime::mesh::Transfer| parts_done[t.from].iter().find(|(p, _)| p.start <= t.rows.start && t.rows.end <= p.end).map_or(done[t.from], |x| x.1);
                 let sends: Vec<Transfer> =
-                    r.transfers.iter().map(|t| Transfer { from: t.from, to: t.to, bytes: wire(t.rows.len() * self.row_bytes(g.to)), ready: done[t.from] }).collect();
+                    r.transfers.iter().map(|t| Transfer { from: t.from, to: t.to, bytes: wire(t.rows.len() * self.row_bytes(g.to)), ready: piece_ready(t) }).collect();
                 let arrived = ports.run(&sends);
                 ready = (0..n).map(|b| (!r.needs[b].is_empty()).then(|| if r.keeps[b].is_empty() { 0.0 } else { done[b] })).collect();
                 for (t, at) in r.transfers.iter().zip(arrived) {
@@ -547,8 +579,9 @@ impl CostModel {
         };
         for (gi, (g, rows)) in groups.iter().enumerate() {
             let outs = legion_runtime::halo::bands(rows);
+            let next = self.next_exchange(groups, gi);
             for b in 0..n {
-                busy[b].compute_s += self.compute_s(b, *g, outs[b]);
+                busy[b].compute_s += self.parts(*g, next.as_ref(), b, outs[b]).into_iter().map(|p| self.compute_s(b, *g, p)).sum::<f64>();
             }
             let star = self.topology == Topology::Star;
             if star || gi == 0 {
@@ -648,6 +681,12 @@ impl CostModel {
                     })
                     .collect();
                 s += &format!("      E by segment (end value:rows alpha time): {}\n", parts.join(", "));
+                let next = self.next_exchange(groups, gi);
+                let order = self.parts(*g, next.as_ref(), b, out);
+                if order.len() > 1 {
+                    let each: Vec<String> = order.iter().map(|&p| format!("{p} {:.1} ms", self.compute_s(b, *g, p) * 1e3)).collect();
+                    s += &format!("      edges first, in parts: {}\n", each.join(", "));
+                }
             }
         }
         for t in tail {

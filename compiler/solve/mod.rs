@@ -72,7 +72,7 @@ pub fn plan_from(model: &Model, model_sha256: &str, boards: &[(String, f64)], en
     let mut from = 0;
     let mut groups = Vec::new();
     for &to in ends {
-        groups.push(PlanGroup { from, to, rows: proportional_rows(model.rows(to), &speeds) });
+        groups.push(PlanGroup { from, to, rows: proportional_rows(model.rows(to), &speeds), edges_first: false });
         from = to;
     }
     let plan = Plan {
@@ -218,6 +218,28 @@ pub fn flc_mesh(cm: &CostModel, split: Split, allowed: &dyn Fn(usize, usize) -> 
     cm.groups_cost(&chosen)
 }
 
+/// Mesh: the groups of the plan `groups` whose boards should compute first the rows the
+/// others need ([`legion_runtime::mesh::band_parts`]), greedily from the first group: one is
+/// kept when the simulated timeline with it is shorter. The parts recompute their halos, so
+/// a group with small bands or little to wait for is left whole. Empty for a star.
+pub fn edges_first(cm: &CostModel, groups: &[(Group, Vec<usize>)]) -> Vec<Group> {
+    if cm.topology != legion_runtime::plan::Topology::Mesh {
+        return vec![];
+    }
+    let mut cm = CostModel { edges_first: vec![], ..cm.clone() };
+    let mut best = cm.mesh_timeline(groups).total_s;
+    for (g, _) in groups.iter().take(groups.len().saturating_sub(1)) {
+        cm.edges_first.push(*g);
+        let t = cm.mesh_timeline(groups).total_s;
+        if t < best {
+            best = t;
+        } else {
+            cm.edges_first.pop();
+        }
+    }
+    cm.edges_first
+}
+
 /// The mesh's sum of steps of a plan (what [`flc_mesh`] minimises).
 pub fn mesh_steps(cm: &CostModel, groups: &[(Group, Vec<usize>)]) -> f64 {
     groups.iter().enumerate().map(|(i, (g, r))| cm.mesh_step(i.checked_sub(1).map(|p| groups[p].1.as_slice()), *g, r, i + 1 == groups.len())).sum()
@@ -279,7 +301,7 @@ pub fn plan_from_groups(model: &Model, model_sha256: &str, boards: &[String], gr
         version: PLAN_VERSION,
         model_sha256: model_sha256.into(),
         boards: boards.to_vec(),
-        groups: groups.iter().map(|g| PlanGroup { from: g.group.from, to: g.group.to, rows: g.rows.clone() }).collect(),
+        groups: groups.iter().map(|g| PlanGroup { from: g.group.from, to: g.group.to, rows: g.rows.clone(), edges_first: false }).collect(),
         topology: cm_topology,
         tail: vec![],
         deployment: None,

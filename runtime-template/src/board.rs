@@ -5,7 +5,7 @@ use crate::exec::{run, runnable, section_graph, BandExecutor, Runnable};
 use crate::ir::Model;
 use crate::link::{compute_accounted, Computed, Link, LinkSpec};
 use crate::halo::{Group, Rows};
-use crate::mesh::{expected, pieces, redistribution, tail_gather, Redistribution};
+use crate::mesh::{assemble, band_parts, expected, part_input, part_pieces, redistribution, tail_gather, Redistribution};
 use crate::plan::{concat_features, gather, hex, scatter, tail_stages, to_nchw, Deployment, Plan, TailStage, Topology};
 use crate::wire::{plan_bytes, Conn, Key, Kind, Message};
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -146,12 +146,13 @@ pub struct StaticGroup {
     pub from: usize,
     pub to: usize,
     pub rows: &'static [usize],
+    pub edges_first: bool,
 }
 
 impl StaticConfig {
     /// The configuration as values; fails if the constants do not hash to `plan_hash`.
     pub fn resolve(&self) -> Result<BoardConfig> {
-        let groups = |gs: &[StaticGroup]| gs.iter().map(|g| crate::plan::PlanGroup { from: g.from, to: g.to, rows: g.rows.to_vec() }).collect();
+        let groups = |gs: &[StaticGroup]| gs.iter().map(|g| crate::plan::PlanGroup { from: g.from, to: g.to, rows: g.rows.to_vec(), edges_first: g.edges_first }).collect();
         let tail = |ts: &[StaticTail]| ts.iter().map(|t| crate::plan::TailSplit { node: t.node, cols: t.cols.to_vec() }).collect();
         let plan = Plan {
             version: self.plan_version,
@@ -321,10 +322,11 @@ pub struct BandTiming {
 
 impl BandTiming {
     /// The computation's time, slot wait and overrun.
+    /// Adds to the timing (a band computed in parts adds each part).
     pub fn account(&mut self, c: &Computed) {
-        self.compute_s = c.took.as_secs_f64();
-        self.slot_wait_s = c.slot_wait.as_secs_f64();
-        self.overrun_s = c.overrun.as_secs_f64();
+        self.compute_s += c.took.as_secs_f64();
+        self.slot_wait_s += c.slot_wait.as_secs_f64();
+        self.overrun_s += c.overrun.as_secs_f64();
         self.peak_rss_mb = crate::mem::peak_rss_mb().unwrap_or(0.0);
     }
 }
@@ -410,7 +412,8 @@ impl FrameReport {
 /// `plan`: the index of the plan among the board's plans ([`Plan::variants`]: 0 the plan, then
 /// its fallbacks).
 enum Work {
-    Band { plan: usize, group: usize, input: Tensor },
+    /// Rows `part` (the board's band, or a part of it) of a group, from their input.
+    Band { plan: usize, group: usize, part: Rows, input: Tensor },
     /// Stage `stage` of [`tail_stages`] (a `Local` one).
     Tail { plan: usize, stage: usize, input: Tensor },
     /// This board's slice of plan.tail[split].
@@ -532,8 +535,9 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail, file: M
                 Work::Band { plan, .. } | Work::Tail { plan, .. } | Work::Slice { plan, .. } => *plan,
             };
             if p != current && p < plans.len() {
+                // A band's runnables: the band's, or its parts'.
                 let mine: Vec<(Group, Rows)> = plans[p].groups.iter().map(|g| (g.group(), g.bands()[index])).collect();
-                exec.retain(|g, r| mine.contains(&(g, r)));
+                exec.retain(|g, r| mine.iter().any(|&(m, band)| m == g && r.start >= band.start && r.end <= band.end));
                 for (i, t) in tails.iter_mut().enumerate() {
                     if i != p {
                         *t = None;
@@ -542,11 +546,12 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail, file: M
                 current = p;
             }
             let done = match work {
-                Work::Band { plan, group, input } => match plans.get(plan).and_then(|p| p.groups.get(group)) {
-                    Some(g) => {
-                        let (out, took) = compute_accounted(speed, || exec.run_band(g.group(), g.bands()[index], input));
+                Work::Band { plan, group, part, input } => match plans.get(plan).and_then(|p| p.groups.get(group)) {
+                    Some(g) if crate::mesh::intersect(part, g.bands()[index]) == part => {
+                        let (out, took) = compute_accounted(speed, || exec.run_band(g.group(), part, input));
                         out.map(|y| (y, took))
                     }
+                    Some(g) => Err(anyhow!("rows {part} of group {group} are not in this board's band {}", g.bands()[index])),
                     None => Err(anyhow!("plan {plan} has no group {group}")),
                 },
                 Work::Tail { plan, stage, input } => match tail_for(&mut tails, &config, &file, plan, &model).map(|t| t.sections.get(&stage)) {
@@ -594,7 +599,12 @@ fn run_tail(speed: Option<f64>, r: &Runnable, input: Tensor) -> Done {
 fn warm_up(exec: &mut BandExecutor, model: &Model, groups: &[crate::plan::PlanGroup], index: usize, tail: &BoardTail, emulated: bool) -> Result<()> {
     let _slot = if emulated { crate::link::emulation_slot() } else { None };
     let zeros = |shape: &[usize]| Tensor::zero::<f32>(shape);
-    let mine: Vec<_> = groups.iter().map(|g| (g, g.bands()[index])).filter(|(_, band)| !band.is_empty()).collect();
+    let mut mine = Vec::new();
+    for (gi, g) in groups.iter().enumerate() {
+        for part in crate::mesh::group_parts(model, groups, gi, index)? {
+            mine.push((g, part));
+        }
+    }
     let mut inputs = Vec::with_capacity(mine.len());
     for &(g, band) in &mine {
         let mut shape = model.nodes[g.from].shape.clone();
@@ -908,14 +918,15 @@ impl Board {
     }
 
     /// Run one band (a worker's job) of plan `v` with the board's emulated speed.
-    fn run_band(&self, v: usize, frame: u64, group: usize, input: Tensor) -> Done {
-        self.on_compute_thread(frame, Work::Band { plan: v, group, input })
+    fn run_band(&self, v: usize, frame: u64, group: usize, part: Rows, input: Tensor) -> Done {
+        self.on_compute_thread(frame, Work::Band { plan: v, group, part, input })
     }
 
     fn band(&self, v: usize, msg: &Message) -> Result<Vec<Message>> {
         let h = &msg.header;
         self.shape_receive(self.cfg.coordinator, msg.wire_len());
-        let (out, took) = self.run_band(v, h.frame, h.group as usize, msg.to_tensor()?)?;
+        let band = self.variants[v].plan.groups.get(h.group as usize).map(|g| g.bands()[self.cfg.index]).with_context(|| format!("no group {}", h.group))?;
+        let (out, took) = self.run_band(v, h.frame, h.group as usize, band, msg.to_tensor()?)?;
         self.result_and_timing(v, h, &out, took)
     }
 
@@ -1052,19 +1063,31 @@ impl Board {
                 };
                 let mut t = BandTiming { board: self.cfg.board.clone(), rows: (out.start, out.end), ..Default::default() };
                 t.send_s = ready.elapsed().as_secs_f64();
-                let (y, took) = self.run_band(v, frame, gi, input)?;
-                t.account(&took);
-                ready = Instant::now();
-                let band = (out, y);
-                if let Some(Some(next)) = variant.exchanges.get(gi + 1) {
-                    for (to, rows, piece) in pieces(next, me, &band)? {
-                        if to == me {
-                            kept.push((rows, piece));
-                            continue;
+                let next = variant.exchanges.get(gi + 1).and_then(Option::as_ref);
+                // The band in parts when the group computes its edges first: each part's
+                // pieces leave as soon as it is computed.
+                let parts = match next {
+                    Some(next) if g.edges_first => band_parts(next, me, out),
+                    _ => vec![out],
+                };
+                let mut ys = Vec::with_capacity(parts.len());
+                let mut input = Some(input);
+                for &part in &parts {
+                    let x = if part == out { input.take().context("a band in one part")? } else { part_input(&self.model, g.group(), out, input.as_ref().context("a band in parts")?, part)? };
+                    let (y, took) = self.run_band(v, frame, gi, part, x)?;
+                    t.account(&took);
+                    if let Some(next) = next {
+                        for (to, rows, piece) in part_pieces(next, me, part, &y)? {
+                            t.sent_to.push((self.cfg.peers[to].name.clone(), (rows.start, rows.end)));
+                            sends.push(s.spawn(move || self.send_piece(v, to, frame, gi + 1, rows, &piece)));
                         }
-                        t.sent_to.push((self.cfg.peers[to].name.clone(), (rows.start, rows.end)));
-                        sends.push(s.spawn(move || self.send_piece(v, to, frame, gi + 1, rows, &piece)));
                     }
+                    ys.push((part, y));
+                }
+                ready = Instant::now();
+                let band = (out, assemble(out, ys)?);
+                if let Some(keep) = next.map(|r| r.keeps[me]).filter(|k| !k.is_empty()) {
+                    kept.push((keep, band.1.slice(2, keep.start - out.start, keep.end - out.start)?));
                 }
                 timings.push(Some(t));
                 held = Some(band);
@@ -1335,7 +1358,7 @@ impl Board {
                         s.spawn(move || -> Result<(Option<(Rows, Tensor)>, BandTiming)> {
                             let mut t = BandTiming { board: self.cfg.peers[b].name.clone(), rows: (out.start, out.end), ..Default::default() };
                             let y = if b == self.cfg.index {
-                                let (y, took) = self.run_band(v, frame, gi, input)?;
+                                let (y, took) = self.run_band(v, frame, gi, out, input)?;
                                 t.account(&took);
                                 y
                             } else {

@@ -96,6 +96,70 @@ pub fn pieces(r: &Redistribution, b: usize, held: &(Rows, Tensor)) -> Result<Vec
     Ok(out)
 }
 
+/// The parts, in the order computed, of board `b`'s band `out` of a group whose output goes
+/// out as `next` (the exchange before the next group): first each run of rows other boards
+/// need (top to bottom), then each run of the rest. Every transfer from `b` lies in one part,
+/// and the parts tile `out`. A band all of which is sent, or none, is one part; no band, none.
+pub fn band_parts(next: &Redistribution, b: usize, out: Rows) -> Vec<Rows> {
+    if out.is_empty() {
+        return vec![];
+    }
+    let mut sent: Vec<Rows> = next.transfers.iter().filter(|x| x.from == b).map(|x| intersect(x.rows, out)).filter(|r| !r.is_empty()).collect();
+    sent.sort_by_key(|r| r.start);
+    let mut runs: Vec<Rows> = Vec::new();
+    for r in sent {
+        match runs.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => runs.push(r),
+        }
+    }
+    let mut rest = Vec::new();
+    let mut at = out.start;
+    for r in &runs {
+        if r.start > at {
+            rest.push(Rows::new(at, r.start));
+        }
+        at = r.end;
+    }
+    if at < out.end {
+        rest.push(Rows::new(at, out.end));
+    }
+    if runs.is_empty() || rest.is_empty() {
+        return vec![out];
+    }
+    runs.extend(rest);
+    runs
+}
+
+/// Board `b`'s parts of group `gi` of `groups`, in the order it computes them:
+/// [`band_parts`] where the group computes its edges first, else its band whole (none if it
+/// has no band).
+pub fn group_parts(model: &Model, groups: &[crate::plan::PlanGroup], gi: usize, b: usize) -> Result<Vec<Rows>> {
+    let g = &groups[gi];
+    let out = g.bands()[b];
+    match groups.get(gi + 1) {
+        Some(next) if g.edges_first => Ok(band_parts(&redistribution(model, &g.rows, next.group(), &next.rows)?, b, out)),
+        _ => Ok(if out.is_empty() { vec![] } else { vec![out] }),
+    }
+}
+
+/// The input of `part` of the band `out` of `group`, cut from the band's input `x`.
+pub fn part_input(model: &Model, group: Group, out: Rows, x: &Tensor, part: Rows) -> Result<Tensor> {
+    let (whole, need) = (group_band(model, group, out).input, group_band(model, group, part).input);
+    ensure!(need.start >= whole.start && need.end <= whole.end && x.shape()[2] == whole.len(), "part {part} of band {out} needs input rows {need}, the band has {whole}");
+    Ok(x.slice(2, need.start - whole.start, need.end - whole.start)?)
+}
+
+/// The pieces of `next` that board `b` sends from rows `rows` of its band (tensor `t`):
+/// (receiver, rows, tensor), the transfers that lie in the part.
+pub fn part_pieces(next: &Redistribution, b: usize, rows: Rows, t: &Tensor) -> Result<Vec<(usize, Rows, Tensor)>> {
+    next.transfers
+        .iter()
+        .filter(|x| x.from == b && x.rows.start >= rows.start && x.rows.end <= rows.end)
+        .map(|x| Ok((x.to, x.rows, t.slice(2, x.rows.start - rows.start, x.rows.end - rows.start)?)))
+        .collect()
+}
+
 /// The transfers board `b` waits for before its band of the group: (sender, rows).
 pub fn expected(r: &Redistribution, b: usize) -> Vec<(usize, Rows)> {
     r.transfers.iter().filter(|x| x.to == b).map(|x| (x.from, x.rows)).collect()

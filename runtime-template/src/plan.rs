@@ -23,6 +23,11 @@ pub struct PlanGroup {
     /// Output rows of each board, in board order; they add up to the output's height. A board
     /// may get zero rows.
     pub rows: Vec<usize>,
+    /// Mesh: each board computes first the rows of its band that other boards need for the
+    /// next group, sends them, then computes the rest ([`crate::mesh::band_parts`]), so that
+    /// its neighbours do not wait for its whole band. The parts' halos are computed twice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub edges_first: bool,
 }
 
 impl PlanGroup {
@@ -307,6 +312,7 @@ impl Plan {
             ensure!(g.rows.len() == self.boards.len(), "group {i} gives rows to {} boards, the plan has {}", g.rows.len(), self.boards.len());
             let h = model.rows(g.to);
             ensure!(g.rows.iter().sum::<usize>() == h, "group {i}: rows add up to {}, its output has {h}", g.rows.iter().sum::<usize>());
+            ensure!(!g.edges_first || (self.topology == Topology::Mesh && i + 1 < self.groups.len()), "group {i} computes its edges first, which only a mesh group with another after it can");
             at = g.to;
         }
         ensure!(at == model.split_end(), "groups end at value {at}, the splittable part at {}", model.split_end());
@@ -467,8 +473,19 @@ impl LocalFleet {
             .enumerate()
             .map(|(b, input)| {
                 let Some(input) = input else { return Ok(None) };
-                let y = self.boards[b].run_band(g.group(), outs[b], input).with_context(|| format!("group {gi} on board {}", self.plan.boards[b]))?;
-                Ok(Some((outs[b], y)))
+                let out = outs[b];
+                // In the parts the board computes them in (its edges first, where the group
+                // says so), like the boards.
+                let y = crate::mesh::group_parts(&self.model, &self.plan.groups, gi, b)?
+                    .into_iter()
+                    .map(|part| {
+                        let x = crate::mesh::part_input(&self.model, g.group(), out, &input, part)?;
+                        Ok((part, self.boards[b].run_band(g.group(), part, x)?))
+                    })
+                    .collect::<Result<Vec<_>>>()
+                    .and_then(|ys| crate::mesh::assemble(out, ys))
+                    .with_context(|| format!("group {gi} on board {}", self.plan.boards[b]))?;
+                Ok(Some((out, y)))
             })
             .collect()
     }

@@ -4,7 +4,7 @@
 use crate::split::{assert_close, expected, fail, for_random_plans};
 use crate::{zoo_model, TINY};
 use legionc::runtime::halo::{bands, group_band, Group, Rows};
-use legionc::runtime::mesh::{redistribution, tail_gather, Redistribution};
+use legionc::runtime::mesh::{group_parts, redistribution, tail_gather, Redistribution};
 use legionc::runtime::plan::{tail_stages, LocalFleet, Plan, TailStage, Topology};
 use proptest::prelude::*;
 
@@ -60,6 +60,54 @@ fn every_board_receives_exactly_the_rows_it_needs() {
         }
         Ok(())
     });
+    }
+}
+
+/// A band computed edges first: its parts tile it; every row another board needs lies in one
+/// part, and the parts with such rows come before the others; a band with nothing to send,
+/// or only rows to send, is one part; a group that does not compute its edges first, or the
+/// last, leaves every band whole.
+#[test]
+fn a_band_computed_edges_first_sends_from_its_first_parts() {
+    for name in TINY {
+        for_random_plans(name, 64, |m, plan| {
+            for gi in 0..plan.groups.len() {
+                let g = &plan.groups[gi];
+                for (b, out) in g.bands().into_iter().enumerate() {
+                    let parts = group_parts(&m.ir, &plan.groups, gi, b).map_err(fail)?;
+                    if out.is_empty() {
+                        prop_assert!(parts.is_empty());
+                        continue;
+                    }
+                    let mut sorted = parts.clone();
+                    sorted.sort_by_key(|p| p.start);
+                    prop_assert_eq!(sorted.first().unwrap().start, out.start);
+                    prop_assert_eq!(sorted.last().unwrap().end, out.end);
+                    prop_assert!(sorted.windows(2).all(|w| w[0].end == w[1].start && !w[0].is_empty()), "{:?} do not tile {}", parts, out);
+                    let next = match plan.groups.get(gi + 1) {
+                        Some(n) if g.edges_first => redistribution(&m.ir, &g.rows, n.group(), &n.rows).map_err(fail)?,
+                        _ => {
+                            prop_assert_eq!(parts, vec![out]);
+                            continue;
+                        }
+                    };
+                    let sent: Vec<Rows> = next.transfers.iter().filter(|t| t.from == b).map(|t| t.rows).collect();
+                    let sends = |p: &Rows| sent.iter().any(|t| p.contains(t));
+                    for t in &sent {
+                        prop_assert_eq!(parts.iter().filter(|p| p.contains(t)).count(), 1, "rows {} sent by board {} lie in no part or in several of {:?}", t, b, parts);
+                    }
+                    let first_quiet = parts.iter().position(|p| !sends(p)).unwrap_or(parts.len());
+                    prop_assert!(parts[first_quiet..].iter().all(|p| !sends(p)), "board {}: {:?} computes a part to send after one it keeps", b, parts);
+                    let all_sent = (out.start..out.end).all(|r| sent.iter().any(|t| t.start <= r && r < t.end));
+                    if sent.is_empty() || all_sent {
+                        prop_assert_eq!(parts, vec![out]);
+                    } else {
+                        prop_assert!(parts.len() >= 2 && first_quiet >= 1 && first_quiet < parts.len(), "board {}: {:?}", b, parts);
+                    }
+                }
+            }
+            Ok(())
+        });
     }
 }
 

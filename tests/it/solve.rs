@@ -63,7 +63,7 @@ fn random_cost_model(name: &str, segments: usize, boards: usize, seed: u64) -> C
             e: (0..cuts.len() - 1).map(|_| Fit::line(rng.gen_range(0.0..1e-3), rng.gen_range(0.0..1e-3))).collect(),
         })
         .collect();
-    CostModel { model: m.ir.clone(), cuts, boards, coordinator: 0, tail_s: 0.0, group_e: None, topology: Topology::Star, dense: vec![], memory: None }
+    CostModel { model: m.ir.clone(), cuts, boards, coordinator: 0, tail_s: 0.0, group_e: None, topology: Topology::Star, dense: vec![], memory: None, edges_first: vec![] }
 }
 
 /// The mesh's DP against every configuration, under the same costs: each group split by its
@@ -124,6 +124,37 @@ fn the_mesh_saves_the_coordinators_port() {
     let mesh = flc(&cm, Split::MinMax, &|_, _| true);
     let mesh_total: f64 = mesh.iter().map(|g| g.latency_s).sum();
     assert!(mesh_total < star_total, "mesh {mesh_total} vs star {star_total}");
+}
+
+/// Two equal boards and two groups split unevenly the opposite ways (3/4 then 1/4 of the
+/// rows): with every band whole, the board with the small first band waits for its neighbour's
+/// whole band before its large second one. Computing the first group's edges first, the wait
+/// is the edge rows alone: predicted faster, chosen by `edges_first`, at the price of more
+/// compute (the parts' halos).
+#[test]
+fn edges_first_hides_a_neighbours_wait() {
+    let mut cm = random_cost_model("vgg16-tiny", 2, 2, 5);
+    cm.topology = Topology::Mesh;
+    for b in &mut cm.boards {
+        b.link = LinkSpec { bandwidth_mbps: 1000.0, latency_ms: 0.1 };
+        b.e = (0..2).map(|_| Fit::line(1e-4, 1e-3)).collect();
+    }
+    let (h0, h1) = (cm.model.rows(cm.cuts[1]), cm.model.rows(cm.cuts[2]));
+    let groups = vec![
+        (Group { from: cm.cuts[0], to: cm.cuts[1] }, vec![h0 * 3 / 4, h0 - h0 * 3 / 4]),
+        (Group { from: cm.cuts[1], to: cm.cuts[2] }, vec![h1 / 4, h1 - h1 / 4]),
+    ];
+    let whole = cm.mesh_timeline(&groups).total_s;
+    let chosen = legionc::solve::edges_first(&cm, &groups);
+    assert_eq!(chosen, vec![groups[0].0], "the first group computes its edges first, the last cannot");
+    let edges = legionc::cost::CostModel { edges_first: chosen, ..cm.clone() };
+    let first = edges.mesh_timeline(&groups).total_s;
+    assert!(first < 0.85 * whole, "edges first {first} s vs whole bands {whole} s");
+    let compute = |cm: &CostModel| cm.busy(&groups, &[]).iter().map(|b| b.compute_s).sum::<f64>();
+    assert!(compute(&edges) > compute(&cm), "the parts recompute their halos");
+    // The star has no exchange to hide.
+    cm.topology = Topology::Star;
+    assert!(legionc::solve::edges_first(&cm, &groups).is_empty());
 }
 
 /// A Dense layer of the tail is split when its slices on fast boards behind a fast link beat

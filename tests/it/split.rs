@@ -68,8 +68,9 @@ fn rows_strategy(h: usize, boards: usize) -> impl Strategy<Value = Vec<usize>> {
     ]
 }
 
-/// A random plan: 1–8 boards, random groups and rows, star or mesh, and each Dense layer of
-/// the tail whole or split by random features.
+/// A random plan: 1–8 boards, random groups and rows, star or mesh (each group but the last
+/// computing its edges first or not), and each Dense layer of the tail whole or split by
+/// random features.
 pub fn plan_strategy(m: &'static LoadedModel) -> impl Strategy<Value = Plan> {
     let cuts = m.ir.split_cut_points();
     (1..=8usize, flc_strategy(cuts)).prop_flat_map(move |(boards, ends)| {
@@ -77,14 +78,18 @@ pub fn plan_strategy(m: &'static LoadedModel) -> impl Strategy<Value = Plan> {
         let dense = legionc::strategy::splittable_dense(&m.ir);
         let per_dense: Vec<_> = dense.iter().map(|&d| proptest::option::of(rows_strategy(m.ir.nodes[d].shape[1], boards))).collect();
         let ends = ends.clone();
-        (per_group, per_dense, any::<bool>()).prop_map(move |(rows, cols, mesh)| {
+        let edges = proptest::collection::vec(any::<bool>(), ends.len());
+        (per_group, per_dense, any::<bool>(), edges).prop_map(move |(rows, cols, mesh, edges)| {
             let tail = dense.iter().zip(cols).filter_map(|(&node, c)| c.map(|cols| legionc::runtime::plan::TailSplit { node, cols })).collect();
             let mut from = 0;
+            let last = ends.len() - 1;
             let groups = ends
                 .iter()
                 .zip(rows)
-                .map(|(&to, rows)| {
-                    let g = PlanGroup { from, to, rows };
+                .enumerate()
+                .map(|(i, (&to, rows))| {
+                    // A mesh group before another may compute its edges first.
+                    let g = PlanGroup { from, to, rows, edges_first: mesh && i < last && edges[i] };
                     from = to;
                     g
                 })
@@ -221,8 +226,8 @@ fn plans_are_validated_against_the_model() {
     let cuts = m.ir.split_cut_points();
     let inside = (1..m.ir.split_end()).find(|v| !cuts.contains(v)).unwrap();
     plan.groups = vec![
-        PlanGroup { from: 0, to: inside, rows: vec![m.ir.rows(inside), 0] },
-        PlanGroup { from: inside, to: m.ir.split_end(), rows: vec![m.ir.rows(m.ir.split_end()), 0] },
+        PlanGroup { from: 0, to: inside, rows: vec![m.ir.rows(inside), 0], edges_first: false },
+        PlanGroup { from: inside, to: m.ir.split_end(), rows: vec![m.ir.rows(m.ir.split_end()), 0], edges_first: false },
     ];
     let e = plan.validate(&m.ir).unwrap_err().to_string();
     assert!(e.contains("not a cut point"), "{e}");
