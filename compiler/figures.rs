@@ -211,8 +211,11 @@ pub fn gantt(g: &Gantt) -> Result<String> {
         }
         for (gi, bands) in f.groups.iter().enumerate() {
             for b in bands {
-                let sent = ends[b.board.as_str()].iter().find(|e| e.0 == gi).map_or(0.0, |e| e.2);
-                for (to, _) in &b.sent_to {
+                let (start, end) = ends[b.board.as_str()].iter().find(|e| e.0 == gi).map_or((0.0, 0.0), |e| (e.1, e.2));
+                for (i, (to, _)) in b.sent_to.iter().enumerate() {
+                    // When the rows left: after the part that holds them (edges first), else
+                    // after the band.
+                    let sent = b.sent_after_s.get(i).map_or(end, |s| start + s * 1e3);
                     let used = ends.get(to.as_str()).and_then(|v| v.iter().find(|e| e.0 == gi + 1)).map_or(sent, |e| e.1);
                     arrows.push((row(&b.board), sent, row(to), used));
                 }

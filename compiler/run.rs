@@ -768,7 +768,9 @@ pub fn breakdown(report: &FrameReport, plan: &Plan) -> String {
             let (group, values) = if i == 0 { (gi.to_string(), format!("{}..{}", g.from, g.to)) } else { (String::new(), String::new()) };
             line(&mut s, group, values, t, format!("{}..{}", t.rows.0, t.rows.1));
             if !t.sent_to.is_empty() {
-                let sent: Vec<String> = t.sent_to.iter().map(|(b, r)| format!("{b} rows {}..{}", r.0, r.1)).collect();
+                // Rows that left before the band was done (edges first) say when.
+                let early = |i: usize| t.sent_after_s.get(i).filter(|&&a| a + 1e-6 < t.compute_s).map_or(String::new(), |a| format!(" after {:.1} ms", a * 1e3));
+                let sent: Vec<String> = t.sent_to.iter().enumerate().map(|(i, (b, r))| format!("{b} rows {}..{}{}", r.0, r.1, early(i))).collect();
                 let _ = writeln!(s, "{:>16} then sent to {}", "", sent.join(", "));
             }
         }

@@ -450,7 +450,20 @@ fn plan_with(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options,
         }
     }
     // The groups' latencies in the topology (a merge changes the mesh's neighbours).
-    let chosen: Vec<(Group, Vec<usize>)> = groups.iter().map(|g| (g.group, g.rows.clone())).collect();
+    let mut chosen: Vec<(Group, Vec<usize>)> = groups.iter().map(|g| (g.group, g.rows.clone())).collect();
+    let t = Instant::now();
+    // Mesh: the same groups with their uneven rows spread over the boards, where the plan
+    // (with edges first where it pays) is then predicted faster.
+    if strategy == Strategy::Legion && cm.topology == legion_runtime::plan::Topology::Mesh {
+        let balanced = solve::balance_rows(&cm, &chosen);
+        let predicted = |groups: &[(Group, Vec<usize>)]| {
+            let edges_first = if fleet.edges_first { solve::edges_first(&cm, groups) } else { vec![] };
+            CostModel { edges_first, ..cm.clone() }.mesh_timeline(groups).total_s
+        };
+        if balanced != chosen && predicted(&balanced) < predicted(&chosen) {
+            chosen = balanced;
+        }
+    }
     if strategy != Strategy::Fss {
         groups = cm.groups_cost(&chosen);
     }
@@ -474,6 +487,7 @@ fn plan_with(fleet: &Fleet, m: &LoadedModel, strategy: Strategy, opts: &Options,
             groups = cm.groups_cost(&chosen);
         }
     }
+    let solve_seconds = solve_seconds + t.elapsed().as_secs_f64();
     let memory = match cm.memory(&chosen, &tail) {
         Some(memory) => Some(fit_memory(fleet, &cm, &chosen, &mut tail, memory, strategy)?),
         None => None,

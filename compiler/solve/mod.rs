@@ -104,6 +104,13 @@ use legion_runtime::halo::Group;
 /// The optimum is one of the table's values: binary search on it, a deadline T being feasible
 /// when the most rows every board can do within T add up to `total`.
 pub fn min_max_rows(costs: &[Vec<f64>], total: usize) -> (Vec<usize>, f64) {
+    min_max_rows_loaded(costs, total, &vec![0.0; costs.len()])
+}
+
+/// [`min_max_rows`], the rows beyond the total taken first from the boards with the most
+/// `load` (work they have before this split) plus cost: among the splits with the least
+/// maximum, one that evens out the boards' loads.
+pub fn min_max_rows_loaded(costs: &[Vec<f64>], total: usize, load: &[f64]) -> (Vec<usize>, f64) {
     let most = |t: f64| -> Vec<usize> { costs.iter().map(|c| c.partition_point(|&x| x <= t) - 1).collect() };
     let mut cands: Vec<f64> = costs.iter().flat_map(|c| c.iter().copied()).collect();
     cands.sort_by(f64::total_cmp);
@@ -122,7 +129,8 @@ pub fn min_max_rows(costs: &[Vec<f64>], total: usize) -> (Vec<usize>, f64) {
     let mut surplus = rows.iter().sum::<usize>() - total;
     // Take the surplus from the most loaded boards first.
     while surplus > 0 {
-        let b = (0..rows.len()).filter(|&b| rows[b] > 0).max_by(|&x, &y| costs[x][rows[x]].total_cmp(&costs[y][rows[y]]).then(y.cmp(&x))).unwrap();
+        let loaded = |b: usize| load[b] + costs[b][rows[b]];
+        let b = (0..rows.len()).filter(|&b| rows[b] > 0).max_by(|&x, &y| loaded(x).total_cmp(&loaded(y)).then(y.cmp(&x))).unwrap();
         rows[b] -= 1;
         surplus -= 1;
     }
@@ -216,6 +224,30 @@ pub fn flc_mesh(cm: &CostModel, split: Split, allowed: &dyn Fn(usize, usize) -> 
     }
     chosen.reverse();
     cm.groups_cost(&chosen)
+}
+
+/// Mesh: the plan `groups` with each group's rows split again in order, by the same min–max
+/// (the same largest band cost), the rows beyond it taken from the boards that have computed
+/// the most so far ([`min_max_rows_loaded`]). Where whole rows cannot be split evenly (14 rows
+/// on 6 boards), the extra rows then go to different boards in different groups instead of
+/// the same ones every time: in the mesh, whose boards run on their own clocks between
+/// exchanges (more so with edges first), it is a board's sum over the groups that counts.
+pub fn balance_rows(cm: &CostModel, groups: &[(Group, Vec<usize>)]) -> Vec<(Group, Vec<usize>)> {
+    let n = cm.boards.len();
+    let mut load = vec![0.0; n];
+    let last = groups.len().saturating_sub(1);
+    groups
+        .iter()
+        .enumerate()
+        .map(|(gi, (g, _))| {
+            let tables = cm.mesh_tables(*g, gi == 0, gi == last);
+            let (rows, _) = min_max_rows_loaded(&tables, cm.model.rows(g.to), &load);
+            for (b, out) in legion_runtime::halo::bands(&rows).into_iter().enumerate() {
+                load[b] += cm.compute_s(b, *g, out);
+            }
+            (*g, rows)
+        })
+        .collect()
 }
 
 /// Mesh: the groups of the plan `groups` whose boards should compute first the rows the

@@ -308,6 +308,11 @@ pub struct BandTiming {
     /// Mesh: the boards this board sent rows of this band to, and the rows.
     #[serde(default)]
     pub sent_to: Vec<(String, (usize, usize))>,
+    /// Mesh: for each of `sent_to`, how long after the band's computation started the rows
+    /// left (its compute time so far: the whole band's, or its parts' up to the one with the
+    /// rows when it computes its edges first).
+    #[serde(default)]
+    pub sent_after_s: Vec<f64>,
     /// Emulated boards: time the computation waited for one of this machine's compute slots
     /// (hidden inside the twin's time unless it overran).
     #[serde(default)]
@@ -1079,6 +1084,7 @@ impl Board {
                     if let Some(next) = next {
                         for (to, rows, piece) in part_pieces(next, me, part, &y)? {
                             t.sent_to.push((self.cfg.peers[to].name.clone(), (rows.start, rows.end)));
+                            t.sent_after_s.push(t.compute_s);
                             sends.push(s.spawn(move || self.send_piece(v, to, frame, gi + 1, rows, &piece)));
                         }
                     }

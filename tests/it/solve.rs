@@ -157,6 +157,43 @@ fn edges_first_hides_a_neighbours_wait() {
     assert!(legionc::solve::edges_first(&cm, &groups).is_empty());
 }
 
+/// Balancing keeps every group's largest band cost (its min–max) and spreads the rows that
+/// do not divide evenly: on equal boards, the most any board computes over the plan is never
+/// more than with the DP's splits, and less on a plan of 6 groups over 6 boards.
+#[test]
+fn balanced_rows_keep_each_groups_minimum_and_even_out_the_boards() {
+    for boards in 2..=6 {
+        let mut cm = random_cost_model("vgg16-tiny", 6, boards, 11);
+        cm.topology = Topology::Mesh;
+        for b in &mut cm.boards {
+            b.link = LinkSpec { bandwidth_mbps: 100.0, latency_ms: 0.5 };
+            b.e = (0..6).map(|k| Fit::line(1e-4, 1e-3 * (k + 1) as f64)).collect();
+        }
+        let last = cm.cuts.len() - 2;
+        let groups: Vec<(Group, Vec<usize>)> = (0..=last)
+            .map(|i| {
+                let g = Group { from: cm.cuts[i], to: cm.cuts[i + 1] };
+                (g, split_rows(&cm, g, Split::MinMax, Some((i == 0, i == last))))
+            })
+            .collect();
+        let balanced = legionc::solve::balance_rows(&cm, &groups);
+        let most = |plan: &[(Group, Vec<usize>)]| -> f64 {
+            (0..boards).map(|b| plan.iter().map(|(g, r)| cm.compute_s(b, *g, legionc::runtime::halo::bands(r)[b])).sum::<f64>()).fold(0.0, f64::max)
+        };
+        for (gi, ((g, dp), (bg, rows))) in groups.iter().zip(&balanced).enumerate() {
+            assert_eq!(g, bg);
+            assert_eq!(rows.iter().sum::<usize>(), cm.model.rows(g.to));
+            let tables = cm.mesh_tables(*g, gi == 0, gi == last);
+            let worst = |r: &[usize]| r.iter().enumerate().map(|(b, &x)| tables[b][x]).fold(0.0, f64::max);
+            assert_eq!(worst(rows), worst(dp), "{boards} boards, group {gi}: {rows:?} vs the DP's {dp:?}");
+        }
+        assert!(most(&balanced) <= most(&groups) + 1e-12, "{boards} boards: {} s vs {} s", most(&balanced), most(&groups));
+        if boards == 6 {
+            assert!(most(&balanced) < most(&groups), "{balanced:?} vs {groups:?}");
+        }
+    }
+}
+
 /// A Dense layer of the tail is split when its slices on fast boards behind a fast link beat
 /// the coordinator alone, and kept whole behind a slow link.
 #[test]
