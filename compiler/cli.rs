@@ -297,7 +297,7 @@ pub enum Command {
         /// Models to run (default: the grid's four, or VGG-16 and ResNet-18 with --quick)
         #[arg(long, value_delimiter = ',')]
         models: Option<Vec<String>>,
-        /// Strategies to compare, in order; `legion-star`, `legion-mesh` name the topology, and `-whole` after it every band computed whole (no edges first)
+        /// Strategies to compare, in order; `legion-star`, `legion-mesh` name the topology, and `-edges` or `-whole` after it edges first (where it pays) or every band whole
         #[arg(long, value_delimiter = ',', default_value = "legion,fss,layerwise,one-group,equal-split,single")]
         strategies: Vec<StrategyRun>,
         /// Topology of the strategies that do not name one (default: mesh)
@@ -341,7 +341,7 @@ pub struct BenchArgs {
     pub command: Option<BenchCommand>,
     /// A compiled, emulated fleet (not running) whose plans to compare
     pub fleet: Option<PathBuf>,
-    /// Strategies to compare, in order; `legion-star`, `legion-mesh` name the topology, and `-whole` after it every band computed whole (no edges first)
+    /// Strategies to compare, in order; `legion-star`, `legion-mesh` name the topology, and `-edges` or `-whole` after it edges first (where it pays) or every band whole
     #[arg(long, value_delimiter = ',', default_value = "legion,fss,layerwise,one-group,equal-split,proportional")]
     pub strategies: Vec<StrategyRun>,
     /// Topology of the strategies that do not name one (overrides the fleet file's)

@@ -104,14 +104,15 @@ impl Strategy {
 
 /// A strategy as `bench --strategies` and `suite --strategies` take it: `legion`, or with the
 /// topology named, `legion-star` / `legion-mesh` (without: the fleet's topology, or
-/// `--topology`), and `-whole` after it for every band computed whole (`legion-whole`: the
-/// mesh without edges first).
+/// `--topology`), and after it `-edges` (edges first where the cost model predicts a gain) or
+/// `-whole` (every band whole); without: as the fleet file says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StrategyRun {
     pub strategy: Strategy,
     pub topology: Option<Topology>,
-    /// Named with `-whole`: every band computed whole (no edges first).
-    pub whole_bands: bool,
+    /// Named with `-edges` (Some(true)) or `-whole` (Some(false)): edges first where it pays,
+    /// or every band whole.
+    pub edges_first: Option<bool>,
 }
 
 impl StrategyRun {
@@ -121,7 +122,11 @@ impl StrategyRun {
             None => self.strategy.name().into(),
             Some(t) => format!("{}-{}", self.strategy.name(), t),
         };
-        if self.whole_bands { format!("{name}-whole") } else { name }
+        match self.edges_first {
+            Some(true) => format!("{name}-edges"),
+            Some(false) => format!("{name}-whole"),
+            None => name,
+        }
     }
     /// The fleet as this run plans it: its topology if it names one.
     pub fn fleet(&self, fleet: &Fleet) -> Fleet {
@@ -129,8 +134,8 @@ impl StrategyRun {
         if let Some(t) = self.topology {
             f.topology = t;
         }
-        if self.whole_bands {
-            f.edges_first = false;
+        if let Some(e) = self.edges_first {
+            f.edges_first = e;
         }
         f
     }
@@ -140,9 +145,10 @@ impl std::str::FromStr for StrategyRun {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<StrategyRun, String> {
         use clap::ValueEnum;
-        let (s, whole_bands) = match s.strip_suffix("-whole") {
-            Some(rest) => (rest, true),
-            None => (s, false),
+        let (s, edges_first) = match (s.strip_suffix("-edges"), s.strip_suffix("-whole")) {
+            (Some(rest), _) => (rest, Some(true)),
+            (_, Some(rest)) => (rest, Some(false)),
+            _ => (s, None),
         };
         let (name, topology) = match s.rsplit_once('-') {
             Some((n, "star")) => (n, Some(Topology::Star)),
@@ -151,9 +157,9 @@ impl std::str::FromStr for StrategyRun {
         };
         let strategy = Strategy::from_str(name, false).map_err(|_| {
             let all: Vec<&str> = Strategy::value_variants().iter().map(|v| v.name()).collect();
-            format!("unknown strategy '{name}' (one of {}, optionally ending in -star or -mesh, then -whole)", all.join(", "))
+            format!("unknown strategy '{name}' (one of {}, optionally ending in -star or -mesh, then -edges or -whole)", all.join(", "))
         })?;
-        Ok(StrategyRun { strategy, topology, whole_bands })
+        Ok(StrategyRun { strategy, topology, edges_first })
     }
 }
 
@@ -238,8 +244,8 @@ struct RawFleet {
     strategy: Option<Strategy>,
     /// How group outputs travel: `star` or `mesh` (default).
     topology: Option<Topology>,
-    /// Mesh: bands computed edges first where the cost model predicts it pays (default
-    /// true; false: every band whole).
+    /// Mesh: bands computed edges first where the cost model predicts it pays (true), or
+    /// every band whole (false, the default).
     edges_first: Option<bool>,
     /// `latency` (default), `throughput` or `{latency_at_fps: R}`.
     objective: Option<Objective>,
@@ -441,7 +447,7 @@ pub struct Fleet {
     /// How the plan's group outputs travel (default mesh).
     pub topology: Topology,
     /// Mesh: a group's boards may compute first the rows the others need, where the cost
-    /// model predicts it pays (`edges_first`, default true; false: every band whole).
+    /// model predicts it pays (`edges_first: true`; default false: every band whole).
     pub edges_first: bool,
     /// What the plan optimises (default latency).
     pub objective: Objective,
@@ -614,7 +620,7 @@ pub fn parse(text: &str, path: &Path, out: Option<&Path>) -> Result<Fleet> {
         Some(RawFallbacks::Count(n)) if n <= 2 => n,
         Some(RawFallbacks::Count(n)) => return Err(cx.err("fallbacks:", 0, format!("field 'fallbacks': {n} lost workers; give false, true (one), 1 or 2"))),
     };
-    Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, heartbeat_ms, output, known_hosts, strategy, topology, edges_first: raw.edges_first.unwrap_or(true), objective, fallbacks })
+    Ok(Fleet { name: raw.fleet, file: path.to_path_buf(), model, boards, coordinator, deadline_s, heartbeat_ms, output, known_hosts, strategy, topology, edges_first: raw.edges_first.unwrap_or(false), objective, fallbacks })
 }
 
 fn expand_home(p: &str, dir: &Path) -> PathBuf {

@@ -456,8 +456,9 @@ fn the_full_search_predicts_its_plan_from_its_groups_measured_again() {
 }
 
 /// The boards' own wire for both topologies and a split tail: a plan whose every Dense layer
-/// of the tail is split over three emulated boards answers as tract does, star and mesh; the
-/// mesh's boards send each other rows; each board's compiled model file holds only its slice.
+/// of the tail is split over three emulated boards answers as tract does, star and mesh (its
+/// bands whole, and computed edges first); the mesh's boards send each other rows, edges
+/// first before their bands are done; each board's compiled model file holds only its slice.
 #[test]
 fn a_split_tail_verifies_on_emulated_boards_in_both_topologies() {
     use legionc::runtime::plan::{TailSplit, Topology};
@@ -472,12 +473,16 @@ fn a_split_tail_verifies_on_emulated_boards_in_both_topologies() {
     let model_file = f.dir.path("all.bin");
     std::fs::write(&model_file, legionc::runtime::modelfile::write(&m.ir, &|_| true)).unwrap();
     let compiled = codegen::compiled_plan(&fleet).unwrap();
-    for topology in [Topology::Star, Topology::Mesh] {
+    for (topology, edges) in [(Topology::Star, false), (Topology::Mesh, false), (Topology::Mesh, true)] {
         let mut plan = compiled.clone();
         plan.topology = topology;
+        let last = plan.groups.len() - 1;
+        for (i, g) in plan.groups.iter_mut().enumerate() {
+            g.edges_first = edges && i < last;
+        }
         plan.tail = dense.iter().map(|&node| TailSplit { node, cols: solve::proportional_rows(m.ir.nodes[node].shape[1], &[1.0, 2.0, 1.0]) }).collect();
         plan.validate(&m.ir).unwrap();
-        let plan_file = f.dir.path(&format!("{topology}.plan.json"));
+        let plan_file = f.dir.path(&format!("{topology}-{edges}.plan.json"));
         std::fs::write(&plan_file, serde_json::to_vec(&plan).unwrap()).unwrap();
         legionc::deploy::up_emulated_with(&fleet, &plan, &legionc::deploy::Launch::PlanFile { plan: &plan_file, model: &model_file }, true).unwrap();
         f.up = true;
@@ -496,14 +501,25 @@ fn a_split_tail_verifies_on_emulated_boards_in_both_topologies() {
             assert!(peer_rows > 0, "no board sent another rows: {report:?}");
             // What the boards sent each other over their own connections is the exchange the
             // band math asks for, board by board.
+            let mut early = 0;
             for (gi, w) in plan.groups.windows(2).enumerate() {
                 let r = legionc::runtime::mesh::redistribution(&m.ir, &w[0].rows, w[1].group(), &w[1].rows).unwrap();
                 for t in &report.groups[gi] {
                     let b = fleet.boards.iter().position(|x| x.name == t.board).unwrap();
-                    let want: Vec<(String, (usize, usize))> = r.transfers.iter().filter(|x| x.from == b).map(|x| (fleet.boards[x.to].name.clone(), (x.rows.start, x.rows.end))).collect();
-                    assert_eq!(t.sent_to, want, "group {gi}, board {}", t.board);
+                    let mut want: Vec<(String, (usize, usize))> = r.transfers.iter().filter(|x| x.from == b).map(|x| (fleet.boards[x.to].name.clone(), (x.rows.start, x.rows.end))).collect();
+                    let mut sent = t.sent_to.clone();
+                    want.sort();
+                    sent.sort();
+                    assert_eq!(sent, want, "group {gi}, board {}", t.board);
+                    // In parts, the rows of the first parts leave before the band is done.
+                    let parts = legionc::runtime::mesh::group_parts(&m.ir, &plan.groups, gi, b).unwrap();
+                    assert_eq!(t.sent_after_s.len(), t.sent_to.len());
+                    let before = t.sent_after_s.iter().filter(|&&a| a < t.compute_s).count();
+                    assert_eq!(before > 0, parts.len() > 1, "group {gi}, board {}: parts {parts:?}, {t:?}", t.board);
+                    early += before;
                 }
             }
+            assert_eq!(early > 0, edges, "rows sent before their band was done: {early}");
             // The first split layer's input gathered on the boards: each board's last band
             // went to every other board with features, and each computed its slice from them.
             assert!(plan.gathers_tail(&m.ir) && report.tail_gathered, "{report:?}");
