@@ -471,14 +471,16 @@ impl CostModel {
             for b in 0..n {
                 if let Some(at) = ready[b] {
                     let start = at.max(free[b]);
-                    let mut t = start;
+                    // Summed apart from the start, so that a band in one part costs exactly
+                    // its compute time.
+                    let mut compute = 0.0;
                     for part in self.parts(*g, next.as_ref(), b, outs[b]) {
-                        t += self.compute_s(b, *g, part);
-                        parts_done[b].push((part, t));
+                        compute += self.compute_s(b, *g, part);
+                        parts_done[b].push((part, start + compute));
                     }
-                    done[b] = t;
+                    done[b] = start + compute;
                     free[b] = done[b];
-                    bands[b] = BandCost { rows: outs[b].len(), send_s: start - prev_done.min(start), compute_s: t - start, recv_s: 0.0 };
+                    bands[b] = BandCost { rows: outs[b].len(), send_s: start - prev_done.min(start), compute_s: compute, recv_s: 0.0 };
                 }
             }
             let group_done;
