@@ -2,6 +2,7 @@
 //! the report of `legionc inspect`. The IR and the band math live in `legion-runtime` (the
 //! boards run the same code); they are re-exported here.
 
+pub mod carry;
 pub mod fold;
 pub mod onnx;
 pub mod reference;

@@ -113,7 +113,8 @@ pub fn import(bytes: &[u8], name: &str, input_shape: Option<&[usize]>) -> Result
     if ids.len() > 1 {
         imp.pack_outputs(&ids);
     }
-    Ok(Imported { model: imp.model, tensor_names: imp.tensor_names, outputs })
+    let (model, tensor_names) = super::carry::carry_side_values(imp.model, imp.tensor_names);
+    Ok(Imported { model, tensor_names, outputs })
 }
 
 /// One output of the ONNX graph. A model with several outputs is computed as one: each output

@@ -183,6 +183,7 @@ fn wire_layer(
             }
         }
         Op::Concat => target.wire_node(&name, TypedConcat::new(1), inputs)?,
+        Op::Slice { start, end } => target.wire_node(&name, Slice::new(1, *start, *end), inputs)?,
         Op::SpaceToDepth { block } => {
             let b = *block;
             let shape = target.outlet_fact(inputs[0])?.shape.to_tvec();

@@ -110,6 +110,10 @@ pub enum Op {
     Add,
     /// Concatenation along channels.
     Concat,
+    /// Channels `start..end` of the input. legionc's front end inserts these (with a Concat)
+    /// to carry a side value through a segment with no cut point, so that one tensor crosses
+    /// there (see the compiler's `model::carry`).
+    Slice { start: usize, end: usize },
     /// ONNX SpaceToDepth (YOLOv2's reorg): `[C, H, W]` → `[C·b², H/b, W/b]`.
     SpaceToDepth { block: usize },
     /// Logistic sigmoid.
@@ -157,6 +161,7 @@ impl Op {
             Op::Affine { .. } => "Affine",
             Op::Add => "Add",
             Op::Concat => "Concat",
+            Op::Slice { .. } => "Slice",
             Op::SpaceToDepth { .. } => "SpaceToDepth",
             Op::Sigmoid => "Sigmoid",
             Op::HardSigmoid { .. } => "HardSigmoid",
@@ -189,6 +194,7 @@ impl Op {
                 | Op::Affine { .. }
                 | Op::Add
                 | Op::Concat
+                | Op::Slice { .. }
                 | Op::SpaceToDepth { .. }
                 | Op::Sigmoid
                 | Op::HardSigmoid { .. }
@@ -356,7 +362,7 @@ impl Model {
             Op::GlobalAvgPool | Op::GlobalMaxPool => {
                 self.nodes[n.inputs[0]].shape.iter().product::<usize>() as u64
             }
-            Op::Input | Op::Transpose { .. } | Op::Flatten | Op::Concat | Op::SpaceToDepth { .. } | Op::Pad { .. } | Op::Upsample { .. } => 0,
+            Op::Input | Op::Transpose { .. } | Op::Flatten | Op::Concat | Op::Slice { .. } | Op::SpaceToDepth { .. } | Op::Pad { .. } | Op::Upsample { .. } => 0,
             _ => out,
         }
     }

@@ -36,7 +36,9 @@ fn zoo_architectures_have_their_shape() {
     assert_eq!(count("vgg16-tiny", "Dense"), 3);
     assert_eq!(count("resnet18-tiny", "Add"), 8);
     assert_eq!(count("yolov2-tiny", "SpaceToDepth"), 1);
-    assert_eq!(count("yolov2-tiny", "Concat"), 1);
+    // the passthrough's Concat, and those that carry it through the 13 × 13 part (below)
+    let concats = |name: &str| zoo_model(name).ir.nodes.iter().filter(|n| n.op.kind() == "Concat" && !n.name.ends_with(".carry")).count();
+    assert_eq!(concats("yolov2-tiny"), 1);
     let y = &zoo_model("yolov2-tiny").ir;
     assert_eq!(y.split_end(), y.output(), "YOLOv2 is splittable to its output");
     if full_size() {
@@ -59,13 +61,45 @@ fn cut_points_never_split_a_residual_block() {
             assert!(cuts.iter().all(|&c| c <= shortcut || c >= i), "cut inside the block {shortcut}..{i}: {cuts:?}");
         }
     }
-    // YOLOv2: the passthrough branch spans from the 26×26 stage to the concat
-    let y = &zoo_model("yolov2-tiny").ir;
-    let concat = y.nodes.iter().position(|n| matches!(n.op, Op::Concat)).unwrap();
-    let branch = *y.nodes[concat].inputs.iter().min().unwrap();
-    let s2d = y.nodes.iter().position(|n| matches!(n.op, Op::SpaceToDepth { .. })).unwrap();
-    let first = *y.nodes[y.nodes[s2d].inputs[0]].inputs.iter().min().unwrap();
-    assert!(y.cut_points().iter().all(|&c| c <= first.min(branch) || c >= concat));
+    assert!(m.nodes.iter().all(|n| n.op.kind() != "Slice"), "a residual block's two 3 × 3 convolutions are not carried through");
+}
+
+/// YOLOv2's passthrough is open across its 13 × 13 part, which had no cut point. The front
+/// end runs the passthrough's 1×1 convolution and reorg first and carries its output as
+/// channels: one tensor crosses before every 3 × 3 convolution there, and the model still
+/// computes what tract computes from the ONNX file.
+#[test]
+fn a_side_value_is_carried_as_channels_to_make_cut_points() {
+    for name in ["yolov2-tiny", "yolov2"] {
+        if name == "yolov2" && !full_size() {
+            continue;
+        }
+        let m = zoo_model(name);
+        let y = &m.ir;
+        let s2d = y.nodes.iter().position(|n| matches!(n.op, Op::SpaceToDepth { .. })).unwrap();
+        let join = y.nodes.iter().position(|n| matches!(n.op, Op::Concat) && !n.name.ends_with(".carry")).unwrap();
+        let side = y.nodes[s2d].shape[1];
+        let inside: Vec<usize> = y.cut_points().into_iter().filter(|&c| c > s2d && c < join).collect();
+        // before the 13 × 13 part's five 3 × 3 convolutions
+        assert_eq!(inside.len(), 5, "{name}: cut points {inside:?} between the reorg {s2d} and the join {join}");
+        for &c in &inside {
+            let n = &y.nodes[c];
+            assert!(matches!(n.op, Op::Concat) && n.name.ends_with(".carry"), "{name}: cut point {c} is {:?}", n.op);
+            // the main branch's channels, then the passthrough's
+            let last = *n.inputs.last().unwrap();
+            assert_eq!(y.nodes[last].shape[1], side, "{name}: cut point {c} does not carry the passthrough");
+            assert!(last == s2d || matches!(y.nodes[last].op, Op::Slice { .. }));
+            assert_eq!(n.shape[1], y.nodes[n.inputs[0]].shape[1] + side);
+        }
+        // the whole model, as the IR computes it, against tract on the ONNX file
+        let x = legionc::model::reference::random_input(&y.nodes[0].shape, 7);
+        let whole = legionc::runtime::exec::runnable(legionc::runtime::exec::section_graph(y, 0, y.output()).unwrap()).unwrap();
+        let got = legionc::runtime::exec::run(&whole, x.clone()).unwrap();
+        let want = legionc::model::reference::run(&m.onnx, &x).unwrap();
+        legionc::model::reference::check(&got, &want, name).unwrap().ensure_within(name).unwrap();
+    }
+    // VGG-16 has no branch: nothing to carry
+    assert!(zoo_model("vgg16-tiny").ir.nodes.iter().all(|n| n.op.kind() != "Slice"));
 }
 
 #[test]
