@@ -1,7 +1,7 @@
 //! Benchmarks: commands that measure in one run and print ratios (never timed assertions).
 
 use crate::model::{group_band, reference, Group, LoadedModel, Rows};
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use legion_runtime::exec::BandExecutor;
 use legion_runtime::stats::{mean_sd, median, median_by, min_max};
 use prost::Message;
@@ -16,6 +16,10 @@ use tract_onnx::prelude::*;
 pub fn band_onnx(m: &LoadedModel, group: Group, input_rows: usize) -> Result<Vec<u8>> {
     let mut proto = ModelProto::decode(m.onnx.as_slice())?;
     let graph = proto.graph.as_mut().context("no graph")?;
+    let made: HashSet<&str> = graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str)).chain(graph.input.iter().map(|i| i.name.as_str())).collect();
+    if let Some(v) = std::iter::once(group.from).chain(group.layers()).find(|&v| !made.contains(m.tensor_names[v].as_str())) {
+        bail!("group {}..{}: value {v} ({}) is not in the ONNX file: legionc's front end made it to carry a side value (model::carry); pick a group without it", group.from, group.to, m.ir.nodes[v].name);
+    }
     let keep: HashSet<&str> = group.layers().map(|v| m.tensor_names[v].as_str()).collect();
     graph.node.retain(|n| n.output.first().is_some_and(|o| keep.contains(o.as_str())));
     for n in &mut graph.node {
@@ -133,6 +137,7 @@ pub fn band_vs_tract(m: &LoadedModel, group: Group, boards: usize, board: usize,
     let h = m.ir.rows(group.to);
     ensure!(board > 0 && board + 1 < boards, "pick a middle band: board must be in 1..{}", boards - 1);
     let per = h / boards;
+    ensure!(per > 0, "value {} has {h} rows: too few for {boards} bands (--boards)", group.to);
     let band = Rows::new(board * per, (board + 1) * per);
     let gb = group_band(&m.ir, group, band);
     ensure!(gb.layers.iter().all(|l| l.pad_top == 0 && l.pad_bottom == 0), "band {band} touches an image border");

@@ -293,7 +293,7 @@ fn build_section(
         let rows = model.is_spatial(layer.node).then_some(layer.out);
         values.insert(layer.node, (out, rows));
     }
-    let (out, _) = values[&to];
+    let (out, _) = *values.get(&to).with_context(|| format!("value {to} is not computed inside the section (no rows of it asked)"))?;
     target.select_output_outlets(&[out])?;
     Ok(target)
 }
