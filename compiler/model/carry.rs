@@ -25,20 +25,23 @@ use legion_runtime::ir::{Model, Node, Op};
 /// one group is as good.
 pub const MIN_WINDOWS: usize = 3;
 
+/// Rows spanned by one output row of `op`'s window, and its stride (none for a layer without
+/// a window).
+fn window_rows(op: &Op) -> Option<(usize, usize)> {
+    match op {
+        Op::Deconv(c) => Some((c.window.span(0), c.window.stride[0])),
+        _ => op.window().map(|w| (w.span(0), w.stride[0])),
+    }
+}
+
 /// Does `op` grow or shift the rows a band needs (a window with more than one row or a stride)?
 fn grows_rows(op: &Op) -> bool {
-    match op {
-        Op::Deconv(c) => c.window.span(0) > 1 || c.window.stride[0] > 1,
-        _ => op.window().is_some_and(|w| w.span(0) > 1 || w.stride[0] > 1),
-    }
+    window_rows(op).is_some_and(|(span, stride)| span > 1 || stride > 1)
 }
 
 /// Does a band of `op`'s output need more input rows than it has (a window of several rows)?
 fn spans_rows(op: &Op) -> bool {
-    match op {
-        Op::Deconv(c) => c.window.span(0) > 1,
-        _ => op.window().is_some_and(|w| w.span(0) > 1),
-    }
+    window_rows(op).is_some_and(|(span, _)| span > 1)
 }
 
 /// The model with side values carried (see the module's documentation), and the name of the
@@ -67,12 +70,13 @@ pub fn carry_side_values(model: Model, tensor_names: Vec<String>) -> (Model, Vec
 }
 
 /// A segment `(from, to]` to rewrite: its nodes in their new order, and after which of them
-/// (positions in `order`) the live values are packed.
+/// (positions in `order`) which values are packed: that node's output first, then the other
+/// values read later, in model order.
 struct Segment {
     from: usize,
     to: usize,
     order: Vec<usize>,
-    carry_after: Vec<usize>,
+    carries: Vec<(usize, Vec<usize>)>,
 }
 
 /// The segment's new order and its carry points, or none if it has no carry point.
@@ -101,25 +105,27 @@ fn segment_plan(model: &Model, from: usize, to: usize) -> Option<Segment> {
     // Live values after each position: produced at or before it (or `from`), read after it.
     let pos = |v: usize| if v == from { None } else { order.iter().position(|&o| o == v) };
     let last_read = |v: usize| order.iter().rposition(|&c| model.nodes[c].inputs.contains(&v));
-    let mut carry_after = Vec::new();
+    let mut carries = Vec::new();
     for p in 0..order.len() - 1 {
         if !grows_rows(&model.nodes[order[p + 1]].op) {
             continue;
         }
-        let live: Vec<usize> = std::iter::once(from)
+        let mut live: Vec<usize> = std::iter::once(from)
             .chain(order[..=p].iter().copied())
-            .filter(|&v| pos(v).map_or(true, |q| q <= p) && last_read(v).is_some_and(|r| r > p))
+            .filter(|&v| v != order[p] && pos(v).map_or(true, |q| q <= p) && last_read(v).is_some_and(|r| r > p))
             .collect();
+        live.sort_unstable();
+        live.insert(0, order[p]);
         let shape = &model.nodes[order[p]].shape;
         let same = |v: usize| {
             let s = &model.nodes[v].shape;
             s.len() == 4 && shape.len() == 4 && s[0] == shape[0] && s[2] == shape[2] && s[3] == shape[3]
         };
         if live.len() >= 2 && live.iter().all(|&v| same(v) && model.is_spatial(v)) {
-            carry_after.push(p);
+            carries.push((p, live));
         }
     }
-    (!carry_after.is_empty()).then_some(Segment { from, to, order, carry_after })
+    (!carries.is_empty()).then_some(Segment { from, to, order, carries })
 }
 
 /// Where an original value is now: a value of the new model, or channels of a carrier.
@@ -133,6 +139,7 @@ fn rebuild(model: Model, names: Vec<String>, plan: &[Segment]) -> (Model, Vec<St
     let Model { name, input_layout, nodes } = model;
     let mut out: Vec<Node> = Vec::with_capacity(nodes.len() + 32);
     let mut out_names: Vec<String> = Vec::with_capacity(out.capacity());
+    // Values not emitted yet are never read (the order is topological).
     let mut at: Vec<At> = vec![At::Value(usize::MAX); nodes.len()];
     // The Slice already taken of (carrier, value), reused until the next carrier.
     let mut sliced: std::collections::HashMap<(usize, usize), usize> = Default::default();
@@ -156,11 +163,11 @@ fn rebuild(model: Model, names: Vec<String>, plan: &[Segment]) -> (Model, Vec<St
     let mut v = 0;
     let mut segments = plan.iter().peekable();
     while v < nodes.len() {
-        let (order, carry_after): (Vec<usize>, &[usize]) = match segments.peek() {
+        let (order, carries): (Vec<usize>, &[(usize, Vec<usize>)]) = match segments.peek() {
             Some(s) if s.from + 1 == v => {
                 let s = segments.next().expect("peeked");
                 v = s.to + 1;
-                (s.order.clone(), &s.carry_after)
+                (s.order.clone(), &s.carries)
             }
             _ => {
                 v += 1;
@@ -172,13 +179,7 @@ fn rebuild(model: Model, names: Vec<String>, plan: &[Segment]) -> (Model, Vec<St
             node.inputs = node.inputs.iter().map(|&i| resolve(i, &at, &mut out, &mut out_names, &mut sliced)).collect();
             let id = push(&mut out, &mut out_names, node, names[o].clone());
             at[o] = At::Value(id);
-            if carry_after.contains(&p) {
-                // Pack every value read after this position: this node's output first, then
-                // the side values in model order.
-                let later: Vec<usize> = order[p + 1..].iter().flat_map(|&c| nodes[c].inputs.clone()).collect();
-                let mut live: Vec<usize> = (0..nodes.len()).filter(|&x| matches!(at[x], At::Value(i) | At::Packed { carrier: i, .. } if i != usize::MAX) && later.contains(&x)).collect();
-                live.retain(|&x| x != o);
-                live.insert(0, o);
+            if let Some((_, live)) = carries.iter().find(|(q, _)| *q == p) {
                 let parts: Vec<usize> = live.iter().map(|&x| resolve(x, &at, &mut out, &mut out_names, &mut sliced)).collect();
                 let channels: Vec<usize> = parts.iter().map(|&i| out[i].shape[1]).collect();
                 let mut shape = out[id].shape.clone();
