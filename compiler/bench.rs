@@ -387,6 +387,10 @@ pub struct StrategyRow {
     /// the latency (after them), and predicted (None without a cost model).
     pub measured_pipelined_fps: f64,
     pub predicted_pipelined_fps: Option<f64>,
+    /// Rounds over the strategies the frames were measured in, and the frames the median is
+    /// taken over (`--frames` per round).
+    pub rounds: usize,
+    pub frames: usize,
 }
 
 /// Frames in flight when the bench measures throughput.
@@ -405,17 +409,22 @@ pub enum Boards<'a> {
     Generic { exe: &'a std::path::Path, models: &'a std::path::Path },
 }
 
-/// Each strategy's plan on the emulated fleet: plan, start the boards with it (`boards`: the
-/// compiled binaries load it from plan.json, or the generic binary its fleet and plan from a
-/// JSON file; a model file holds every weight, so no rebuild per plan), run `frames` frames
-/// after a warm-up, stop. Also returns the single-board latency the speedups are relative to:
-/// the `single` strategy's measured latency when it is in `list`, else the fastest board's
-/// whole model in this process at its twin's speed.
+/// Each strategy's plan on the emulated fleet: plan every strategy, then in `rounds` rounds
+/// start the boards with each plan in turn (`boards`: the compiled binaries load it from
+/// plan.json, or the generic binary its fleet and plan from a JSON file; a model file holds
+/// every weight, so no rebuild per plan), run `frames` frames after a warm-up, stop. The
+/// rounds visit the strategies forward, then backward, and so on, so that a machine whose
+/// speed drifts during the run slows every plan alike instead of the last ones; each
+/// strategy's latency is the median of all its frames. Also returns the single-board latency
+/// the speedups are relative to: the `single` strategy's measured latency when it is in
+/// `list`, else the fastest board's whole model in this process at its twin's speed.
+#[allow(clippy::too_many_arguments)]
 pub fn strategies(
     fleet: &crate::fleet::Fleet,
     m: &LoadedModel,
     list: &[crate::fleet::StrategyRun],
     frames: usize,
+    rounds: usize,
     opts: &crate::profile::Options,
     boards: Boards,
 ) -> Result<(Vec<StrategyRow>, f64)> {
@@ -432,30 +441,61 @@ pub fn strategies(
     let (model_file, model_sha) = model_file(m, &dir, boards)?;
     let x = reference::random_input(&m.ir.user_input_shape(), 1);
     let expected = reference::run(&m.onnx, &x)?;
-    let mut max_rel_diff = 0f32;
-    let mut rows = Vec::new();
+    // Every plan first (profiling and the wild card use the boards), then the rounds.
+    struct Measuring {
+        name: String,
+        planned: strategy::Planned,
+        plan_file: std::path::PathBuf,
+        frames: Vec<(f64, legion_runtime::board::FrameReport)>,
+        fps: f64,
+        max_rel_diff: f32,
+    }
+    let mut runs = Vec::new();
     for &s in list {
         let planned = strategy::plan(&s.fleet(fleet), m, s.strategy, opts)?;
         let plan_file = dir.join(format!("{}.plan.json", s.name()));
         crate::write_atomic(&plan_file, &serde_json::to_vec_pretty(&planned.plan)?)?;
-        let launch = launch(boards, &plan_file, &model_file, &model_sha);
-        let up = deploy::up_emulated_with(fleet, &planned.plan, &launch, opts.quiet);
-        let measured = up.and_then(|_| {
-            // The warm-up frame's output is checked against tract's single run.
-            let (y, _, _) = run::infer(fleet, &planned.plan, &x)?;
-            max_rel_diff = max_rel_diff.max(reference::check(&y, &expected, "the fleet's output")?.ratio());
-            let lat: Vec<(f64, legion_runtime::board::FrameReport)> =
-                (0..frames.max(1)).map(|_| run::infer(fleet, &planned.plan, &x).map(|r| (r.2.as_secs_f64(), r.1))).collect::<Result<_>>()?;
-            let median = median_by(lat, |f| f.0).expect("at least one frame");
-            let o = run::StreamOptions { frames: frames.max(PIPELINED), rate: None, drop: false, in_flight: Some(PIPELINED), verify_every: None };
-            let stream = run::stream_frames(fleet, &planned.plan, m, &[("random 1".into(), x.clone())], &o, &mut std::io::sink())?;
-            Ok((median, stream.summary.throughput_fps))
-        });
-        deploy::down(fleet)?;
-        let ((measured, frame), fps) = measured.with_context(|| format!("strategy {}", s.name()))?;
+        runs.push(Measuring { name: s.name(), planned, plan_file, frames: vec![], fps: f64::NAN, max_rel_diff: 0.0 });
+    }
+    let rounds = rounds.max(1);
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 { (0..runs.len()).collect() } else { (0..runs.len()).rev().collect() };
+        for i in order {
+            let r = &mut runs[i];
+            let launch = launch(boards, &r.plan_file, &model_file, &model_sha);
+            let up = deploy::up_emulated_with(fleet, &r.planned.plan, &launch, opts.quiet);
+            let measured = up.and_then(|_| {
+                // The warm-up frame's output is checked against tract's single run.
+                let (y, _, _) = run::infer(fleet, &r.planned.plan, &x)?;
+                let diff = reference::check(&y, &expected, "the fleet's output")?.ratio();
+                let lat: Vec<(f64, legion_runtime::board::FrameReport)> =
+                    (0..frames.max(1)).map(|_| run::infer(fleet, &r.planned.plan, &x).map(|r| (r.2.as_secs_f64(), r.1))).collect::<Result<_>>()?;
+                // Frames per second in the first round only.
+                let fps = if round == 0 {
+                    let o = run::StreamOptions { frames: frames.max(PIPELINED), rate: None, drop: false, in_flight: Some(PIPELINED), verify_every: None };
+                    Some(run::stream_frames(fleet, &r.planned.plan, m, &[("random 1".into(), x.clone())], &o, &mut std::io::sink())?.summary.throughput_fps)
+                } else {
+                    None
+                };
+                Ok((diff, lat, fps))
+            });
+            deploy::down(fleet)?;
+            let (diff, lat, fps) = measured.with_context(|| if rounds > 1 { format!("strategy {}, round {}", r.name, round + 1) } else { format!("strategy {}", r.name) })?;
+            r.max_rel_diff = r.max_rel_diff.max(diff);
+            r.frames.extend(lat);
+            if let Some(fps) = fps {
+                r.fps = fps;
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for r in runs {
+        let frames = r.frames.len();
+        let (measured, frame) = median_by(r.frames, |f| f.0).expect("at least one frame");
+        let planned = r.planned;
         let predicted = planned.predicted_latency_s.is_finite().then_some(planned.predicted_latency_s);
         rows.push(StrategyRow {
-            strategy: s.name(),
+            strategy: r.name,
             plan_hash: planned.plan_hash.clone(),
             groups: planned.plan.groups.len(),
             measured_latency_s: measured,
@@ -473,12 +513,13 @@ pub fn strategies(
             overrun_share: frame.overrun_s / measured,
             slot_wait_s: frame.slot_wait_s,
             peak_rss_mb: frame.peak_rss_mb.iter().cloned().collect(),
-            measured_pipelined_fps: fps,
+            measured_pipelined_fps: r.fps,
             predicted_pipelined_fps: planned.throughput_fps(PIPELINED),
             frame,
-            max_rel_diff,
+            max_rel_diff: r.max_rel_diff,
+            rounds,
+            frames,
         });
-        max_rel_diff = 0.0;
     }
     let single = match rows.iter().find(|r| r.strategy == "single") {
         Some(r) => r.measured_latency_s,

@@ -306,6 +306,11 @@ pub enum Command {
         /// Frames per plan after a warm-up (the median is reported)
         #[arg(long, default_value_t = 5)]
         frames: usize,
+        /// Measure in this many rounds over the strategies (forward, backward, ...), `--frames`
+        /// frames per plan each, and report the median of all: on a machine whose speed drifts
+        /// by minutes, the plans compared then share its slow and fast spells
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// Per fleet, also measure this many of the objective's candidate plans (partitions of
         /// the fleet into lanes, frames in flight) as streams: the `latency` and `throughput`
         /// objectives' choices, then others along the predicted front; a latency-against-
@@ -350,6 +355,11 @@ pub struct BenchArgs {
     /// Frames per strategy after a warm-up (the median is reported)
     #[arg(long, default_value_t = 3)]
     pub frames: usize,
+    /// Measure in this many rounds over the strategies (forward, backward, ...), `--frames`
+    /// frames per plan each, and report the median of all: on a machine whose speed drifts
+    /// by minutes, the plans compared then share its slow and fast spells
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// One JSON object per strategy instead of the table
     #[arg(long)]
     pub json: bool,

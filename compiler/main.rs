@@ -153,9 +153,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             r.agreement.ensure_within("the split output")?;
             writeln!(out, "verified")?;
         }
-        Command::Suite { quick, fleets, models, strategies, topology, frames, candidates, out: out_dir, work_dir, target_dir, port, cache_dir, readme } => {
+        Command::Suite { quick, fleets, models, strategies, topology, frames, rounds, candidates, out: out_dir, work_dir, target_dir, port, cache_dir, readme } => {
             let models = models.unwrap_or_else(|| (if quick { suite::QUICK_MODELS } else { suite::MODELS }).iter().map(|m| m.to_string()).collect());
-            let o = suite::SuiteOptions { quick, fleets, models, strategies, topology, frames, candidates, out: out_dir.clone(), work_dir, port, profile: profile::Options::new(cache_dir, &target_dir.or_else(cargo_build::own_target_dir).unwrap_or_else(|| "target/boards".into())) };
+            let o = suite::SuiteOptions { quick, fleets, models, strategies, topology, frames, rounds, candidates, out: out_dir.clone(), work_dir, port, profile: profile::Options::new(cache_dir, &target_dir.or_else(cargo_build::own_target_dir).unwrap_or_else(|| "target/boards".into())) };
             let s = suite::run(&o)?;
             if let Some(r) = readme {
                 suite::update_readme(&r, &s, &out_dir)?;
@@ -170,18 +170,18 @@ fn dispatch(cli: Cli) -> Result<()> {
 
 fn bench_command(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
     match args {
-        BenchArgs { command: None, fleet: Some(path), strategies, topology, frames, json, cache_dir, target_dir } => {
+        BenchArgs { command: None, fleet: Some(path), strategies, topology, frames, rounds, json, cache_dir, target_dir } => {
             let mut fleet = fleet::load(&path, None)?;
             fleet.topology = topology.unwrap_or(fleet.topology);
             let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;
             let target_dir = target_dir.unwrap_or_else(|| cargo_build::default_target_dir(&fleet));
             let opts = profile::Options { quiet: json, ..profile::Options::new(cache_dir, &target_dir) };
-            let (rows, single) = bench::strategies(&fleet, &m, &strategies, frames, &opts, bench::Boards::Compiled)?;
+            let (rows, single) = bench::strategies(&fleet, &m, &strategies, frames, rounds, &opts, bench::Boards::Compiled)?;
             if json {
                 serde_json::to_writer_pretty(&mut *out, &rows)?;
                 writeln!(out)?;
             } else {
-                writeln!(out, "fleet {}, model {}, {} boards, {} frames per strategy", fleet.name, m.ir.name, fleet.boards.len(), frames)?;
+                writeln!(out, "fleet {}, model {}, {} boards, {} frames per strategy{}", fleet.name, m.ir.name, fleet.boards.len(), frames * rounds.max(1), if rounds > 1 { format!(" in {rounds} rounds") } else { String::new() })?;
                 write!(out, "{}", bench::format_strategies(&rows, single))?;
             }
         }

@@ -242,8 +242,11 @@ pub fn balance_rows(cm: &CostModel, groups: &[(Group, Vec<usize>)]) -> Vec<(Grou
         .map(|(gi, (g, _))| {
             let tables = cm.mesh_tables(*g, gi == 0, gi == last);
             let (rows, _) = min_max_rows_loaded(&tables, cm.model.rows(g.to), &load);
+            // A board's clock: its computing, and for the first group the wait for its input
+            // band (the boards farther down the coordinator's queue start later).
             for (b, out) in legion_runtime::halo::bands(&rows).into_iter().enumerate() {
-                load[b] += cm.compute_s(b, *g, out);
+                let c = cm.band_cost(b, *g, out);
+                load[b] += c.compute_s + if gi == 0 { c.send_s } else { 0.0 };
             }
             (*g, rows)
         })

@@ -394,12 +394,13 @@ fn up_and_run_need_a_compiled_fleet() {
 
 /// `legionc bench FLEET --strategies ... --json`: every strategy's plan runs on the fleet
 /// (through `serve --plan`, no rebuild) and is reported with its measured and predicted latency
-/// and profiling cost; the profiles come from the cache the compile filled.
+/// and profiling cost; the profiles come from the cache the compile filled. With `--rounds 2`
+/// each plan is measured in both rounds, its median over the frames of both.
 #[test]
 fn bench_compares_strategies_on_the_emulated_fleet() {
     let f = TestFleet::emulated("bench", "resnet18-tiny", 28700, &[1.0, 0.5]);
     f.compile();
-    let o = f.legionc(&["bench", "--strategies", "legion,layerwise,proportional", "--frames", "1", "--json", "--target-dir", boards_target_dir().to_str().unwrap()]);
+    let o = f.legionc(&["bench", "--strategies", "legion,layerwise,proportional", "--frames", "1", "--rounds", "2", "--json", "--target-dir", boards_target_dir().to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rows = rows.as_array().unwrap();
@@ -407,6 +408,7 @@ fn bench_compares_strategies_on_the_emulated_fleet() {
     for (r, name) in rows.iter().zip(["legion", "layerwise", "proportional"]) {
         assert_eq!(r["strategy"], name);
         assert!(r["measured_latency_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["rounds"] == 2 && r["frames"] == 2, "{r}");
         assert!(r["solve_seconds"].as_f64().is_some() && r["profiling_board_seconds"].as_f64().is_some() && r["profiling_trials"].as_u64().is_some(), "{r}");
         assert!(r["measured_pipelined_fps"].as_f64().unwrap() > 0.0, "{r}");
         if name == "proportional" {
