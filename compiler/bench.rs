@@ -391,6 +391,9 @@ pub struct StrategyRow {
     /// taken over (`--frames` per round).
     pub rounds: usize,
     pub frames: usize,
+    /// How many times slower than the twins the boards ran on the wall clock (times are
+    /// reported in the twins' time: `--time-scale`).
+    pub time_scale: f64,
 }
 
 /// Frames in flight when the bench measures throughput.
@@ -519,6 +522,7 @@ pub fn strategies(
             max_rel_diff: r.max_rel_diff,
             rounds,
             frames,
+            time_scale: legion_runtime::link::time_scale(),
         });
     }
     let single = match rows.iter().find(|r| r.strategy == "single") {

@@ -311,6 +311,12 @@ pub enum Command {
         /// by minutes, the plans compared then share its slow and fast spells
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// Run the emulated boards K times slower than their twins on the wall clock and report
+        /// wall time ÷ K (sets LEGION_TIME_SCALE for the boards): a fleet of more twins than
+        /// this machine has cores then overruns its twins' times less (a short band waiting for
+        /// the compute slot behind another's long one). 1: real time
+        #[arg(long, default_value = "1", value_parser = time_scale_arg)]
+        time_scale: f64,
         /// Per fleet, also measure this many of the objective's candidate plans (partitions of
         /// the fleet into lanes, frames in flight) as streams: the `latency` and `throughput`
         /// objectives' choices, then others along the predicted front; a latency-against-
@@ -360,6 +366,12 @@ pub struct BenchArgs {
     /// by minutes, the plans compared then share its slow and fast spells
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
+    /// Run the emulated boards K times slower than their twins on the wall clock and report
+    /// wall time ÷ K (sets LEGION_TIME_SCALE for the boards): a fleet of more twins than
+    /// this machine has cores then overruns its twins' times less (a short band waiting for
+    /// the compute slot behind another's long one). 1: real time
+    #[arg(long, default_value = "1", value_parser = time_scale_arg)]
+    pub time_scale: f64,
     /// One JSON object per strategy instead of the table
     #[arg(long)]
     pub json: bool,
@@ -419,3 +431,8 @@ pub enum BenchCommand {
     },
 }
 
+
+/// `--time-scale K`: a number of at least 1.
+fn time_scale_arg(v: &str) -> Result<f64, String> {
+    v.parse::<f64>().ok().filter(|k| k.is_finite() && *k >= 1.0).ok_or_else(|| format!("'{v}' is not a number of at least 1"))
+}

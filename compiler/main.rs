@@ -153,7 +153,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             r.agreement.ensure_within("the split output")?;
             writeln!(out, "verified")?;
         }
-        Command::Suite { quick, fleets, models, strategies, topology, frames, rounds, candidates, out: out_dir, work_dir, target_dir, port, cache_dir, readme } => {
+        Command::Suite { quick, fleets, models, strategies, topology, frames, rounds, time_scale, candidates, out: out_dir, work_dir, target_dir, port, cache_dir, readme } => {
+            set_time_scale(time_scale);
             let models = models.unwrap_or_else(|| (if quick { suite::QUICK_MODELS } else { suite::MODELS }).iter().map(|m| m.to_string()).collect());
             let o = suite::SuiteOptions { quick, fleets, models, strategies, topology, frames, rounds, candidates, out: out_dir.clone(), work_dir, port, profile: profile::Options::new(cache_dir, &target_dir.or_else(cargo_build::own_target_dir).unwrap_or_else(|| "target/boards".into())) };
             let s = suite::run(&o)?;
@@ -168,9 +169,19 @@ fn dispatch(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// `--time-scale K` of `bench` and `suite`: the emulated boards they start (and this process's
+/// timings) run K times slower than the twins (`legion_runtime::link::time_scale`). Set before
+/// anything reads it.
+fn set_time_scale(k: f64) {
+    if k != 1.0 {
+        std::env::set_var("LEGION_TIME_SCALE", k.to_string());
+    }
+}
+
 fn bench_command(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
     match args {
-        BenchArgs { command: None, fleet: Some(path), strategies, topology, frames, rounds, json, cache_dir, target_dir } => {
+        BenchArgs { command: None, fleet: Some(path), strategies, topology, frames, rounds, time_scale, json, cache_dir, target_dir } => {
+            set_time_scale(time_scale);
             let mut fleet = fleet::load(&path, None)?;
             fleet.topology = topology.unwrap_or(fleet.topology);
             let m = model::load(&fleet.model.source, fleet.model.input_shape.as_deref())?;

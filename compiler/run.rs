@@ -10,7 +10,7 @@ use legion_runtime::halo::{Group, Rows};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use legion_runtime::board::{BandTiming, FrameReport};
 use legion_runtime::exec::{run, runnable, section_graph};
-use legion_runtime::link::compute;
+use legion_runtime::link::{compute, twin_time, wall_time};
 use legion_runtime::plan::{to_nchw, Plan};
 use std::fmt::Write;
 use std::path::Path;
@@ -420,7 +420,7 @@ pub fn stream_frames(fleet: &Fleet, plan: &Plan, m: &LoadedModel, inputs: &[(Str
         let result = (|| -> Result<()> {
             let mut in_flight = 0;
             for k in 0..n {
-                let due = o.rate.map(|r| t0 + Duration::from_secs_f64(k as f64 / r));
+                let due = o.rate.map(|r| t0 + wall_time(Duration::from_secs_f64(k as f64 / r)));
                 // Answers that come back before frame k is due are taken meanwhile.
                 loop {
                     let now = Instant::now();
@@ -557,7 +557,7 @@ impl StreamState {
     }
 
     fn dropped(&mut self, k: usize, arrival: Instant) {
-        self.dropped_frames.insert(k, format!("frame {}: dropped (arrived {:.1} ms ago, while the frames in flight were at their bound)", k + 1, arrival.elapsed().as_secs_f64() * 1e3));
+        self.dropped_frames.insert(k, format!("frame {}: dropped (arrived {:.1} ms ago, while the frames in flight were at their bound)", k + 1, twin_time(arrival.elapsed()).as_secs_f64() * 1e3));
     }
 
     /// Take a sender's answer (a failed frame is an error naming it).
@@ -580,10 +580,10 @@ impl StreamState {
             }
             let Some((i, lane, y, report, end_to_end, at)) = self.pending.remove(&self.next) else { break };
             self.per_lane[lane] += 1;
-            self.lane_latencies[lane].push((at - self.arrivals[self.next].expect("a frame answered was sent")).as_secs_f64());
+            self.lane_latencies[lane].push(twin_time(at - self.arrivals[self.next].expect("a frame answered was sent")).as_secs_f64());
             let k = self.next;
             self.next += 1;
-            let latency = (at - self.arrivals[k].expect("a frame answered was sent")).as_secs_f64();
+            let latency = twin_time(at - self.arrivals[k].expect("a frame answered was sent")).as_secs_f64();
             self.latencies.push((k + 1, Some(latency)));
             let mut line = format!(
                 "frame {} ({}): latency {:.1} ms ({:.1} ms end to end, {:.1} ms in the coordinator)",
@@ -624,7 +624,7 @@ impl StreamState {
 
     fn steady_fps(&self) -> Option<f64> {
         let t0 = self.answer_times.iter().map(|x| x.1).min()?;
-        let at = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
+        let at = |t: Instant| twin_time(t.saturating_duration_since(t0)).as_secs_f64();
         let answers: Vec<(usize, f64)> = self.answer_times.iter().map(|&(l, t)| (l, at(t))).collect();
         steady_fps(&answers, self.lanes.len(), at(self.last_sent?))
     }
@@ -651,7 +651,7 @@ impl StreamState {
             lanes: lanes.iter().zip(&self.per_lane).map(|((f, _), &n)| (f.coordinator().name.clone(), n)).collect(),
             lane_latency_p50_s: self.lane_latencies.iter().map(|l| (!l.is_empty()).then(|| legion_runtime::stats::median(l))).collect(),
             rate_fps: rate,
-            throughput_fps: self.answered.len() as f64 / (last - t0).as_secs_f64().max(1e-9),
+            throughput_fps: self.answered.len() as f64 / twin_time(last - t0).as_secs_f64().max(1e-9),
             steady_fps,
             latency_p50_s: p(50.0),
             latency_p95_s: p(95.0),
@@ -809,11 +809,11 @@ const CLIENT_MAX_PAYLOAD: u64 = 256 << 20;
 pub fn infer(fleet: &Fleet, plan: &Plan, input: &Tensor) -> Result<(Tensor, FrameReport, Duration)> {
     let t = std::time::Instant::now();
     let key = crate::deploy::fleet_key(fleet)?;
-    let (out, report) = legion_runtime::board::infer(&fleet.coordinator().addr(), &key, &fleet.deployed(plan).hash(), input, fleet.deadline(), CLIENT_MAX_PAYLOAD)
+    let (out, report) = legion_runtime::board::infer(&fleet.coordinator().addr(), &key, &fleet.deployed(plan).hash(), input, wall_time(fleet.deadline()), CLIENT_MAX_PAYLOAD)
         .map_err(|e| {
             let refused = e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused));
             if refused { e.context("the coordinator does not answer: is the fleet up? (`legionc up`)") } else { e }
         })
         .with_context(|| format!("fleet {} (coordinator {} at {})", fleet.name, fleet.coordinator().name, fleet.coordinator().addr()))?;
-    Ok((out, report, t.elapsed()))
+    Ok((out, report, twin_time(t.elapsed())))
 }

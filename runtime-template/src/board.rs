@@ -3,7 +3,7 @@
 
 use crate::exec::{run, runnable, section_graph, BandExecutor, Runnable};
 use crate::ir::Model;
-use crate::link::{compute_accounted, Computed, Link, LinkSpec};
+use crate::link::{compute_accounted, twin_time, wall_time, Computed, Link, LinkSpec};
 use crate::halo::{Group, Rows};
 use crate::mesh::{assemble, band_parts, expected, part_input, part_pieces, redistribution, tail_gather, Redistribution};
 use crate::plan::{concat_features, gather, hex, scatter, tail_stages, to_nchw, Deployment, Plan, TailStage, Topology};
@@ -72,8 +72,10 @@ impl BoardConfig {
     pub fn is_coordinator(&self) -> bool {
         self.index == self.coordinator
     }
+    /// How long a frame's message may take, on the wall clock: stretched with the emulation's
+    /// [`crate::link::time_scale`], like the computations and transfers it waits for.
     fn deadline(&self) -> Duration {
-        Duration::from_millis(self.deadline_ms)
+        wall_time(Duration::from_millis(self.deadline_ms))
     }
 
     /// The fleet's configuration as the plan hash covers it.
@@ -1067,7 +1069,7 @@ impl Board {
                     continue;
                 };
                 let mut t = BandTiming { board: self.cfg.board.clone(), rows: (out.start, out.end), ..Default::default() };
-                t.send_s = ready.elapsed().as_secs_f64();
+                t.send_s = twin_time(ready.elapsed()).as_secs_f64();
                 let next = variant.exchanges.get(gi + 1).and_then(Option::as_ref);
                 // The band in parts when the group computes its edges first: each part's
                 // pieces leave as soon as it is computed.
@@ -1109,7 +1111,7 @@ impl Board {
                     let x = crate::mesh::flatten(crate::mesh::assemble(r.needs[me], got)?)?;
                     let cols = variant.plan.tail[0].bands()[me];
                     let mut timing = BandTiming { board: self.cfg.board.clone(), rows: (cols.start, cols.end), ..Default::default() };
-                    timing.send_s = ready.elapsed().as_secs_f64();
+                    timing.send_s = twin_time(ready.elapsed()).as_secs_f64();
                     let (y, took) = self.on_compute_thread(frame, Work::Slice { plan: v, split: 0, input: x })?;
                     timing.account(&took);
                     t = Some(timing);
@@ -1216,8 +1218,8 @@ impl Board {
                 TailStage::Split(k) => self.split_layer(v, frame, k, out, &mut report, &mut own)?,
             };
         }
-        report.tail_s = tt.elapsed().as_secs_f64();
-        report.total_s = t0.elapsed().as_secs_f64();
+        report.tail_s = twin_time(tt.elapsed()).as_secs_f64();
+        report.total_s = twin_time(t0.elapsed()).as_secs_f64();
         report.account(&own);
         report.peaks(&self.cfg.peers, self.cfg.index);
         Ok((out, report))
@@ -1385,7 +1387,7 @@ impl Board {
             }
             x = self.charge(report, own, || gather(parts))?;
             report.groups.push(timings);
-            report.group_s.push(tg.elapsed().as_secs_f64());
+            report.group_s.push(twin_time(tg.elapsed()).as_secs_f64());
         }
         Ok(x)
     }
@@ -1421,7 +1423,7 @@ impl Board {
                 let conn = conns.remove(&b);
                 s.spawn(move || {
                     let part = match conn {
-                        None => self.mesh_part(v, frame, input).map(|(last, t)| (last, t, t0.elapsed().as_secs_f64())),
+                        None => self.mesh_part(v, frame, input).map(|(last, t)| (last, t, twin_time(t0.elapsed()).as_secs_f64())),
                         Some(mut conn) => {
                             let part = self.remote_mesh(v, b, &mut conn, frame, input, t0);
                             if part.is_ok() {
@@ -1519,7 +1521,7 @@ impl Board {
             }
             ensure!(reply.header.kind == Kind::BandResult && reply.header.frame == frame, "unexpected {:?} reply", reply.header.kind);
             self.shape_receive(b, reply.wire_len());
-            let arrived = t0.elapsed().as_secs_f64();
+            let arrived = twin_time(t0.elapsed()).as_secs_f64();
             let rep = stream.recv()?.ok_or_else(|| anyhow!("connection closed mid-frame"))?;
             ensure!(rep.header.kind == Kind::Report, "unexpected {:?} instead of the report", rep.header.kind);
             let timings: Vec<Option<BandTiming>> = serde_json::from_slice(&rep.payload)?;
@@ -1567,7 +1569,7 @@ impl Board {
             let ts = Instant::now();
             self.shape_send(b, msg.wire_len());
             stream.send(&msg)?;
-            t.send_s = ts.elapsed().as_secs_f64();
+            t.send_s = twin_time(ts.elapsed()).as_secs_f64();
             let tr = Instant::now();
             let reply = stream.recv()?.ok_or_else(|| anyhow!("connection closed mid-frame"))?;
             if reply.header.kind == Kind::Error {
@@ -1579,7 +1581,7 @@ impl Board {
             let worker: BandTiming = serde_json::from_slice(&rep.payload)?;
             (t.compute_s, t.slot_wait_s, t.overrun_s, t.peak_rss_mb) = (worker.compute_s, worker.slot_wait_s, worker.overrun_s, worker.peak_rss_mb);
             self.shape_receive(b, reply.wire_len());
-            t.recv_s = (tr.elapsed().as_secs_f64() - t.compute_s).max(0.0);
+            t.recv_s = (twin_time(tr.elapsed()).as_secs_f64() - t.compute_s).max(0.0);
             self.idle(b, stream);
             reply.to_tensor()
         })();

@@ -15,6 +15,12 @@
 //! spells lasting tens of seconds. A twin should not, so every emulated computation is first
 //! preceded by a short reference convolution ([`drift`]), and its CPU time is scaled by how
 //! much slower than this machine's calibrated reference time the reference ran just then.
+//!
+//! A fleet of more twins than this machine has cores can be emulated more slowly than real
+//! time ([`time_scale`], `LEGION_TIME_SCALE`, set by `legionc bench/suite --time-scale K`):
+//! computations and transfers then take K times their twin's time on the wall clock, and every
+//! time the boards report is wall time ÷ K. A short band that waits for the compute slot
+//! behind another board's long one then still ends within its (stretched) twin time.
 
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
@@ -147,14 +153,15 @@ impl Link {
         Link { spec, epoch: Instant::now(), clock: Mutex::new(PortClock::default()) }
     }
 
+    /// Seconds since the port was made, in the twins' time ([`twin_time`]).
     fn now(&self) -> f64 {
-        self.epoch.elapsed().as_secs_f64()
+        twin_time(self.epoch.elapsed()).as_secs_f64()
     }
 
     fn sleep_until(&self, t: f64) {
         let wait = t - self.now();
         if wait > 0.0 {
-            std::thread::sleep(Duration::from_secs_f64(wait));
+            std::thread::sleep(wall_time(Duration::from_secs_f64(wait)));
         }
     }
 
@@ -238,14 +245,43 @@ pub fn compute<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration) {
 
 /// [`compute`], with the slot wait and any overrun accounted.
 pub fn compute_accounted<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Computed) {
+    compute_scaled(speed, time_scale(), f)
+}
+
+/// [`compute_accounted`] at time scale `scale`: an emulated computation sleeps until `scale`
+/// times its twin's time has passed on the wall clock, and its times are given in the twin's
+/// time (wall time ÷ `scale`). A real board (`speed` None) is timed on the wall clock.
+pub fn compute_scaled<R>(speed: Option<f64>, scale: f64, f: impl FnOnce() -> R) -> (R, Computed) {
     let wall = Instant::now();
     let (r, twin, slot_wait) = measure_slotted(speed, f);
     let elapsed = wall.elapsed();
-    if twin > elapsed {
-        std::thread::sleep(twin - elapsed);
+    if speed.is_none() {
+        return (r, Computed { took: elapsed, slot_wait, overrun: Duration::ZERO });
     }
-    let overrun = if speed.is_some() { elapsed.saturating_sub(twin) } else { Duration::ZERO };
-    (r, Computed { took: twin.max(elapsed), slot_wait, overrun })
+    let stretched = twin.mul_f64(scale);
+    if stretched > elapsed {
+        std::thread::sleep(stretched - elapsed);
+    }
+    let elapsed = elapsed.div_f64(scale);
+    (r, Computed { took: twin.max(elapsed), slot_wait: slot_wait.div_f64(scale), overrun: elapsed.saturating_sub(twin) })
+}
+
+/// How many times slower than their twins emulated boards run on the wall clock:
+/// `LEGION_TIME_SCALE` (a number ≥ 1; default 1). Read once per process; a value that is not
+/// such a number is taken as 1 (`legionc` checks it before starting boards).
+pub fn time_scale() -> f64 {
+    static SCALE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *SCALE.get_or_init(|| std::env::var("LEGION_TIME_SCALE").ok().and_then(|v| v.parse().ok()).filter(|k: &f64| k.is_finite() && *k >= 1.0).unwrap_or(1.0))
+}
+
+/// A wall-clock duration in the twins' time: ÷ [`time_scale`].
+pub fn twin_time(wall: Duration) -> Duration {
+    wall.div_f64(time_scale())
+}
+
+/// A duration of the twins' time on the wall clock: × [`time_scale`].
+pub fn wall_time(twin: Duration) -> Duration {
+    twin.mul_f64(time_scale())
 }
 
 /// Compute slots on this machine: one core fewer than it has (at least one). The core left
@@ -542,5 +578,38 @@ mod network_tests {
         let done = p.run(&[Transfer { from: 0, to: 1, bytes: 1_000_000, ready: 0.5 }, Transfer { from: 0, to: 0, bytes: 1_000_000, ready: 0.25 }]);
         assert!((done[0] - 2.505).abs() < 1e-9, "{done:?}");
         assert_eq!(done[1], 0.25);
+    }
+}
+
+#[cfg(test)]
+mod time_scale_tests {
+    use super::*;
+
+    /// At time scale k an emulated computation lasts at least k times what it reports on the
+    /// wall clock (it sleeps k times its twin's time out, and reports the twin's time); a real
+    /// board's computation is wall time, whatever the scale.
+    #[test]
+    fn a_scaled_computation_takes_k_times_the_time_it_reports() {
+        let spin = || {
+            let mut x = 0u64;
+            for i in 0..3_000_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x)
+        };
+        for k in [1.0, 3.0] {
+            let wall = Instant::now();
+            let (_, c) = compute_scaled(Some(0.25), k, spin);
+            let wall = wall.elapsed();
+            assert!(c.took > Duration::ZERO && c.overrun <= c.took, "{c:?}");
+            assert!(wall + Duration::from_micros(100) >= c.took.mul_f64(k), "scale {k}: {wall:?} on the wall clock, {c:?}");
+            if k > 1.0 {
+                // Reported in the twin's time, not the wall clock's.
+                assert!(c.took.mul_f64(2.0) < wall, "scale {k}: {wall:?} on the wall clock, {c:?}");
+            }
+        }
+        let wall = Instant::now();
+        let (_, c) = compute_scaled(None, 3.0, spin);
+        assert!(c.took <= wall.elapsed() && c.overrun == Duration::ZERO, "{c:?}");
     }
 }

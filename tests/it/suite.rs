@@ -54,7 +54,7 @@ fn suite_runs_verifies_and_writes_its_report() {
     std::fs::write(&readme, format!("# x\n\nbefore\n\n{}\nold\n{}\n\nafter\n", legionc::suite::README_BEGIN, legionc::suite::README_END)).unwrap();
     let out = d.path("figures");
     let o = legionc()
-        .args(["suite", "--fleets", "2F,1F+1O", "--models", "vgg16-tiny", "--strategies", "legion,legion-star,one-group,single", "--frames", "1", "--candidates", "2", "--port", "28800"])
+        .args(["suite", "--fleets", "2F,1F+1O", "--models", "vgg16-tiny", "--strategies", "legion,legion-star,one-group,single", "--frames", "1", "--candidates", "2", "--port", "28800", "--time-scale", "2"])
         .arg("--out")
         .arg(&out)
         .arg("--work-dir")
@@ -70,6 +70,8 @@ fn suite_runs_verifies_and_writes_its_report() {
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("suite.json")).unwrap()).unwrap();
     let rows = s["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2 * 4, "{s}");
+    // --time-scale 2: the boards ran twice slower than their twins, and it is said
+    assert!(s["time_scale"] == 2.0 && rows.iter().all(|r| r["time_scale"] == 2.0), "{s}");
     for r in rows {
         // every plan's output was checked against tract's single run
         assert!(r["max_rel_diff"].as_f64().unwrap() <= 1e-4, "{r}");
@@ -93,6 +95,7 @@ fn suite_runs_verifies_and_writes_its_report() {
     assert_eq!(fps.matches("<circle").count(), rows.len() + 2, "a point per plan and a legend mark per fleet: {fps}");
     let md = std::fs::read_to_string(out.join("suite.md")).unwrap();
     assert!(md.contains("frames per second with 2 frames in flight, measured / predicted") && md.contains("(throughput-vgg16-tiny.svg)"), "{md}");
+    assert!(md.contains("the boards ran 2 times slower than their twins, times given in the twins' time"), "{md}");
     for r in rows {
         assert!(r["measured_pipelined_fps"].as_f64().unwrap() > 0.0, "{r}");
     }
@@ -162,4 +165,9 @@ fn suite_rejects_bad_arguments_before_running() {
     let o = legionc().args(["suite", "--fleets", "2Q"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("'2Q' is not a count followed by F or O"));
+    for bad in ["0.5", "nan", "fast"] {
+        let o = legionc().args(["suite", "--time-scale", bad]).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("'{bad}' is not a number of at least 1")), "{}", String::from_utf8_lossy(&o.stderr));
+    }
 }
