@@ -306,17 +306,8 @@ pub enum Command {
         /// Frames per plan after a warm-up (the median is reported)
         #[arg(long, default_value_t = 5)]
         frames: usize,
-        /// Measure in this many rounds over the strategies (forward, backward, ...), `--frames`
-        /// frames per plan each, and report the median of all: on a machine whose speed drifts
-        /// by minutes, the plans compared then share its slow and fast spells
-        #[arg(long, default_value_t = 1)]
-        rounds: usize,
-        /// Run the emulated boards K times slower than their twins on the wall clock and report
-        /// wall time ÷ K (sets LEGION_TIME_SCALE for the boards): a fleet of more twins than
-        /// this machine has cores then overruns its twins' times less (a short band waiting for
-        /// the compute slot behind another's long one). 1: real time
-        #[arg(long, default_value = "1", value_parser = time_scale_arg)]
-        time_scale: f64,
+        #[command(flatten)]
+        measuring: Measuring,
         /// Per fleet, also measure this many of the objective's candidate plans (partitions of
         /// the fleet into lanes, frames in flight) as streams: the `latency` and `throughput`
         /// objectives' choices, then others along the predicted front; a latency-against-
@@ -361,17 +352,8 @@ pub struct BenchArgs {
     /// Frames per strategy after a warm-up (the median is reported)
     #[arg(long, default_value_t = 3)]
     pub frames: usize,
-    /// Measure in this many rounds over the strategies (forward, backward, ...), `--frames`
-    /// frames per plan each, and report the median of all: on a machine whose speed drifts
-    /// by minutes, the plans compared then share its slow and fast spells
-    #[arg(long, default_value_t = 1)]
-    pub rounds: usize,
-    /// Run the emulated boards K times slower than their twins on the wall clock and report
-    /// wall time ÷ K (sets LEGION_TIME_SCALE for the boards): a fleet of more twins than
-    /// this machine has cores then overruns its twins' times less (a short band waiting for
-    /// the compute slot behind another's long one). 1: real time
-    #[arg(long, default_value = "1", value_parser = time_scale_arg)]
-    pub time_scale: f64,
+    #[command(flatten)]
+    pub measuring: Measuring,
     /// One JSON object per strategy instead of the table
     #[arg(long)]
     pub json: bool,
@@ -431,8 +413,23 @@ pub enum BenchCommand {
     },
 }
 
+/// How `bench` and `suite` measure the strategies' plans.
+#[derive(Args, Clone, Copy)]
+pub struct Measuring {
+    /// Measure in this many rounds over the strategies (forward, backward, ...), `--frames`
+    /// frames per plan each, and report the median of all: on a machine whose speed drifts
+    /// by minutes, the plans compared then share its slow and fast spells
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Run the emulated boards K times slower than their twins on the wall clock and report
+    /// wall time ÷ K (sets LEGION_TIME_SCALE for the boards): a fleet of more twins than
+    /// this machine has cores then overruns its twins' times less (a short band waiting for
+    /// the compute slot behind another's long one). 1: real time
+    #[arg(long, default_value = "1", value_parser = time_scale_arg)]
+    pub time_scale: f64,
+}
 
-/// `--time-scale K`: a number of at least 1.
+/// `--time-scale K`: a number of at least 1 ([`legion_runtime::link::parse_time_scale`]).
 fn time_scale_arg(v: &str) -> Result<f64, String> {
-    v.parse::<f64>().ok().filter(|k| k.is_finite() && *k >= 1.0).ok_or_else(|| format!("'{v}' is not a number of at least 1"))
+    legion_runtime::link::parse_time_scale(v).ok_or_else(|| format!("'{v}' is not a number of at least 1"))
 }

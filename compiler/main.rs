@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use legionc::cli::{BenchArgs, BenchCommand, Cli, Command};
+use legionc::cli::{BenchArgs, BenchCommand, Cli, Command, Measuring};
 use legionc::model::{self, zoo};
 use legionc::{bench, cargo_build, codegen, compile, deploy, fleet, profile, run, strategy, suite, write_atomic};
 use std::io::Write;
@@ -153,7 +153,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             r.agreement.ensure_within("the split output")?;
             writeln!(out, "verified")?;
         }
-        Command::Suite { quick, fleets, models, strategies, topology, frames, rounds, time_scale, candidates, out: out_dir, work_dir, target_dir, port, cache_dir, readme } => {
+        Command::Suite { quick, fleets, models, strategies, topology, frames, measuring: Measuring { rounds, time_scale }, candidates, out: out_dir, work_dir, target_dir, port, cache_dir, readme } => {
             set_time_scale(time_scale);
             let models = models.unwrap_or_else(|| (if quick { suite::QUICK_MODELS } else { suite::MODELS }).iter().map(|m| m.to_string()).collect());
             let o = suite::SuiteOptions { quick, fleets, models, strategies, topology, frames, rounds, candidates, out: out_dir.clone(), work_dir, port, profile: profile::Options::new(cache_dir, &target_dir.or_else(cargo_build::own_target_dir).unwrap_or_else(|| "target/boards".into())) };
@@ -180,7 +180,7 @@ fn set_time_scale(k: f64) {
 
 fn bench_command(args: BenchArgs, out: &mut dyn Write) -> Result<()> {
     match args {
-        BenchArgs { command: None, fleet: Some(path), strategies, topology, frames, rounds, time_scale, json, cache_dir, target_dir } => {
+        BenchArgs { command: None, fleet: Some(path), strategies, topology, frames, measuring: Measuring { rounds, time_scale }, json, cache_dir, target_dir } => {
             set_time_scale(time_scale);
             let mut fleet = fleet::load(&path, None)?;
             fleet.topology = topology.unwrap_or(fleet.topology);

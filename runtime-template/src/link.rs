@@ -267,11 +267,17 @@ pub fn compute_scaled<R>(speed: Option<f64>, scale: f64, f: impl FnOnce() -> R) 
 }
 
 /// How many times slower than their twins emulated boards run on the wall clock:
-/// `LEGION_TIME_SCALE` (a number ≥ 1; default 1). Read once per process; a value that is not
-/// such a number is taken as 1 (`legionc` checks it before starting boards).
+/// `LEGION_TIME_SCALE` (a number ≥ 1; default 1). Read once per process. `legionc`'s
+/// `--time-scale` refuses a value [`parse_time_scale`] does not take; a `LEGION_TIME_SCALE`
+/// set by hand to such a value is taken as 1, by the boards and by `legionc` alike.
 pub fn time_scale() -> f64 {
     static SCALE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *SCALE.get_or_init(|| std::env::var("LEGION_TIME_SCALE").ok().and_then(|v| v.parse().ok()).filter(|k: &f64| k.is_finite() && *k >= 1.0).unwrap_or(1.0))
+    *SCALE.get_or_init(|| std::env::var("LEGION_TIME_SCALE").ok().as_deref().and_then(parse_time_scale).unwrap_or(1.0))
+}
+
+/// A time scale: a finite number of at least 1.
+pub fn parse_time_scale(v: &str) -> Option<f64> {
+    v.parse::<f64>().ok().filter(|k| k.is_finite() && *k >= 1.0)
 }
 
 /// A wall-clock duration in the twins' time: ÷ [`time_scale`].
@@ -611,5 +617,14 @@ mod time_scale_tests {
         let wall = Instant::now();
         let (_, c) = compute_scaled(None, 3.0, spin);
         assert!(c.took <= wall.elapsed() && c.overrun == Duration::ZERO, "{c:?}");
+    }
+    #[test]
+    fn a_time_scale_is_a_finite_number_of_at_least_one() {
+        assert_eq!(parse_time_scale("3"), Some(3.0));
+        assert_eq!(parse_time_scale("1"), Some(1.0));
+        assert_eq!(parse_time_scale("2.5"), Some(2.5));
+        for bad in ["0.5", "0", "-2", "nan", "inf", "fast", ""] {
+            assert_eq!(parse_time_scale(bad), None, "{bad}");
+        }
     }
 }
