@@ -363,6 +363,28 @@ fn e_fits_pass_through_the_probes_points_and_never_decrease() {
     assert!(close(Fit::line(0.5, 0.25).at(4), 1.5));
 }
 
+/// The probe's row counts: a quarter and a half of a map, and the whole of a small one (up to
+/// `SMALL_MAP_ROWS`): YOLOv2's 13-row head and VGG-16's 14-row block 5 are timed at full
+/// height, so neither a 7-row band nor the single board's whole map lies beyond the last point.
+#[test]
+fn small_maps_are_also_timed_at_their_full_height() {
+    use legionc::cost::{row_points, SMALL_MAP_ROWS};
+    assert_eq!(row_points(224), [56, 112]);
+    assert_eq!(row_points(28), [7, 14]);
+    assert_eq!(row_points(14), [3, 7, 14]);
+    assert_eq!(row_points(13), [3, 6, 13]);
+    assert_eq!(row_points(7), [1, 3, 7]);
+    assert_eq!(row_points(2), [1, 2]);
+    assert_eq!(row_points(1), [1]);
+    for h in 1..=SMALL_MAP_ROWS {
+        assert_eq!(row_points(h).last(), Some(&h), "{h}");
+    }
+    // A noisy point below its predecessor no longer flattens the curve up to the whole map:
+    // the full-height point bends it back (YOLOv2's 1280→1024 convolution, a Firefly twin).
+    let f = Fit::from_points(&[(3, 0.239), (6, 0.220), (13, 0.782)]);
+    assert!(f.at(7) > f.at(6) && (f.at(13) - 0.782).abs() < 1e-12);
+}
+
 /// Under memory caps the tail's features go where they fit: a layer the coordinator cannot
 /// hold whole is split even behind a link so slow that splitting is slower, no board gets
 /// more features than its cap, and a layer that fits nowhere in all gives None.
