@@ -192,44 +192,65 @@ fn rendered_rust_is_rustfmt_clean() {
     }
 }
 
-/// The rendered crates build, start and answer; the output equals tract's, for every zoo model.
-#[test]
-fn every_tiny_model_verifies_on_a_three_board_emulated_fleet() {
-    for (i, name) in TINY.iter().enumerate() {
-        // The coordinator (b0) is the slowest: solved plans may give it no rows in a group,
-        // and then it holds none of that group's weights while it splits and gathers it.
-        let mut f = TestFleet::emulated(&format!("e2e-{name}"), name, 28000 + 10 * i as u16, &[0.25, 0.5, 1.0]).with_own_cache();
-        f.compile();
-        f.up();
-        let o = f.legionc(&["run", "--random", "3", "--verify"]);
-        let t = text(&o);
-        assert!(o.status.success(), "{name}: {t}");
-        assert!(t.contains("verified against tract's single run") && t.contains("latency") && t.contains("speedup"), "{t}");
-        if *name == "vgg16-tiny" {
-            // an image (resized and normalised) and a .npy tensor as inputs
-            let png = f.dir.path("in.png");
-            image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 128])).save(&png).unwrap();
-            let o = f.legionc(&["run", "--input", png.to_str().unwrap(), "--verify"]);
-            assert!(o.status.success() && text(&o).contains("top classes"), "{}", text(&o));
-            let npy = f.dir.path("in.npy");
-            let x = legionc::model::reference::random_input(&[1, 3, 32, 32], 9);
-            legionc::run::write_npy(&npy, &x).unwrap();
-            let saved = f.dir.path("out.npy");
-            let o = f.legionc(&["run", "--input", npy.to_str().unwrap(), "--verify", "--save", saved.to_str().unwrap()]);
-            assert!(o.status.success(), "{}", text(&o));
-            let y = legionc::run::read_npy(&saved).unwrap();
-            let want = legionc::model::reference::run(&zoo_model(name).onnx, &x).unwrap();
-            let (diff, scale) = legionc::model::reference::compare(&y, &want).unwrap();
-            assert!(diff <= 1e-4 * scale, "saved output differs: {diff:e}");
-            let o = f.legionc(&["run", "--input", png.with_extension("gif").to_str().unwrap()]);
-            assert!(!o.status.success() && text(&o).contains(".png, .jpg or .npy"), "{}", text(&o));
-        }
-        // byte-identical crates when compiled again
-        let before = std::fs::read(f.out().join("b1/src/plan.rs")).unwrap();
-        let o = f.legionc(&["compile", "--check"]);
-        assert!(o.status.success(), "{name}: {}", text(&o));
-        assert_eq!(before, std::fs::read(f.out().join("b1/src/plan.rs")).unwrap());
+/// The rendered crates build, start and answer; the output equals tract's, for every zoo model:
+/// a test per model (`TINY[i]`, its fleet's ports from 28000 + 10·i), so that libtest runs them
+/// beside the other tests instead of one after the other in a single long one.
+mod every_tiny_model_verifies_on_a_three_board_emulated_fleet {
+    macro_rules! per_model {
+        ($($test:ident: $i:expr),* $(,)?) => {
+            $(
+                #[test]
+                fn $test() {
+                    super::tiny_model_verifies_on_a_three_board_emulated_fleet($i);
+                }
+            )*
+            /// Every tiny zoo model has its test above.
+            #[test]
+            fn every_model_has_its_test() {
+                let mut tested = vec![$($i),*];
+                tested.sort();
+                assert_eq!(tested, (0..crate::TINY.len()).collect::<Vec<usize>>(), "{:?}", crate::TINY);
+            }
+        };
     }
+    per_model!(vgg16_tiny: 0, vgg19_tiny: 1, yolov2_tiny: 2, resnet18_tiny: 3, mixed_tiny: 4, mobilenetv2_tiny: 5, unet_tiny: 6, yolov3_tiny_tiny: 7);
+}
+
+fn tiny_model_verifies_on_a_three_board_emulated_fleet(i: usize) {
+    let name = &TINY[i];
+    // The coordinator (b0) is the slowest: solved plans may give it no rows in a group,
+    // and then it holds none of that group's weights while it splits and gathers it.
+    let mut f = TestFleet::emulated(&format!("e2e-{name}"), name, 28000 + 10 * i as u16, &[0.25, 0.5, 1.0]).with_own_cache();
+    f.compile();
+    f.up();
+    let o = f.legionc(&["run", "--random", "3", "--verify"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{name}: {t}");
+    assert!(t.contains("verified against tract's single run") && t.contains("latency") && t.contains("speedup"), "{t}");
+    if *name == "vgg16-tiny" {
+        // an image (resized and normalised) and a .npy tensor as inputs
+        let png = f.dir.path("in.png");
+        image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 128])).save(&png).unwrap();
+        let o = f.legionc(&["run", "--input", png.to_str().unwrap(), "--verify"]);
+        assert!(o.status.success() && text(&o).contains("top classes"), "{}", text(&o));
+        let npy = f.dir.path("in.npy");
+        let x = legionc::model::reference::random_input(&[1, 3, 32, 32], 9);
+        legionc::run::write_npy(&npy, &x).unwrap();
+        let saved = f.dir.path("out.npy");
+        let o = f.legionc(&["run", "--input", npy.to_str().unwrap(), "--verify", "--save", saved.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+        let y = legionc::run::read_npy(&saved).unwrap();
+        let want = legionc::model::reference::run(&zoo_model(name).onnx, &x).unwrap();
+        let (diff, scale) = legionc::model::reference::compare(&y, &want).unwrap();
+        assert!(diff <= 1e-4 * scale, "saved output differs: {diff:e}");
+        let o = f.legionc(&["run", "--input", png.with_extension("gif").to_str().unwrap()]);
+        assert!(!o.status.success() && text(&o).contains(".png, .jpg or .npy"), "{}", text(&o));
+    }
+    // byte-identical crates when compiled again
+    let before = std::fs::read(f.out().join("b1/src/plan.rs")).unwrap();
+    let o = f.legionc(&["compile", "--check"]);
+    assert!(o.status.success(), "{name}: {}", text(&o));
+    assert_eq!(before, std::fs::read(f.out().join("b1/src/plan.rs")).unwrap());
 }
 
 #[test]
