@@ -158,6 +158,12 @@ pub fn build_generic_board(out: &Path, target_dir: &Path, board: &Board) -> Resu
 
 fn build_shared(out: &Path, target_dir: &Path, board: &Board, name: &str, files: Vec<crate::codegen::OutFile>) -> Result<PathBuf> {
     check_toolchain(board)?;
+    // legionc processes sharing the target dir (tests, a suite beside a compile) take turns:
+    // one replacing the crate while another builds it would fail both.
+    std::fs::create_dir_all(target_dir).with_context(|| format!("creating {}", target_dir.display()))?;
+    let lock_path = target_dir.join(format!("{name}.lock"));
+    let lock = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&lock_path).with_context(|| format!("opening {}", lock_path.display()))?;
+    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
     if !crate::codegen::stale(target_dir, &files).is_empty() {
         crate::codegen::write(target_dir, &files)?;
     }

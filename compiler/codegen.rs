@@ -261,6 +261,15 @@ pub fn lock_closure(lock: &str, root: &str) -> Result<String> {
     Ok(lines.concat())
 }
 
+/// The modification time of every file of a legion-runtime copy. Cargo decides whether a
+/// built crate is fresh by its sources' mtimes; a copy written now would make it rebuild the
+/// runtime for every board crate, although they all share one build of it (same relative path,
+/// same profile). The copy's folder name is the hash of its sources, so a fixed past date is
+/// honest: different sources are a different folder, hence a different package for cargo.
+pub fn runtime_mtime() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000)
+}
+
 /// Write the files under `out`. Each board's crate and `plan.json` are replaced whole: written
 /// into a staging folder, then renamed into place, so a failure leaves the previous version.
 /// Other content of `out` (the shared build folder, run state) is kept.
@@ -269,10 +278,18 @@ pub fn write(out: &Path, files: &[OutFile]) -> Result<()> {
     // Removed on every return, also after an error.
     let staging_dir = tempfile::Builder::new().prefix(".staging-").tempdir_in(out).with_context(|| format!("creating a staging folder in {}", out.display()))?;
     let staging = staging_dir.path();
+    let runtime = runtime_dir();
     for f in files {
         let p = staging.join(&f.path);
         std::fs::create_dir_all(p.parent().unwrap())?;
         std::fs::write(&p, &f.bytes).with_context(|| format!("writing {}", p.display()))?;
+        if f.path.components().any(|c| c.as_os_str() == runtime.as_str()) {
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .and_then(|file| file.set_modified(runtime_mtime()))
+                .with_context(|| format!("dating {}", p.display()))?;
+        }
     }
     let tops: BTreeSet<PathBuf> = files.iter().map(|f| f.path.components().next().unwrap().as_os_str().into()).collect();
     for top in tops {

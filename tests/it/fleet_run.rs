@@ -217,17 +217,20 @@ mod every_tiny_model_verifies_on_a_three_board_emulated_fleet {
 }
 
 fn tiny_model_verifies_on_a_three_board_emulated_fleet(i: usize) {
-    let name = &TINY[i];
+    let name = TINY[i];
     // The coordinator (b0) is the slowest: solved plans may give it no rows in a group,
     // and then it holds none of that group's weights while it splits and gathers it.
     let mut f = TestFleet::emulated(&format!("e2e-{name}"), name, 28000 + 10 * i as u16, &[0.25, 0.5, 1.0]).with_own_cache();
     f.compile();
+    // The board crates share one build of legion-runtime: at most the first one compiles it.
+    let log = std::fs::read_to_string(f.out().join("build.log")).unwrap();
+    assert!(log.matches("Compiling legion-runtime ").count() <= 1, "{name}: legion-runtime was built more than once:\n{log}");
     f.up();
     let o = f.legionc(&["run", "--random", "3", "--verify"]);
     let t = text(&o);
     assert!(o.status.success(), "{name}: {t}");
     assert!(t.contains("verified against tract's single run") && t.contains("latency") && t.contains("speedup"), "{t}");
-    if *name == "vgg16-tiny" {
+    if name == "vgg16-tiny" {
         // an image (resized and normalised) and a .npy tensor as inputs
         let png = f.dir.path("in.png");
         image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 128])).save(&png).unwrap();
