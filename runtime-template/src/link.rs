@@ -618,7 +618,6 @@ mod time_scale_tests {
         let (_, c) = compute_scaled(None, 3.0, spin);
         assert!(c.took <= wall.elapsed() && c.overrun == Duration::ZERO, "{c:?}");
     }
-
     #[test]
     fn a_time_scale_is_a_finite_number_of_at_least_one() {
         assert_eq!(parse_time_scale("3"), Some(3.0));
