@@ -136,7 +136,9 @@ pub fn current_plan(fleet: &Fleet) -> Result<Plan> {
     Ok(plan)
 }
 
-/// How an emulated board process gets its plan.
+/// How an emulated board process gets its plan. The boards of `Compiled` (`legionc up`) run
+/// on after legionc ends; the other two are a benchmark's, and end with the thread that started
+/// them, so that an interrupted or killed `bench` or `suite` leaves no board running.
 pub enum Launch<'a> {
     /// The compiled board binaries with their own model files (the compiled plan).
     Compiled,
@@ -195,6 +197,12 @@ pub fn up_emulated_with(fleet: &Fleet, plan: &Plan, launch: &Launch, quiet: bool
                 cmd.arg("--config").arg(cfg).arg("--model").arg(model)
             }
         };
+        if !matches!(launch, Launch::Compiled) {
+            // SAFETY: between fork and exec only prctl(2) is called, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from));
+            }
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -73,12 +73,17 @@ impl TestFleet {
     }
 
     pub fn legionc(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// `legionc ARGS[0] FLEET.yaml ARGS[1..]`, not started.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
         let mut c = legionc();
         if let Some(cache) = &self.cache {
             c.env("LEGION_CACHE_DIR", cache);
         }
         c.arg(args[0]).arg(&self.yaml).args(&args[1..]);
-        c.output().unwrap()
+        c
     }
 
     pub fn compile(&self) {
@@ -450,6 +455,20 @@ fn bench_compares_strategies_on_the_emulated_fleet() {
     let fleet = f.fleet();
     for b in &fleet.boards {
         assert!(legionc::deploy::health(&fleet, b).is_err(), "board {} still answers", b.name);
+    }
+    // A benchmark killed while its boards run (Ctrl-C, or worse) takes them with it.
+    let mut bench = f.command(&["bench", "--strategies", "legion", "--frames", "2000", "--target-dir", boards_target_dir().to_str().unwrap()]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !fleet.boards.iter().all(|b| legionc::deploy::health(&fleet, b).is_ok()) {
+        assert!(bench.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline, "the benchmark's boards never all answered");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    bench.kill().unwrap();
+    bench.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while let Some(b) = fleet.boards.iter().find(|b| legionc::deploy::health(&fleet, b).is_ok()) {
+        assert!(std::time::Instant::now() < deadline, "board {} still answers 5 s after its benchmark was killed", b.name);
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
