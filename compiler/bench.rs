@@ -178,9 +178,11 @@ pub struct FleetPrediction {
     pub total: f64,
 }
 
-/// CPU seconds of one run of `f` on this thread (after one warm-up run).
+/// CPU seconds of one run of `f` on this thread (after one warm-up run), from evicted caches
+/// as the probe times it (`legion_runtime::link::evict_caches`).
 fn cpu_seconds(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
+    legion_runtime::link::evict_caches();
     let t = legion_runtime::link::thread_cpu_time();
     f()?;
     Ok(legion_runtime::link::thread_cpu_time().saturating_sub(t).as_secs_f64())

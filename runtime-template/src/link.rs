@@ -189,28 +189,106 @@ pub fn thread_cpu_time() -> Duration {
     clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map(Duration::from).unwrap_or_default()
 }
 
+/// The state of this machine's caches an emulated computation starts from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Caches {
+    /// As the machine's other work left them (a board's runs).
+    AsFound,
+    /// Evicted first ([`evict_caches`], inside the slot and outside the timing): the probe's
+    /// runs, so that they start as a board's runs do (see [`evict_caches`]).
+    Evicted,
+}
+
 /// Run `f` on this machine's core as an emulated computation: holding a compute slot, and
 /// timed by the thread's CPU time corrected for the machine's drift ([`drift`]). Returns f's
 /// result, that time (this machine's core at its calibrated speed), and how long it waited
 /// for its compute slot.
-pub fn emulated_cpu<R>(f: impl FnOnce() -> R) -> (R, Duration, Duration) {
+fn emulated_cpu<R>(caches: Caches, f: impl FnOnce() -> R) -> (R, Duration, Duration) {
     let asked = Instant::now();
     let _slot = emulation_slot();
     let wait = asked.elapsed();
+    if caches == Caches::Evicted {
+        evict_caches();
+    }
     let t = drift::timed(drift::enabled(), f);
     (t.result, t.cpu.mul_f64(t.scale), wait)
 }
 
-/// Run `f` and return its result and the compute time of a board of relative `speed` (1.0:
-/// this machine's core; 0.1: ten times slower), without waiting that time out. `speed` None:
-/// a real board, wall time. The board's runtime ([`compute`]) and the probe both time their
-/// runs here, so that a profile measures what a plan will take.
-pub fn measure<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration) {
-    let (r, t, _) = measure_slotted(speed, f);
+/// Bytes [`evict_caches`] writes: `$LEGION_EMULATION_EVICT_MB` MiB (0: no eviction), else
+/// twice this machine's last-level cache as sysfs gives it, at most 1 GiB (64 MiB if sysfs
+/// does not say). Read once per process.
+pub fn evict_bytes() -> usize {
+    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| match std::env::var("LEGION_EMULATION_EVICT_MB").ok().and_then(|v| v.trim().parse::<usize>().ok()) {
+        Some(mb) => mb << 20,
+        None => last_level_cache_bytes().map_or(64 << 20, |b| (2 * b).min(1 << 30)),
+    })
+}
+
+/// The largest cache of CPU 0 (sysfs `cache/index*/size`, e.g. `266240K`).
+fn last_level_cache_bytes() -> Option<usize> {
+    let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("size")).ok()).filter_map(|s| cache_size(&s)).max()
+}
+
+/// A cache size as sysfs writes it (`266240K`, `8M`, `512`), in bytes.
+fn cache_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let mult = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        _ => return None,
+    };
+    n.parse::<usize>().ok().map(|n| n * mult)
+}
+
+/// Push this machine's caches out to memory: write one byte of every cache line of a buffer
+/// [`evict_bytes`] long (allocated once, from the system allocator, so that the probe's counted
+/// allocations do not see it).
+///
+/// Why: an emulated board's time is its CPU time here ÷ its speed, and CPU time here depends
+/// on where a layer's weights are. The probe runs its jobs back to back, a chunk of at most
+/// 64 MiB of weights at a time, which stays in a large last-level cache (260 MiB on this
+/// project's VM); a board runs a group once a frame, after every other board and group has
+/// gone through the cache, so it finds its weights in memory. A VGG-16 band of a 512-channel
+/// convolution took 47 % longer after 512 MiB of other writes than back to back, and an
+/// emulated 2-board fleet measured its bands 10–25 % over their profile. Evicting before each
+/// of the probe's emulated runs makes the profile start where a board's run starts.
+pub fn evict_caches() {
+    static BUF: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    let buf = *BUF.get_or_init(|| {
+        let n = evict_bytes();
+        let layout = std::alloc::Layout::from_size_align(n, 4096).ok().filter(|_| n > 0)?;
+        // SAFETY: a non-zero size; the buffer is never freed (it lives as long as the process).
+        let p = unsafe { std::alloc::GlobalAlloc::alloc(&std::alloc::System, layout) };
+        (!p.is_null()).then_some((p as usize, n))
+    });
+    let Some((p, n)) = buf else { return };
+    let _only = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    for off in (0..n).step_by(64) {
+        // SAFETY: off < n, inside the buffer allocated above; the lock makes this the only
+        // writer. Volatile, so that the writes are not elided.
+        unsafe {
+            let b = (p + off) as *mut u8;
+            b.write_volatile(b.read_volatile().wrapping_add(1));
+        }
+    }
+}
+
+/// Run `f` from evicted caches ([`evict_caches`]; on an emulated board) and return its result
+/// and the compute time of a board of relative `speed` (1.0: this machine's core; 0.1: ten
+/// times slower), without waiting that time out. `speed` None: a real board, wall time. The
+/// probe times its runs here, the board's runtime in [`compute`]: the same clock, so that a
+/// profile measures what a plan will take.
+pub fn measure_cold<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration) {
+    let (r, t, _) = measure_slotted(speed, Caches::Evicted, f);
     (r, t)
 }
 
-fn measure_slotted<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration, Duration) {
+fn measure_slotted<R>(speed: Option<f64>, caches: Caches, f: impl FnOnce() -> R) -> (R, Duration, Duration) {
     match speed {
         None => {
             let wall = Instant::now();
@@ -218,7 +296,7 @@ fn measure_slotted<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration
             (r, wall.elapsed(), Duration::ZERO)
         }
         Some(speed) => {
-            let (r, used, wait) = emulated_cpu(f);
+            let (r, used, wait) = emulated_cpu(caches, f);
             (r, used.div_f64(speed), wait)
         }
     }
@@ -253,7 +331,7 @@ pub fn compute_accounted<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Co
 /// time (wall time ÷ `scale`). A real board (`speed` None) is timed on the wall clock.
 pub fn compute_scaled<R>(speed: Option<f64>, scale: f64, f: impl FnOnce() -> R) -> (R, Computed) {
     let wall = Instant::now();
-    let (r, twin, slot_wait) = measure_slotted(speed, f);
+    let (r, twin, slot_wait) = measure_slotted(speed, Caches::AsFound, f);
     let elapsed = wall.elapsed();
     if speed.is_none() {
         return (r, Computed { took: elapsed, slot_wait, overrun: Duration::ZERO });
@@ -590,6 +668,19 @@ mod network_tests {
 #[cfg(test)]
 mod time_scale_tests {
     use super::*;
+
+    #[test]
+    fn a_cache_size_is_read_as_sysfs_writes_it() {
+        assert_eq!(cache_size("266240K\n"), Some(266240 << 10));
+        assert_eq!(cache_size("8M"), Some(8 << 20));
+        assert_eq!(cache_size("512"), Some(512));
+        for bad in ["", "K", "12G", "1.5M", "-4K"] {
+            assert_eq!(cache_size(bad), None, "{bad:?}");
+        }
+        // Whatever this machine says, the eviction is bounded, and runs.
+        assert!(evict_bytes() <= 1 << 30);
+        evict_caches();
+    }
 
     /// At time scale k an emulated computation lasts at least k times what it reports on the
     /// wall clock (it sleeps k times its twin's time out, and reports the twin's time); a real
