@@ -108,6 +108,15 @@ fn the_cache_key_follows_what_profiles_depend_on() {
     assert_ne!(key(&FLEET.replace("model: vgg16-tiny", "model: resnet18-tiny")), base);
     assert_ne!(key(&FLEET.replace("output: out", "output: out\ncoordinator: xu4-1")), base);
     assert_ne!(key(&FLEET.replace("output: out", "output: out\nstrategy: fss")), base);
+    // Emulated boards' probes timed from caches evicted by another amount: other profiles.
+    std::fs::write(d.path("fleet.yaml"), FLEET).unwrap();
+    let evicting = |mb: &str| {
+        let o = crate::legionc().current_dir(&d.0).env("HOME", d.path("home")).env("LEGION_CACHE_DIR", d.path("cache")).env("LEGION_EMULATION_EVICT_MB", mb).args(["cache-key", "fleet.yaml"]).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(evicting("8"), evicting("8"));
+    assert_ne!(evicting("0"), evicting("8"));
 }
 
 /// Both workflows validate against their CI system's schema (check-jsonschema's bundled
