@@ -15,9 +15,16 @@ fn text(o: &Output) -> String {
 
 const FLEET: &str = "fleet: ci\nmodel: vgg16-tiny\ndefaults:\n  runtime_port: 28700\noutput: out\nboards:\n  - name: rk-1\n    emulated: firefly-rk3399\n  - name: xu4-1\n    emulated: odroid-xu4\n";
 
-/// legionc with HOME and the profile cache in `d`, run in `d`.
+/// legionc with HOME and the profile cache in `d`, to be run in `d`.
+fn command(d: &Path) -> Command {
+    let mut c = crate::legionc();
+    c.current_dir(d).env("HOME", d.join("home")).env("LEGION_CACHE_DIR", d.join("cache"));
+    c
+}
+
+/// [`command`] run with `args`.
 fn legionc(d: &Path, args: &[&str]) -> Output {
-    crate::legionc().current_dir(d).env("HOME", d.join("home")).env("LEGION_CACHE_DIR", d.join("cache")).args(args).output().unwrap()
+    command(d).args(args).output().unwrap()
 }
 
 fn summary(o: &Output) -> CompileSummary {
@@ -91,12 +98,13 @@ fn a_restored_profile_cache_compiles_offline_to_the_same_plan_and_binaries() {
 #[test]
 fn the_cache_key_follows_what_profiles_depend_on() {
     let d = TempDir::new("cache-key");
-    let key = |yaml: &str| {
+    let key_with = |yaml: &str, env: &[(&str, &str)]| {
         std::fs::write(d.path("fleet.yaml"), yaml).unwrap();
-        let o = legionc(&d.0, &["cache-key", "fleet.yaml"]);
+        let o = command(&d.0).envs(env.iter().copied()).args(["cache-key", "fleet.yaml"]).output().unwrap();
         assert!(o.status.success(), "{}", text(&o));
         String::from_utf8(o.stdout).unwrap().trim().to_string()
     };
+    let key = |yaml: &str| key_with(yaml, &[]);
     let base = key(FLEET);
     // Names, order and runtime ports of the boards: the same profiles.
     let renamed = FLEET.replace("name: rk-1", "name: left").replace("runtime_port: 28700", "runtime_port: 29000");
@@ -109,12 +117,7 @@ fn the_cache_key_follows_what_profiles_depend_on() {
     assert_ne!(key(&FLEET.replace("output: out", "output: out\ncoordinator: xu4-1")), base);
     assert_ne!(key(&FLEET.replace("output: out", "output: out\nstrategy: fss")), base);
     // Emulated boards' probes timed from caches evicted by another amount: other profiles.
-    std::fs::write(d.path("fleet.yaml"), FLEET).unwrap();
-    let evicting = |mb: &str| {
-        let o = crate::legionc().current_dir(&d.0).env("HOME", d.path("home")).env("LEGION_CACHE_DIR", d.path("cache")).env("LEGION_EMULATION_EVICT_MB", mb).args(["cache-key", "fleet.yaml"]).output().unwrap();
-        assert!(o.status.success(), "{}", text(&o));
-        String::from_utf8(o.stdout).unwrap().trim().to_string()
-    };
+    let evicting = |mb: &str| key_with(FLEET, &[("LEGION_EMULATION_EVICT_MB", mb)]);
     assert_eq!(evicting("8"), evicting("8"));
     assert_ne!(evicting("0"), evicting("8"));
 }
