@@ -381,7 +381,7 @@ pub enum BenchCommand {
     },
     /// One fused group's middle band through legionc's executor vs tract-onnx directly,
     /// single-threaded; prints the time ratio (goal ≤ 1.05), and the executor's time from
-    /// evicted caches (as the probe times an emulated board) ÷ back to back
+    /// evicted caches ÷ back to back (emulated boards and their probe time runs back to back)
     Band {
         /// Zoo model or ONNX file
         #[arg(long, default_value = "vgg16")]

@@ -10,7 +10,7 @@ use legion_runtime::halo::{Group, Rows};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use legion_runtime::board::{BandTiming, FrameReport};
 use legion_runtime::exec::{run, runnable, section_graph};
-use legion_runtime::link::{compute, twin_time, wall_time};
+use legion_runtime::link::{compute_warm, twin_time, wall_time};
 use legion_runtime::plan::{to_nchw, Plan};
 use std::fmt::Write;
 use std::path::Path;
@@ -726,9 +726,9 @@ impl std::fmt::Display for InProcess {
 pub fn single_board(m: &LoadedModel, input: &Tensor, speed: f64) -> Result<(Tensor, f64)> {
     let plan = runnable(section_graph(&m.ir, 0, m.ir.output())?)?;
     let x = to_nchw(&m.ir, input.clone())?;
-    run(&plan, x.clone())?; // warm-up, as the boards build and warm their bands before serving
-    let (y, took) = compute(Some(speed), || run(&plan, x));
-    Ok((y?, took.as_secs_f64()))
+    // Timed warm, as the boards time their bands (`link::twin_caches`).
+    let (y, took) = compute_warm(Some(speed), x, |x| run(&plan, x));
+    Ok((y?, took.took.as_secs_f64()))
 }
 
 /// [`describe_output`] of a model's output, or of each of its outputs.

@@ -227,14 +227,13 @@ pub fn settings(b: &Board) -> Settings {
 }
 
 /// The identity of an emulated board: its twin on this machine's CPU, at the machine's
-/// calibrated speed, its probe runs from caches evicted by so many bytes (a new calibration,
-/// the drift correction turned off or another `LEGION_EMULATION_EVICT_MB` measures again).
+/// calibrated speed, and how its runs are timed (a new calibration or the drift correction
+/// turned off measures again).
 fn emulated_identity(b: &Board, speed: f64) -> String {
-    use legion_runtime::link::{drift, evict_bytes};
+    use legion_runtime::link::{drift, twin_caches};
     let f = legion_runtime::probe::facts();
     let drift = if drift::enabled() { format!("reference {:.0} ns", drift::calibrated() * 1e9) } else { "no drift correction".into() };
-    let evict = format!("caches evicted by {} MiB", evict_bytes() >> 20);
-    format!("emulated twin {} speed {speed:?} on {} ({}, {drift}, {evict})", b.target.as_ref().map(|t| t.name.as_str()).unwrap_or("custom"), f.cpu_model, f.arch)
+    format!("emulated twin {} speed {speed:?} on {} ({}, {drift}, {})", b.target.as_ref().map(|t| t.name.as_str()).unwrap_or("custom"), f.cpu_model, f.arch, twin_caches())
 }
 
 /// The identity of a real board, from its probe's facts.

