@@ -440,7 +440,13 @@ pub fn markdown(s: &Suite, prefix: &str) -> String {
             );
         }
         let worst = s.rows.iter().filter(|r| r.model == m).map(|r| r.row.overrun_share).fold(0.0, f64::max);
-        md += &format!("\nEmulation: the largest overrun of a median frame (real time beyond the twins' times) was {:.2} % of its latency{}.\n", worst * 1e2, if worst > crate::bench::OVERRUN_MARK { "; ⚠ marks figures above 2 %" } else { "" });
+        let waited = s.rows.iter().filter(|r| r.model == m && r.row.measured_latency_s > 0.0).map(|r| r.row.slot_wait_s / r.row.measured_latency_s).fold(0.0, f64::max);
+        md += &format!(
+            "\nEmulation: the largest overrun of a median frame (real time beyond the twins' times) was {:.2} % of its latency{}; its boards' waits for a compute slot (inside the twins' times, summed over the boards) at most {:.2} %.\n",
+            worst * 1e2,
+            if worst > crate::bench::OVERRUN_MARK { "; ⚠ marks figures above 2 %" } else { "" },
+            waited * 1e2
+        );
         md += &format!("\n![speedup, {m}]({prefix}speedup-{m}.svg)\n\n");
         md += &format!(
             "**{m}**: frames per second with {} frames in flight, measured / predicted (`bench --strategies`, the same plans)\n\n| fleet |",
