@@ -1138,6 +1138,9 @@ impl Board {
         let mut result = Ok(());
         for _ in 0..2 {
             result = (|| -> Result<()> {
+                // Found lost by the heartbeat (it may be stopped, its port still open): no
+                // connection to it, which would wait for its handshake.
+                ensure!(!self.lost.lock().unwrap().contains_key(&to), "the board is lost");
                 let conn = self.connection_in(&self.piece_conns, to)?;
                 let mut conn = conn.lock().unwrap();
                 conn.send(&msg)

@@ -314,7 +314,7 @@ fn stream_while(f: &TestFleet, frames: usize, after: Duration, during: impl FnOn
 fn a_lost_worker_is_replaced_by_its_fallback_plan_and_taken_back_when_it_answers_again() {
     // Three slow twins (a frame takes about half a second), a heartbeat of 200 ms, fallbacks
     // for up to two lost workers.
-    let mut f = TestFleet::emulated("fallback", "vgg16-tiny", 28150, &[0.004, 0.004, 0.004]).with_strategy("proportional").with_field("fallbacks: 2");
+    let mut f = TestFleet::emulated("fallback", "vgg16-tiny", 28150, &[0.0004, 0.0004, 0.0004]).with_strategy("proportional").with_field("fallbacks: 2");
     let yaml = std::fs::read_to_string(&f.yaml).unwrap().replace("  deadline_s: 10\n", "  deadline_s: 10\n  heartbeat_ms: 200\n");
     std::fs::write(&f.yaml, yaml).unwrap();
     f.compile();
