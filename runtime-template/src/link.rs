@@ -293,9 +293,9 @@ pub fn measure<I: Clone, R>(speed: Option<f64>, input: I, mut f: impl FnMut(I) -
             (r, wall.elapsed())
         }
         Some(speed) => {
-            let copy = input.clone();
             let f = std::cell::RefCell::new(f);
-            let (r, used, _) = emulated_cpu(|| drop((f.borrow_mut())(copy)), || (f.borrow_mut())(input));
+            let (warm_up, timed) = warm_then_timed(&f, input);
+            let (r, used, _) = emulated_cpu(warm_up, timed);
             (r, used.div_f64(speed))
         }
     }
@@ -328,9 +328,16 @@ pub fn compute_warm<I: Clone, R>(speed: Option<f64>, input: I, mut f: impl FnMut
     if speed.is_none() {
         return compute_scaled(None, 1.0, || (), || f(input));
     }
-    let copy = input.clone();
     let f = std::cell::RefCell::new(f);
-    compute_scaled(speed, time_scale(), || drop((f.borrow_mut())(copy)), || (f.borrow_mut())(input))
+    let (warm_up, timed) = warm_then_timed(&f, input);
+    compute_scaled(speed, time_scale(), warm_up, timed)
+}
+
+/// The two runs of a computation timed warm ([`twin_caches`]): `f` on a copy of `input`, its
+/// result dropped, for [`emulated_cpu`]'s warm-up; then `f(input)`, timed.
+fn warm_then_timed<'f, I: Clone + 'f, R>(f: &'f std::cell::RefCell<impl FnMut(I) -> R>, input: I) -> (impl FnOnce() + 'f, impl FnOnce() -> R + 'f) {
+    let copy = input.clone();
+    (move || drop((f.borrow_mut())(copy)), move || (f.borrow_mut())(input))
 }
 
 /// [`compute_accounted`] at time scale `scale`, after `warm_up` (run in the compute slot,
