@@ -1138,9 +1138,6 @@ impl Board {
         let mut result = Ok(());
         for _ in 0..2 {
             result = (|| -> Result<()> {
-                // Found lost by the heartbeat (it may be stopped, its port still open): no
-                // connection to it, which would wait for its handshake.
-                ensure!(!self.lost.lock().unwrap().contains_key(&to), "the board is lost");
                 let conn = self.connection_in(&self.piece_conns, to)?;
                 let mut conn = conn.lock().unwrap();
                 conn.send(&msg)
@@ -1542,6 +1539,13 @@ impl Board {
         if let Some(c) = self.conns.lock().unwrap().get_mut(&b).and_then(Vec::pop) {
             return Ok(c);
         }
+        self.open(b)
+    }
+
+    /// A new authenticated connection to board `b`; none to a board the heartbeat found lost
+    /// (it may be stopped, its port still accepting: the handshake would wait for it).
+    fn open(&self, b: usize) -> Result<Conn> {
+        ensure!(!self.lost.lock().unwrap().contains_key(&b), "the board is lost");
         Conn::connect(connect(&self.cfg.peers[b].addr, self.cfg.deadline())?, self.key.clone(), self.max_payload)
     }
 
@@ -1555,8 +1559,7 @@ impl Board {
         if let Some(c) = conns.get(&b) {
             return Ok(c.clone());
         }
-        let stream = connect(&self.cfg.peers[b].addr, self.cfg.deadline())?;
-        let c = Arc::new(Mutex::new(Conn::connect(stream, self.key.clone(), self.max_payload)?));
+        let c = Arc::new(Mutex::new(self.open(b)?));
         conns.insert(b, c.clone());
         Ok(c)
     }
